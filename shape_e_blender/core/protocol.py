@@ -1,0 +1,165 @@
+"""Worker protocol: newline-delimited JSON shaped like JSON-RPC 2.0 (docs/protocol.md is the spec).
+
+This module builds and checks messages; it does no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .errors import INVALID_REQUEST, PARSE_ERROR, ShapEError, invalid
+from .params import GenerationParams
+
+PROTOCOL_VERSION = 1
+# Requests are small; results can be tens of MB inline, so only requests are capped.
+MAX_REQUEST_BYTES = 1 << 20
+
+STAGES = ("queued", "downloading", "loading", "encoding", "sampling", "decoding", "writing")
+METHODS = ("hello", "generate", "download", "cancel", "status", "shutdown")
+
+Id = int | str | None
+
+
+def encode(message: dict[str, Any]) -> str:
+    """One message as one line (no newline inside: JSON escapes them)."""
+    return json.dumps(message, separators=(",", ":"), allow_nan=False) + "\n"
+
+
+def request(id: int | str, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": id, "method": method, "params": params or {}}
+
+
+def notification(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "method": method, "params": params}
+
+
+def response(id: Id, result: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": id, "result": result}
+
+
+def error_response(id: Id, error: ShapEError) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": id, "error": error.to_json()}
+
+
+@dataclass(frozen=True)
+class Request:
+    id: Id  # None for a notification (a request that wants no answer)
+    method: str
+    params: dict[str, Any]
+
+
+def parse_request(line: str | bytes) -> Request:
+    """Parse one line from a client. Raises ShapEError(PARSE_ERROR or INVALID_REQUEST).
+
+    The error's ``field`` is unused here; the caller answers with the id it could recover
+    (``request_id_of``), or null for a parse error.
+    """
+    if len(line) > MAX_REQUEST_BYTES:
+        raise ShapEError(
+            INVALID_REQUEST,
+            f"request line is {len(line)} bytes; the limit is {MAX_REQUEST_BYTES}",
+            "send image and latent inputs as file paths, not inline data",
+        )
+    try:
+        obj = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ShapEError(PARSE_ERROR, f"not JSON: {exc}", "send one JSON object per line") from None
+    if not isinstance(obj, dict):
+        raise ShapEError(INVALID_REQUEST, "a request must be a JSON object", "see docs/protocol.md")
+    if obj.get("jsonrpc") != "2.0":
+        raise ShapEError(INVALID_REQUEST, 'missing "jsonrpc": "2.0"', "see docs/protocol.md")
+    method = obj.get("method")
+    if not isinstance(method, str):
+        raise ShapEError(INVALID_REQUEST, '"method" must be a string', "see docs/protocol.md")
+    rid = obj.get("id")
+    if rid is not None and (isinstance(rid, bool) or not isinstance(rid, (int, str))):
+        raise ShapEError(
+            INVALID_REQUEST, '"id" must be a number or a string', "see docs/protocol.md"
+        )
+    params = obj.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise ShapEError(INVALID_REQUEST, '"params" must be an object', "see docs/protocol.md")
+    return Request(rid, method, params)
+
+
+def request_id_of(line: str | bytes) -> Id:
+    """Best effort: the id of a request that failed validation, so the error can name it."""
+    try:
+        obj = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    rid = obj.get("id") if isinstance(obj, dict) else None
+    return rid if isinstance(rid, (int, str)) and not isinstance(rid, bool) else None
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """``generate``'s params: the generation parameters plus where and how results go."""
+
+    params: GenerationParams
+    job_dir: str | None = None  # None: a new folder under the worker's jobs root
+    inline: bool = False  # also return each mesh as base64 npz
+    allow_download: bool = False  # fetch missing weights from the hub
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> GenerateRequest:
+        params = GenerationParams.from_json(obj)
+        job_dir = obj.get("job_dir")
+        if job_dir is not None and (not isinstance(job_dir, str) or not job_dir):
+            raise invalid("job_dir", "must be a folder path", "omit it to use the jobs root")
+        flags = {}
+        for name in ("inline", "allow_download"):
+            value = obj.get(name, False)
+            if not isinstance(value, bool):
+                raise invalid(name, "must be true or false", f"send {name}: true or false")
+            flags[name] = value
+        return cls(params, job_dir, **flags)
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.params.to_json()
+        if self.job_dir is not None:
+            out["job_dir"] = self.job_dir
+        out["inline"] = self.inline
+        out["allow_download"] = self.allow_download
+        return out
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress notification. During sampling, one per prior call."""
+
+    id: Id
+    stage: str
+    step: int
+    total: int
+    eta_s: float | None = None
+    variant: int | None = None
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if v is not None and v != ""}
+        if self.eta_s is not None:
+            out["eta_s"] = round(self.eta_s, 2) if math.isfinite(self.eta_s) else None
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Progress:
+        eta = obj.get("eta_s")
+        return cls(
+            id=obj.get("id"),
+            stage=str(obj.get("stage", "")),
+            step=int(obj.get("step", 0)),
+            total=int(obj.get("total", 0)),
+            eta_s=float(eta) if isinstance(eta, (int, float)) else None,
+            variant=obj.get("variant") if isinstance(obj.get("variant"), int) else None,
+            message=str(obj.get("message", "")),
+        )
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total if self.total > 0 else 0.0

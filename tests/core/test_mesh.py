@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from shape_e_blender.core.mesh import MeshData
+
+
+def _tetra():
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float64)
+    f = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]], dtype=np.int64)
+    c = np.linspace(0, 1, 12).reshape(4, 3)
+    return MeshData(v, f, c)
+
+
+def test_dtypes_are_normalised():
+    m = _tetra()
+    assert m.vertices.dtype == np.float32 and m.faces.dtype == np.int32
+    assert m.colors.dtype == np.float32
+    assert (m.vertex_count, m.face_count) == (4, 4)
+
+
+def test_file_round_trip_without_pickle(tmp_path):
+    m = _tetra()
+    path = m.save(tmp_path / "sub" / "mesh.npz")
+    assert not list(tmp_path.rglob("*.part"))
+    back = MeshData.load(path)
+    np.testing.assert_array_equal(back.vertices, m.vertices)
+    np.testing.assert_array_equal(back.faces, m.faces)
+    np.testing.assert_array_equal(back.colors, m.colors)
+    with np.load(path, allow_pickle=False) as z:
+        assert sorted(z.files) == ["colors", "faces", "vertices"]
+
+
+def test_base64_round_trip():
+    m = _tetra()
+    back = MeshData.from_base64(m.to_base64())
+    np.testing.assert_array_equal(back.faces, m.faces)
+
+
+@pytest.mark.parametrize(
+    ("v", "f", "c"),
+    [
+        (np.zeros((4, 2)), np.zeros((1, 3)), np.zeros((4, 3))),
+        (np.zeros((4, 3)), np.zeros((1, 4)), np.zeros((4, 3))),
+        (np.zeros((4, 3)), np.zeros((1, 3)), np.zeros((3, 3))),
+        (np.zeros((4, 3)), np.array([[0, 1, 4]]), np.zeros((4, 3))),
+    ],
+)
+def test_bad_shapes_are_refused(v, f, c):
+    with pytest.raises(ValueError):
+        MeshData(v, f, c)

@@ -1,0 +1,78 @@
+import json
+
+import pytest
+
+from shape_e_blender.core import protocol
+from shape_e_blender.core.errors import (
+    CANCELLED,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    ShapEError,
+)
+
+
+def test_encode_is_one_line_even_with_newlines_in_strings():
+    line = protocol.encode(protocol.request(1, "generate", {"prompt": "a\nb"}))
+    assert line.endswith("\n") and line.count("\n") == 1
+    assert json.loads(line)["params"]["prompt"] == "a\nb"
+
+
+@pytest.mark.parametrize(
+    ("line", "code"),
+    [
+        ("{not json", PARSE_ERROR),
+        ("[1, 2]", INVALID_REQUEST),
+        ('{"id": 1, "method": "hello"}', INVALID_REQUEST),
+        ('{"jsonrpc": "2.0", "id": 1}', INVALID_REQUEST),
+        ('{"jsonrpc": "2.0", "id": [1], "method": "hello"}', INVALID_REQUEST),
+        ('{"jsonrpc": "2.0", "id": 1, "method": "hello", "params": [1]}', INVALID_REQUEST),
+    ],
+)
+def test_malformed_requests(line, code):
+    with pytest.raises(ShapEError) as info:
+        protocol.parse_request(line)
+    assert info.value.code == code
+
+
+def test_request_size_limit_applies_to_requests():
+    big = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "x", "params": {"p": "a" * (1 << 20)}})
+    with pytest.raises(ShapEError) as info:
+        protocol.parse_request(big)
+    assert info.value.code == INVALID_REQUEST
+    assert protocol.request_id_of(big) == 1
+
+
+def test_generate_request_parses_flags_and_params():
+    req = protocol.parse_request(
+        protocol.encode(
+            protocol.request(
+                7, "generate", {"prompt": "a cup", "seed": 3, "inline": True, "job_dir": "/j"}
+            )
+        )
+    )
+    gen = protocol.GenerateRequest.from_json(req.params)
+    assert gen.params.prompt == "a cup" and gen.params.seed == 3
+    assert gen.inline is True and gen.job_dir == "/j" and gen.allow_download is False
+    assert protocol.GenerateRequest.from_json(gen.to_json()) == gen
+
+
+def test_generate_request_rejects_bad_flags():
+    with pytest.raises(ShapEError) as info:
+        protocol.GenerateRequest.from_json({"prompt": "a", "inline": "yes"})
+    assert info.value.code == INVALID_PARAMS and info.value.field == "inline"
+
+
+def test_error_round_trip_keeps_hint_and_field():
+    err = ShapEError(CANCELLED, "cancelled", "press Generate again", field=None)
+    msg = protocol.error_response(3, err)
+    back = ShapEError.from_json(json.loads(protocol.encode(msg))["error"])
+    assert (back.code, back.message, back.hint) == (CANCELLED, "cancelled", "press Generate again")
+    assert msg["error"]["data"]["kind"] == "cancelled"
+
+
+def test_progress_json():
+    p = protocol.Progress(id=2, stage="sampling", step=12, total=127, eta_s=3.14159)
+    obj = p.to_json()
+    assert obj == {"id": 2, "stage": "sampling", "step": 12, "total": 127, "eta_s": 3.14}
+    assert protocol.Progress.from_json(obj).fraction == pytest.approx(12 / 127)
