@@ -1,0 +1,284 @@
+"""Headless command line: ``python -m shape_e_blender generate|download|doctor|tiny-model``.
+
+Runs in the worker environment, in-process (no worker subprocess): the same Engine the worker uses.
+Outside Blender the CLI is not bound by Blender's online-access setting: ``generate`` downloads
+missing weights on first use (with a progress bar) unless ``--no-download`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..core import protocol
+from ..core.errors import INVALID_PARAMS, ShapEError
+from ..core.mesh import MeshData
+from ..core.params import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL, GenerationParams
+from .jobs import default_jobs_root
+
+log = logging.getLogger("shape_e_blender.cli")
+
+
+class ProgressPrinter:
+    """A progress bar on a terminal, a line per stage (and per 10%) in a log file or pipe."""
+
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.stage = ""
+        self.decile = -1
+
+    def __call__(self, p: protocol.Progress) -> None:
+        frac = p.fraction if p.total else 0.0
+        if p.stage == "downloading":
+            count = f"{p.step / 1e6:.1f}/{p.total / 1e6:.1f} MB"
+        else:
+            count = f"{p.step}/{p.total}"
+        eta = f" eta {p.eta_s:.0f}s" if p.eta_s else ""
+        if self.tty:
+            width = 30
+            bar = "#" * int(frac * width)
+            line = f"\r{p.stage:<11} [{bar:<{width}}] {count}{eta}"
+            end = "\n" if p.step >= p.total else ""
+            self.stream.write(f"{line:<72}{end}")
+            self.stream.flush()
+            return
+        decile = int(frac * 10)
+        if p.stage != self.stage or decile > self.decile or p.step >= p.total:
+            if p.stage != self.stage or decile > self.decile:
+                self.stream.write(f"{p.stage}: {count}{eta}\n")
+                self.stream.flush()
+            self.stage, self.decile = p.stage, decile
+
+
+def _fail(err: ShapEError) -> int:
+    sys.stderr.write(f"error: {err.message}\n")
+    if err.hint:
+        sys.stderr.write(f"hint: {err.hint}\n")
+    return 2 if err.code == INVALID_PARAMS else 1
+
+
+def _add_generation_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="text describing the object")
+    src.add_argument("--image", help="image file of the object (PNG with transparency is best)")
+    src.add_argument("--latent", help="a latent.npy from an earlier job: decode it again")
+    p.add_argument(
+        "--model",
+        help=f"hub repo id or local folder (default {DEFAULT_TEXT_MODEL}; "
+        f"{DEFAULT_IMAGE_MODEL} for --image)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="0..2147483647; variant i uses seed+i")
+    p.add_argument("--steps", type=int, default=64, help="sampling steps (default 64)")
+    p.add_argument("--guidance-scale", type=float, default=None, help="15 for text, 3 for images")
+    p.add_argument("--grid-size", type=int, default=128, help="mesh grid, 32..512 (default 128)")
+    p.add_argument("--variants", type=int, default=1, help="how many meshes (default 1)")
+    p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu")
+    p.add_argument("--precision", default="auto", help="auto, fp32, fp16 or bf16")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .engine import Engine
+    from .export import export_mesh, variant_paths
+
+    try:
+        params = GenerationParams.create(
+            prompt=args.prompt,
+            image=args.image,
+            latent=args.latent,
+            model=args.model,
+            seed=args.seed,
+            steps=args.steps,
+            guidance_scale=args.guidance_scale,
+            grid_size=args.grid_size,
+            variants=args.variants,
+            device=args.device,
+            precision=args.precision,
+        )
+        # Check the output name before spending minutes on sampling.
+        variant_paths(args.output, params.variants)
+        export_check = Path(args.output).suffix.lower()
+        from .export import FORMATS
+
+        if export_check not in FORMATS:
+            raise ShapEError(
+                INVALID_PARAMS,
+                f"output: {args.output} has an unknown extension",
+                f"end it in one of {', '.join(FORMATS)}",
+                "output",
+            )
+        request = protocol.GenerateRequest(
+            params,
+            job_dir=str(args.job_dir) if args.job_dir else None,
+            allow_download=not args.no_download,
+        )
+        engine = Engine(args.jobs_root or default_jobs_root(), cache_dir=args.cache_dir)
+        started = time.perf_counter()
+        result = engine.generate(request, emit=ProgressPrinter())
+    except ShapEError as err:
+        return _fail(err)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+
+    meshes = result["meshes"]
+    outputs = variant_paths(args.output, len(meshes))
+    failed = 0
+    for entry, out in zip(meshes, outputs, strict=True):
+        if "error" in entry:
+            failed += 1
+            err = ShapEError.from_json(entry["error"])
+            sys.stderr.write(f"variant {entry['variant']}: {err.message} ({err.hint})\n")
+            continue
+        export_mesh(MeshData.load(entry["path"]), out)
+        seed = f" seed {entry['seed']}" if "seed" in entry else ""
+        print(f"{out}: {entry['vertices']} vertices, {entry['faces']} faces{seed}")
+    print(f"job folder: {result['job_dir']} ({time.perf_counter() - started:.1f} s)")
+    return 1 if failed else 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from .download import download, plan_download, vram_estimate
+
+    repo = args.model or (DEFAULT_IMAGE_MODEL if args.image else DEFAULT_TEXT_MODEL)
+    kind = "image" if args.image else "text"
+    printer = ProgressPrinter()
+    try:
+        plan = plan_download(repo, kind=kind, cache_dir=args.cache_dir)
+        print(
+            f"{repo}: {len(plan.files)} files, {plan.total_bytes / 1e9:.2f} GB on disk; "
+            f"generation needs about {vram_estimate(kind) / 2**30:.1f} GiB of GPU memory"
+        )
+        path = download(
+            repo,
+            kind=kind,
+            cache_dir=args.cache_dir,
+            progress=lambda done, total: printer(
+                protocol.Progress(None, "downloading", done, total)
+            ),
+        )
+    except ShapEError as err:
+        return _fail(err)
+    print(f"ready: {path}")
+    return 0
+
+
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    from .tiny import TinySizes, write_tiny_pipeline
+
+    sizes = TinySizes.other() if args.other_sizes else TinySizes()
+    path = write_tiny_pipeline(
+        args.folder,
+        "image" if args.image else "text",
+        seed=args.seed,
+        sizes=sizes,
+        renderer_format="bin" if args.renderer_bin else "safetensors",
+    )
+    print(path)
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .download import resolve_model
+    from .engine import Engine
+    from .models import device_report, versions
+    from .tiny import write_tiny_pipeline
+
+    print("versions:")
+    for name, version in versions().items():
+        print(f"  {name:<13} {version}")
+    print("devices:")
+    for dev in device_report():
+        mem = dev.get("memory_total")
+        free = dev.get("memory_free")
+        extra = f"  {free / 2**30:.1f} of {mem / 2**30:.1f} GiB free" if mem and free else ""
+        print(f"  {dev['name']:<8} {dev['label']}{extra}")
+    print("model cache:")
+    for repo, kind in ((DEFAULT_TEXT_MODEL, "text"), (DEFAULT_IMAGE_MODEL, "image")):
+        try:
+            where = resolve_model(repo, kind=kind, allow_download=False, cache_dir=args.cache_dir)
+            print(f"  {repo:<22} ready at {where}")
+        except ShapEError as err:
+            print(f"  {repo:<22} not downloaded ({err.hint})")
+
+    print("self-test (tiny random model, offline):")
+    tmp = Path(tempfile.mkdtemp(prefix="shape-e-doctor-"))
+    try:
+        model = write_tiny_pipeline(tmp / "model", "text")
+        engine = Engine(tmp / "jobs")
+        params = GenerationParams.create(
+            prompt="self test", model=str(model), steps=4, grid_size=32, device=args.device
+        )
+        started = time.perf_counter()
+        result = engine.generate(protocol.GenerateRequest(params))
+        mesh = MeshData.load(result["meshes"][0]["path"])
+        print(
+            f"  ok: {mesh.vertex_count} vertices, {mesh.face_count} faces on "
+            f"{result['params']['device']} in {time.perf_counter() - started:.1f} s"
+        )
+    except ShapEError as err:
+        print(f"  FAILED: {err}")
+        return 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m shape_e_blender",
+        description="Shap-E without Blender: generate meshes, fetch weights, check the setup.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate", help="text, image or latent -> mesh file(s)")
+    _add_generation_args(p)
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="out.glb, .ply, .obj or .npz; with N > 1 variants: out_0.glb ... out_{N-1}.glb",
+    )
+    p.add_argument("--job-dir", type=Path, help="keep this job's files here")
+    p.add_argument("--jobs-root", type=Path, help="where job folders go by default")
+    p.add_argument("--cache-dir", type=Path, help="model cache (default: Hugging Face cache)")
+    p.add_argument("--no-download", action="store_true", help="fail instead of downloading")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("download", help="fetch the weights into the cache, with progress")
+    p.add_argument("--image", action="store_true", help="the image model (openai/shap-e-img2img)")
+    p.add_argument("--model", help="another hub repo id")
+    p.add_argument("--cache-dir", type=Path, help="model cache (default: Hugging Face cache)")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("doctor", help="report the environment and run an offline self-test")
+    p.add_argument("--cache-dir", type=Path)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("tiny-model", help="write a tiny random pipeline (tests, self-test)")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--image", action="store_true", help="an image-conditioned pipeline")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--renderer-bin", action="store_true", help="renderer as pickled .bin")
+    p.add_argument("--other-sizes", action="store_true", help="a second set of tiny sizes")
+    p.set_defaults(func=cmd_tiny_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    # The job log records INFO whatever the console shows.
+    logging.getLogger().handlers[0].setLevel(logging.INFO if args.verbose else logging.WARNING)
+    result: Any = args.func(args)
+    return int(result)

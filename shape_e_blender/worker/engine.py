@@ -1,0 +1,324 @@
+"""One generation, start to finish: resolve the model, sample latents, extract meshes, write files.
+
+The worker's server and the headless CLI both call Engine.generate; only the way progress is shown
+differs. Everything a job produces is on disk (in its job folder) before it is reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..core import protocol
+from ..core.errors import NO_SURFACE, ShapEError
+from ..core.mesh import MESH_FILE, MeshData
+from ..core.params import GenerationParams
+from . import jobs
+
+if TYPE_CHECKING:
+    from .server import Job, Output
+
+log = logging.getLogger("shape_e_blender.engine")
+
+Emit = Callable[[protocol.Progress], None]
+
+
+@dataclass
+class StageClock:
+    """Turns (stage, step, total) events into progress notifications with an ETA.
+
+    The ETA is the mean time per finished step in the current stage times the steps left; a
+    stage's clock starts when the previous stage's last event arrived.
+    """
+
+    request_id: protocol.Id
+    emit: Emit
+    stage: str = ""
+    started: float = field(default_factory=time.perf_counter)
+    last: float = field(default_factory=time.perf_counter)
+
+    def __call__(self, stage: str, step: int, total: int, variant: int | None = None) -> None:
+        now = time.perf_counter()
+        if stage != self.stage:
+            self.stage, self.started = stage, self.last
+        eta = None
+        if 0 < step < total:
+            eta = (now - self.started) / step * (total - step)
+        elif step >= total:
+            eta = 0.0
+        self.last = now
+        self.emit(protocol.Progress(self.request_id, stage, step, total, eta, variant))
+
+
+@dataclass
+class Timings:
+    values: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.values[name] = round(self.values.get(name, 0.0) + seconds, 4)
+
+
+class Engine:
+    """Holds the model cache, so models stay loaded from one job to the next."""
+
+    def __init__(self, jobs_root: Path, *, cache_dir: Path | None = None) -> None:
+        from .models import ModelCache
+
+        self.jobs_root = Path(jobs_root)
+        self.cache_dir = cache_dir
+        self.models = ModelCache()
+        _quiet_libraries()
+
+    # -- protocol entry points ----------------------------------------------------------------
+
+    def generate_job(self, job: Job, out: Output) -> dict[str, Any]:
+        request = protocol.GenerateRequest.from_json(job.params)
+        return self.generate(
+            request, request_id=job.id, emit=out.progress, cancel=job.cancel.is_set
+        )
+
+    def download_job(self, job: Job, out: Output) -> dict[str, Any]:
+        from .download import plan_download, resolve_model
+
+        model = job.params["model"]
+        kind = job.params.get("kind", "image" if model.endswith("img2img") else "text")
+        clock = StageClock(job.id, out.progress)
+        path = resolve_model(
+            model,
+            kind=kind,
+            allow_download=True,
+            cache_dir=job.params.get("cache_dir") or self.cache_dir,
+            progress=lambda done, total: clock("downloading", done, total),
+        )
+        size = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+        if not Path(model).exists():
+            size = plan_download(model, kind=kind, cache_dir=self.cache_dir).total_bytes
+        return {"model": model, "path": str(path), "bytes": size}
+
+    # -- the generation itself ----------------------------------------------------------------
+
+    def generate(
+        self,
+        request: protocol.GenerateRequest,
+        *,
+        request_id: protocol.Id = None,
+        emit: Emit | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> dict[str, Any]:
+        params = request.params.resolved()
+        job_dir = (
+            jobs.prepare_job_dir(request.job_dir)
+            if request.job_dir
+            else jobs.new_job_dir(self.jobs_root, params.prompt or Path(params.image or "x").stem)
+        )
+        clock = StageClock(request_id, emit or (lambda _p: None))
+        should_cancel = cancel or (lambda: False)
+        with jobs.job_log(job_dir) as jlog:
+            jlog.info("job %s in %s: %s", request_id, job_dir, params.to_json())
+            jobs.write_json(job_dir / jobs.REQUEST_FILE, {"request": request.to_json()})
+            try:
+                result = self._generate(params, request, job_dir, clock, should_cancel)
+            except ShapEError as err:
+                jlog.error("job failed: %s", err)
+                raise
+            except Exception:
+                jlog.exception("job failed")
+                raise
+            jobs.write_json(
+                job_dir / jobs.RESULT_FILE,
+                {**result, "meshes": [_without_inline(m) for m in result["meshes"]]},
+            )
+            jlog.info("job done: %s", result["timings"])
+        return result
+
+    def _generate(
+        self,
+        params: GenerationParams,
+        request: protocol.GenerateRequest,
+        job_dir: Path,
+        clock: StageClock,
+        should_cancel: Callable[[], bool],
+    ) -> dict[str, Any]:
+        from .download import resolve_model
+        from .models import resolve_device, versions
+
+        timings = Timings()
+        choice = resolve_device(params.device, params.precision)
+        kind = {"text": "text", "image": "image", "latent": "renderer"}[params.mode]
+        folder = resolve_model(
+            params.effective_model,
+            kind=kind,
+            allow_download=request.allow_download,
+            cache_dir=self.cache_dir,
+            progress=lambda done, total: clock("downloading", done, total),
+        )
+        resolved = {
+            **params.to_json(),
+            "device": choice.device,
+            "precision": choice.precision,
+        }
+        jobs.write_json(
+            job_dir / jobs.REQUEST_FILE, {"request": request.to_json(), "resolved": resolved}
+        )
+
+        if params.mode == "latent":
+            latents = jobs.load_latents(params.latent or "")
+            seeds = [None] * len(latents)
+            renderer = self._load(clock, timings, lambda: self.models.renderer(folder, choice))
+        else:
+            seeds = params.variant_seeds()
+            latents, renderer = self._sample(
+                params, folder, choice, job_dir, clock, timings, should_cancel
+            )
+        resolved["variants"] = len(latents)
+
+        meshes = []
+        for i, latent in enumerate(latents):
+            vdir = jobs.variant_dir(job_dir, i)
+            if params.mode != "latent":
+                jobs.save_latent(vdir / jobs.LATENT_FILE, latent)
+            entry: dict[str, Any] = {"variant": i, "seed": seeds[i]}
+            if seeds[i] is None:
+                del entry["seed"]
+            clock("decoding", i, len(latents), i)
+            started = time.perf_counter()
+            try:
+                mesh = self._decode(renderer, latent, params.grid_size, choice, should_cancel)
+            except ShapEError as err:
+                if err.code != NO_SURFACE:
+                    raise
+                log.warning("variant %d: %s", i, err)
+                entry["error"] = err.to_json()
+                meshes.append(entry)
+                continue
+            finally:
+                timings.add("decode", time.perf_counter() - started)
+            clock("writing", i, len(latents), i)
+            started = time.perf_counter()
+            path = mesh.save(vdir / MESH_FILE)
+            lo, hi = mesh.bounds()
+            entry.update(
+                path=str(path),
+                vertices=mesh.vertex_count,
+                faces=mesh.face_count,
+                bounds=[[round(float(x), 5) for x in lo], [round(float(x), 5) for x in hi]],
+            )
+            if params.mode != "latent":
+                entry["latent"] = str(vdir / jobs.LATENT_FILE)
+            if request.inline:
+                entry["npz_b64"] = mesh.to_base64()
+            timings.add("write", time.perf_counter() - started)
+            meshes.append(entry)
+        clock("writing", len(latents), len(latents))
+
+        if all("error" in m for m in meshes):
+            first = meshes[0]["error"]
+            raise ShapEError(first["code"], first["message"], first["data"]["hint"])
+        return {
+            "job_dir": str(job_dir),
+            "params": resolved,
+            "meshes": meshes,
+            "timings": timings.values,
+            "versions": versions(),
+        }
+
+    def _load(self, clock: StageClock, timings: Timings, load: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        clock("loading", 0, 1)
+        obj = load()
+        clock("loading", 1, 1)
+        timings.add("load", time.perf_counter() - started)
+        return obj
+
+    def _sample(self, params, folder, choice, job_dir, clock, timings, should_cancel):
+        from .sampling import sample_latents
+
+        if params.mode == "image":
+            from .images import prepare_image
+
+            image = prepare_image(params.image or "")
+            image.save(job_dir / jobs.INPUT_IMAGE)
+            pipe = self._load(clock, timings, lambda: self.models.image_pipeline(folder, choice))
+        else:
+            image = None
+            pipe = self._load(clock, timings, lambda: self.models.text_pipeline(folder, choice))
+
+        marks: dict[str, float] = {}
+
+        def progress(stage: str, step: int, total: int) -> None:
+            marks.setdefault(stage, time.perf_counter())
+            marks[stage + ":end"] = time.perf_counter()
+            clock(stage, step, total)
+
+        started = time.perf_counter()
+        with _runtime_errors("sampling"):
+            latents = sample_latents(
+                pipe,
+                prompt=params.prompt,
+                image=image,
+                seeds=params.variant_seeds(),
+                steps=params.steps,
+                guidance_scale=params.effective_guidance,
+                choice=choice,
+                progress=progress,
+                should_cancel=should_cancel,
+            )
+        encode_end = marks.get("encoding:end", started)
+        timings.add("encode", encode_end - started)
+        timings.add("sample", time.perf_counter() - encode_end)
+        renderer = self.models.renderer(folder, choice)
+        return latents.detach().cpu().numpy().astype(np.float32), renderer
+
+    def _decode(self, renderer, latent, grid_size, choice, should_cancel) -> MeshData:
+        import torch
+
+        from .field import LatentField
+        from .stf import extract_mesh
+
+        with _runtime_errors("decoding"):
+            latent_field = LatentField(renderer, torch.from_numpy(latent), choice.device)
+            return extract_mesh(
+                latent_field.sdf,
+                latent_field.color,
+                grid_size,
+                device=choice.device,
+                should_cancel=should_cancel,
+            )
+
+
+class _runtime_errors:
+    """Map device errors (out of memory, ...) to ShapEErrors with a hint for the stage."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None or isinstance(exc, ShapEError):
+            return False
+        if isinstance(exc, RuntimeError | MemoryError):
+            from .sampling import map_runtime_error
+
+            mapped = map_runtime_error(exc, self.stage)
+            if mapped is not None:
+                raise mapped from exc
+        return False
+
+
+def _without_inline(mesh: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in mesh.items() if k != "npz_b64"}
+
+
+def _quiet_libraries() -> None:
+    """Progress bars from diffusers/huggingface_hub would only clutter stderr: we report our own."""
+    from diffusers.utils import logging as dlogging
+
+    dlogging.disable_progress_bar()

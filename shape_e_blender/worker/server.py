@@ -1,0 +1,314 @@
+"""The worker's protocol loop: JSON-RPC 2.0 lines on stdin/stdout (docs/protocol.md).
+
+Threads:
+- the reader thread reads stdin, answers what needs no model at once (hello, status, cancel,
+  malformed lines) and queues jobs (generate, download);
+- the main thread runs the queued jobs one at a time, so models stay loaded between them.
+
+stdout belongs to the protocol alone: at start the real stdout is kept for protocol messages and
+file descriptor 1 is pointed at stderr, so stray prints from libraries (progress bars, warnings,
+C extensions) cannot corrupt a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ..core import protocol
+from ..core.errors import (
+    CANCELLED,
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    ShapEError,
+    invalid,
+)
+from .jobs import default_jobs_root
+
+log = logging.getLogger("shape_e_blender.worker")
+
+_CANCELLED_HINT = "the job was stopped on request; run it again to get a result"
+
+
+@dataclass
+class Job:
+    id: protocol.Id
+    method: str
+    params: dict[str, Any]
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class Output:
+    """Thread-safe writer of protocol messages."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = protocol.encode(message).encode("utf-8")
+        with self._lock:
+            try:
+                self._stream.write(data)
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):
+                # The client went away; the jobs still finish and their files stay on disk.
+                log.warning("client closed the output pipe; dropping a message")
+
+    def progress(self, p: protocol.Progress) -> None:
+        self.send(protocol.notification("progress", p.to_json()))
+
+
+class Server:
+    def __init__(
+        self,
+        output: Output,
+        *,
+        jobs_root: Path,
+        handlers: dict[str, Callable[[Job, Output], Any]] | None = None,
+        hello: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.out = output
+        self.jobs_root = jobs_root
+        self._queue: collections.deque[Job] = collections.deque()
+        self._cond = threading.Condition()
+        self._running: Job | None = None
+        self._closed = False  # no more input (EOF or shutdown)
+        self._shutdown_id: protocol.Id = None
+        self._shutdown_requested = False
+        self._engine = None
+        self._handlers = handlers
+        self._hello = hello
+
+    # -- engine (imported lazily so that hello and malformed lines never wait for torch) --------
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            from .engine import Engine
+
+            self._engine = Engine(self.jobs_root)
+        return self._engine
+
+    def handlers(self) -> dict[str, Callable[[Job, Output], Any]]:
+        if self._handlers is None:
+            self._handlers = {
+                "generate": lambda job, out: self.engine.generate_job(job, out),
+                "download": lambda job, out: self.engine.download_job(job, out),
+            }
+        return self._handlers
+
+    # -- reader side ---------------------------------------------------------------------------
+
+    def read_loop(self, stream: BinaryIO) -> None:
+        try:
+            for raw in stream:
+                line = raw.strip()
+                if not line:
+                    continue
+                self.handle_line(line)
+                if self._shutdown_requested:
+                    break
+        except Exception:  # the loop must end in close(); the traceback goes to stderr
+            log.exception("reading stdin failed")
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def handle_line(self, line: bytes) -> None:
+        try:
+            req = protocol.parse_request(line)
+        except ShapEError as err:
+            rid = None if err.code == PARSE_ERROR else protocol.request_id_of(line)
+            self.out.send(protocol.error_response(rid, err))
+            return
+        try:
+            self.dispatch(req)
+        except ShapEError as err:
+            if req.id is not None:
+                self.out.send(protocol.error_response(req.id, err))
+        except Exception as exc:
+            log.exception("request %r failed", req.method)
+            if req.id is not None:
+                err = ShapEError(INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", "see the log")
+                self.out.send(protocol.error_response(req.id, err))
+
+    def dispatch(self, req: protocol.Request) -> None:
+        method = req.method
+        if method == "hello":
+            self._answer(req, self.hello())
+        elif method == "status":
+            self._answer(req, self.status())
+        elif method == "cancel":
+            target = req.params.get("id")
+            if target is None or isinstance(target, bool) or not isinstance(target, (int, str)):
+                raise invalid("id", "must name the request to cancel", 'send {"id": 2}')
+            self._answer(req, {"cancelled": self.cancel(target)})
+        elif method == "shutdown":
+            self._shutdown_requested = True
+            self._shutdown_id = req.id
+        elif method in ("generate", "download"):
+            if req.id is None:
+                raise ShapEError(INVALID_REQUEST, f"{method} needs an id", "add an id")
+            self._validate(method, req.params)
+            self.enqueue(Job(req.id, method, req.params))
+        else:
+            raise ShapEError(
+                METHOD_NOT_FOUND,
+                f"unknown method {method!r}",
+                f"methods: {', '.join(protocol.METHODS)}",
+            )
+
+    def _validate(self, method: str, params: dict[str, Any]) -> None:
+        """Reject bad parameters at once, before the job waits in the queue."""
+        if method == "generate":
+            protocol.GenerateRequest.from_json(params)
+        elif not isinstance(params.get("model"), str) or not params["model"]:
+            raise invalid("model", "must be a hub repo id or a folder", "e.g. openai/shap-e")
+
+    def _answer(self, req: protocol.Request, result: Any) -> None:
+        if req.id is not None:
+            self.out.send(protocol.response(req.id, result))
+
+    def hello(self) -> dict[str, Any]:
+        if self._hello is not None:
+            return self._hello()
+        from .models import device_report, versions
+
+        devices = device_report()
+        return {
+            "protocol": protocol.PROTOCOL_VERSION,
+            "package": package_version(),
+            "pid": os.getpid(),
+            "versions": versions(),
+            "devices": devices,
+            "default_device": devices[0]["name"],
+            "jobs_root": str(self.jobs_root),
+        }
+
+    def status(self) -> dict[str, Any]:
+        with self._cond:
+            running = self._running.id if self._running else None
+            queued = [j.id for j in self._queue]
+        loaded = self._engine.models.loaded() if self._engine is not None else []
+        return {"running": running, "queued": queued, "loaded": loaded}
+
+    def enqueue(self, job: Job) -> None:
+        with self._cond:
+            ahead = len(self._queue) + (1 if self._running else 0)
+            self._queue.append(job)
+            self._cond.notify_all()
+        if ahead:
+            self.out.progress(protocol.Progress(job.id, "queued", 0, ahead))
+
+    def cancel(self, target: int | str) -> bool:
+        with self._cond:
+            if self._running is not None and self._running.id == target:
+                self._running.cancel.set()
+                return True
+            for job in list(self._queue):
+                if job.id == target:
+                    self._queue.remove(job)
+                    break
+            else:
+                return False
+        self.out.send(
+            protocol.error_response(target, ShapEError(CANCELLED, "cancelled", _CANCELLED_HINT))
+        )
+        return True
+
+    # -- job side (main thread) ----------------------------------------------------------------
+
+    def run_jobs(self) -> None:
+        """Run queued jobs until the input has ended and the queue is empty."""
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    break
+                job = self._queue.popleft()
+                self._running = job
+            try:
+                self.run_job(job)
+            finally:
+                with self._cond:
+                    self._running = None
+        if self._shutdown_id is not None:
+            self.out.send(protocol.response(self._shutdown_id, {}))
+
+    def run_job(self, job: Job) -> None:
+        handler = self.handlers()[job.method]
+        try:
+            result = handler(job, self.out)
+        except ShapEError as err:
+            self.out.send(protocol.error_response(job.id, err))
+        except Exception as exc:
+            log.exception("job %r failed", job.id)
+            err = ShapEError(
+                INTERNAL_ERROR,
+                f"{type(exc).__name__}: {exc}",
+                "this is a bug in the worker; the traceback is in the job log and on stderr",
+            )
+            self.out.send(protocol.error_response(job.id, err))
+        else:
+            self.out.send(protocol.response(job.id, result))
+
+
+def package_version() -> str:
+    """The add-on's version, from the manifest beside the package when it is installed."""
+    here = Path(__file__).resolve().parents[1]
+    for manifest in (here / "blender_manifest.toml", here.parent / "blender_manifest.toml"):
+        if manifest.exists():
+            import tomllib
+
+            return str(tomllib.loads(manifest.read_text(encoding="utf-8")).get("version", "0"))
+    return "0"
+
+
+def take_over_stdout() -> BinaryIO:
+    """Keep the real stdout for protocol messages; point fd 1 (stray prints) at stderr."""
+    sys.stdout.flush()
+    proto = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
+    return proto
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m shape_e_blender.worker",
+        description="Shap-E worker: JSON-RPC 2.0 lines on stdin/stdout (see docs/protocol.md).",
+    )
+    parser.add_argument("--jobs-root", type=Path, default=None, help="where job folders go")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    proto = take_over_stdout()
+    server = Server(Output(proto), jobs_root=args.jobs_root or default_jobs_root())
+    reader = threading.Thread(
+        target=server.read_loop, args=(sys.stdin.buffer,), name="stdin-reader", daemon=True
+    )
+    reader.start()
+    log.info("worker ready (pid %d, jobs in %s)", os.getpid(), server.jobs_root)
+    server.run_jobs()
+    log.info("input closed and every job answered; exiting")
+    return 0
