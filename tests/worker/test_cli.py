@@ -1,0 +1,170 @@
+"""The headless CLI, run as a real subprocess: python -m shape_e_blender ..."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+from shape_e_blender.core.mesh import MeshData
+
+REPO = Path(__file__).resolve().parents[2]
+FAST = ["--steps", "3", "--grid-size", "32"]
+
+
+def cli(*args: str, cwd: Path, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env |= {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_HOME": str(cwd / "hf-home")}
+    env |= env_extra or {}
+    return subprocess.run(
+        [sys.executable, "-m", "shape_e_blender", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_generate_glb_with_progress(tiny_text_model, tmp_path):
+    out = tmp_path / "chair.glb"
+    r = cli(
+        "generate",
+        "--prompt",
+        "a chair",
+        "--model",
+        str(tiny_text_model),
+        *FAST,
+        "-o",
+        str(out),
+        "--job-dir",
+        str(tmp_path / "job"),
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    assert out.is_file() and (tmp_path / "job" / "0" / "mesh.npz").is_file()
+    assert "sampling" in r.stderr  # progress lines (not a terminal here: one per stage/decile)
+    assert "chair.glb" in r.stdout and "faces" in r.stdout
+    scene = trimesh.load(out)
+    mesh = MeshData.load(tmp_path / "job" / "0" / "mesh.npz")
+    assert sum(len(g.faces) for g in scene.geometry.values()) == mesh.face_count
+
+
+def test_variants_are_numbered_and_formats_follow_the_suffix(tiny_text_model, tmp_path):
+    r = cli(
+        "generate",
+        "--prompt",
+        "a table",
+        "--model",
+        str(tiny_text_model),
+        *FAST,
+        "--variants",
+        "2",
+        "--seed",
+        "4",
+        "-o",
+        str(tmp_path / "t.ply"),
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "t_0.ply").is_file() and (tmp_path / "t_1.ply").is_file()
+    assert not (tmp_path / "t.ply").exists()
+    assert "seed 4" in r.stdout and "seed 5" in r.stdout
+    a = trimesh.load(tmp_path / "t_0.ply")
+    b = trimesh.load(tmp_path / "t_1.ply")
+    assert len(a.faces) > 0 and len(b.faces) > 0
+    assert a.visual.vertex_colors.shape[0] == len(a.vertices)
+
+
+def test_latent_redecode_to_obj_and_npz(tiny_text_model, tmp_path):
+    job = tmp_path / "job"
+    r = cli(
+        "generate",
+        "--prompt",
+        "a bowl",
+        "--model",
+        str(tiny_text_model),
+        *FAST,
+        "-o",
+        str(tmp_path / "a.npz"),
+        "--job-dir",
+        str(job),
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    r = cli(
+        "generate",
+        "--latent",
+        str(job / "0" / "latent.npy"),
+        "--model",
+        str(tiny_text_model),
+        "--grid-size",
+        "48",
+        "-o",
+        str(tmp_path / "b.obj"),
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    coarse = MeshData.load(tmp_path / "a.npz")
+    fine = trimesh.load(tmp_path / "b.obj", process=False)
+    assert len(fine.faces) > coarse.face_count
+
+
+def test_tiny_model_with_other_sizes_built_by_the_cli(tmp_path):
+    model = tmp_path / "other"
+    r = cli(
+        "tiny-model", str(model), "--other-sizes", "--seed", "3", "--renderer-bin", cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    assert (model / "model_index.json").is_file()
+    assert list((model / "shap_e_renderer").glob("*.bin"))
+    r = cli(
+        "generate",
+        "--prompt",
+        "a boat",
+        "--model",
+        str(model),
+        *FAST,
+        "-o",
+        str(tmp_path / "boat.npz"),
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    mesh = MeshData.load(tmp_path / "boat.npz")
+    assert mesh.face_count > 0 and np.isfinite(mesh.vertices).all()
+
+
+def test_without_model_and_hub_the_error_is_about_the_download(tmp_path):
+    r = cli("generate", "--prompt", "a chair", *FAST, "-o", str(tmp_path / "x.glb"), cwd=tmp_path)
+    assert r.returncode == 1
+    assert "openai/shap-e" in r.stderr
+    assert "hint:" in r.stderr and "--model" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["--grid-size", "8"], "grid_size"),
+        (["--seed", "-3"], "seed"),
+        (["-o", "out.fbx"], "output"),
+    ],
+)
+def test_bad_arguments_name_the_field(tmp_path, args, field):
+    base = ["generate", "--prompt", "a chair", "--model", str(tmp_path), "-o", "out.glb"]
+    r = cli(*base, *args, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert field in r.stderr and "hint:" in r.stderr
+
+
+def test_doctor_runs_the_offline_self_test(tmp_path):
+    r = cli("doctor", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "torch" in r.stdout and "cpu" in r.stdout
+    assert "openai/shap-e" in r.stdout and "not downloaded" in r.stdout
+    assert "ok:" in r.stdout
