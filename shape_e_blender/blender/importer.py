@@ -93,10 +93,12 @@ def import_meshes(
     """Add one object per mesh, side by side along +X, selected, the first one active.
 
     Each object stands with its bottom centre at ``location`` (default: the 3D cursor), goes into
-    the active collection, and carries ``settings`` plus ``job_dir`` and its variant index in
-    ``obj["shape_e"]``; ``seed`` there is the variant's own seed. All objects share one material
-    that shows the vertex colours. On any error every datablock made so far is removed and the
-    error is raised again: a failed import leaves the file as it was.
+    the active collection, and carries ``settings`` plus ``job_dir`` and ``variant`` (its index)
+    in the ID-property group ``obj["shape_e"]``; ``seed`` there is the variant's own seed. Values
+    ID properties cannot hold exactly (ints beyond 32 bits, other objects) are stored as text.
+    Objects are named ``name``, or ``name_0``, ``name_1``... for several variants. All of them
+    share one material that shows the vertex colours. On any error every datablock made so far
+    is removed and the error is raised again: a failed import leaves the file as it was.
     """
     if threading.current_thread() is not threading.main_thread():
         raise ShapEError(
@@ -106,6 +108,7 @@ def import_meshes(
         )
     if not meshes:
         raise ShapEError(INVALID_PARAMS, "there is no mesh to import", "generate at least one")
+    name = name.strip() or DEFAULT_NAME
     ensure_undo_baseline()
     scene = context.scene
     view_layer = context.view_layer
@@ -223,7 +226,7 @@ def _variant_properties(
         props["seed"] = (seed + index) % (SEED_MAX + 1)  # the rule of GenerationParams
     props["variant"] = index
     if job_dir is not None:
-        props["shape_e_job_dir"] = str(job_dir)
+        props["job_dir"] = str(job_dir)
     return props
 
 

@@ -142,6 +142,11 @@ def test_stands_on_the_cursor_in_the_active_collection(context):
     assert [c.name for c in obj.users_collection] == ["Generated"]
 
 
+def test_empty_name_gets_a_default(context):
+    (obj,) = _import(context, [uv_sphere()], name="  ")
+    assert obj.name == obj.data.name == "Shap-E"
+
+
 def test_explicit_location_wins_over_the_cursor(context):
     context.scene.cursor.location = (5.0, 5.0, 5.0)
     (obj,) = _import(context, [uv_sphere()], location=(-1.0, 0.5, 0.0))
@@ -170,7 +175,7 @@ def test_settings_are_stored_per_variant(context):
         assert p["guidance_scale"] == 15.0 and p["model"] == "openai/shap-e"
         assert (p["device"], p["precision"]) == ("cuda", "fp16")
         assert p["versions"] == {"torch": "2.13.0", "diffusers": "0.42.1"}
-        assert p["shape_e_job_dir"] == "/tmp/job7" and p["variant"] == index
+        assert p["job_dir"] == "/tmp/job7" and p["variant"] == index
         assert p["huge"] == str(2**40)  # too big for an ID property int: kept exactly, as text
         assert "nothing" not in p
         assert p["path_list"] == '["a", 1]'
