@@ -17,12 +17,13 @@ and within a component:
   has them, otherwise the ``fp16`` variant (``*.fp16.safetensors``). A pickled checkpoint is
   never fetched for these: a component that has no safetensors at all is refused.
   The openai repos have fp32 weights only as pickles, so in practice this fetches the fp16
-  safetensors (half the download). The loader keeps the weights in fp32 and up-casts the fp16
-  values, which is exact; the only loss is the fp16 rounding of the stored weights.
+  safetensors (half the download). Loaded with ``torch_dtype``/``dtype=torch.float32`` the fp16
+  values are up-cast exactly; the only loss is the fp16 rounding of the stored weights.
   ``weight_variant()`` tells the loader which ``variant=`` to pass.
 - shap_e_renderer/: the config and the weights, safetensors if present, otherwise the pickled
   ``diffusion_pytorch_model.bin`` (the hub has nothing else; it also carries the marching-cubes
-  table). That is the one pickle we accept; the loader reads it with ``weights_only=True``.
+  table). That is the one pickle we accept; diffusers' from_pretrained reads it with
+  ``torch.load(weights_only=True)``.
 - tokenizer/, scheduler/, image_processor/: every file except weights-like ones.
 
 Resuming: huggingface_hub 2.4 resumes a broken transfer inside one call (HTTP Range from the last
@@ -34,6 +35,7 @@ partial ``.incomplete`` file is private to one download and deleted on failure.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -55,8 +57,7 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     "image": ("prior", "image_encoder", "image_processor", "scheduler", "shap_e_renderer"),
     "renderer": ("shap_e_renderer",),
 }
-SAFETENSORS_ONLY = ("prior", "text_encoder", "image_encoder")
-PICKLE_ALLOWED = ("shap_e_renderer",)
+PICKLE_ALLOWED = ("shap_e_renderer",)  # every other weight component must have safetensors
 
 # Approximate parameter counts (DESIGN.md: diffusers 0.42 with random weights; CLIP ViT-L/14).
 PARAM_COUNTS = {
@@ -71,8 +72,8 @@ BYTES_PER_PARAM_FP32 = 4
 def vram_estimate(kind: Kind) -> int:
     """Approximate GPU memory for the weights of ``kind``, in bytes.
 
-    The loader keeps every weight in fp32 (4 bytes a parameter; fp16 runs through autocast), so
-    this is the parameter count times 4: text about 2.5 GiB, image about 3.1 GiB. Activations
+    Counted as fp32 weights (4 bytes a parameter), as held by a loader that keeps the weights in
+    fp32 and runs fp16 through autocast: text about 2.5 GiB, image about 3.1 GiB. Activations
     come on top and are not counted here.
     """
     return sum(PARAM_COUNTS.get(c, 0) for c in _components(kind)) * BYTES_PER_PARAM_FP32
@@ -232,8 +233,6 @@ def folder_problems(folder: Path, kind: Kind) -> list[str]:
 
 
 def _missing_shards(sub: Path, files: list[str]) -> list[str]:
-    import json
-
     missing = []
     for index in (n for n in files if n.endswith(".index.json") or ".index." in n):
         try:
