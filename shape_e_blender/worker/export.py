@@ -42,15 +42,7 @@ def export_mesh(mesh: MeshData, path: str | Path) -> Path:
     The file appears atomically (written beside it, then renamed), so a reader never sees half.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise ShapEError(
-            INVALID_PARAMS,
-            f"output: cannot write {path.name!r}: "
-            + (f"unknown format {suffix!r}" if suffix else "the name has no format suffix"),
-            f"end the output name with one of {', '.join(FORMATS)}, e.g. chair.glb",
-            "output",
-        )
+    suffix = check_output(path)
     if mesh.face_count == 0:
         raise ShapEError(
             NO_SURFACE,
@@ -70,6 +62,21 @@ def export_mesh(mesh: MeshData, path: str | Path) -> Path:
     tmp.write_bytes(data)
     tmp.replace(path)
     return path
+
+
+def check_output(path: str | Path) -> str:
+    """The output's format suffix; a name we cannot write is refused before any work starts."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise ShapEError(
+            INVALID_PARAMS,
+            f"output: cannot write {path.name!r}: "
+            + (f"unknown format {suffix!r}" if suffix else "the name has no format suffix"),
+            f"end the output name with one of {', '.join(FORMATS)}, e.g. chair.glb",
+            "output",
+        )
+    return suffix
 
 
 def variant_paths(output: str | Path, variants: int) -> list[Path]:
