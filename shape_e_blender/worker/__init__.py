@@ -1,0 +1,1 @@
+"""Worker process only: never imported by Blender"""
