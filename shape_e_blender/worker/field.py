@@ -113,6 +113,6 @@ class LatentField:
                 p = points[start : start + self.chunk].to(self.device, torch.float32)
                 h = encode_position(p)
                 for w, b in zip(self._weights[:-1], self._biases[:-1], strict=True):
-                    h = F.silu(F.linear(h, w, b))
+                    h = F.silu(F.linear(h, w, b), inplace=True)
                 out[start : start + p.shape[0]] = F.linear(h, last_w, last_b)
         return out
