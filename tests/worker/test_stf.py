@@ -300,7 +300,7 @@ def test_batches_respect_batch_size():
 
 def test_progress_is_monotonic_and_ends_at_total():
     calls = []
-    extract_mesh(sphere(0.5), linear_rgb, 128, batch_size=4096, progress=lambda *a: calls.append(a))
+    extract_mesh(sphere(0.5), linear_rgb, 96, batch_size=2048, progress=lambda *a: calls.append(a))
     assert calls[0] == (0, PROGRESS_TOTAL) and calls[-1] == (PROGRESS_TOTAL, PROGRESS_TOTAL)
     assert all(total == PROGRESS_TOTAL for _, total in calls)
     done = [d for d, _ in calls]
