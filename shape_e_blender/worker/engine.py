@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core import protocol
-from ..core.errors import NO_SURFACE, ShapEError
+from ..core.errors import NO_SURFACE, ShapEError, invalid
 from ..core.mesh import MESH_FILE, MeshData
 from ..core.params import GenerationParams
 from . import jobs
@@ -87,10 +87,12 @@ class Engine:
         )
 
     def download_job(self, job: Job, out: Output) -> dict[str, Any]:
-        from .download import plan_download, resolve_model
+        from .download import resolve_model
 
         model = job.params["model"]
-        kind = job.params.get("kind", "image" if model.endswith("img2img") else "text")
+        kind = job.params.get("kind") or ("image" if model.endswith("img2img") else "text")
+        if kind not in ("text", "image"):
+            raise invalid("kind", f"{kind!r} is not a model kind", "use text or image")
         clock = StageClock(job.id, out.progress)
         path = resolve_model(
             model,
@@ -99,10 +101,9 @@ class Engine:
             cache_dir=job.params.get("cache_dir") or self.cache_dir,
             progress=lambda done, total: clock("downloading", done, total),
         )
+        # stat() follows the hub cache's links to the blobs: the bytes really on disk.
         size = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-        if not Path(model).exists():
-            size = plan_download(model, kind=kind, cache_dir=self.cache_dir).total_bytes
-        return {"model": model, "path": str(path), "bytes": size}
+        return {"model": model, "kind": kind, "path": str(path), "bytes": size}
 
     # -- the generation itself ----------------------------------------------------------------
 
