@@ -79,3 +79,8 @@ class ShapEError(Exception):
 
 def invalid(field: str, message: str, hint: str) -> ShapEError:
     return ShapEError(INVALID_PARAMS, f"{field}: {message}", hint, field)
+
+
+def cancelled() -> ShapEError:
+    """The one error every cancelled job answers with, wherever it stopped."""
+    return ShapEError(CANCELLED, "cancelled", "the job was stopped on request; run it again")

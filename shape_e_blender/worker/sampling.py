@@ -17,7 +17,7 @@ import PIL.Image
 import torch
 from diffusers.pipelines.shap_e import ShapEImg2ImgPipeline, ShapEPipeline
 
-from ..core.errors import CANCELLED, OUT_OF_MEMORY, ShapEError
+from ..core.errors import OUT_OF_MEMORY, ShapEError, cancelled
 from .models import DeviceChoice
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,6 @@ def prior_calls(pipe: ShapEPipeline | ShapEImg2ImgPipeline, steps: int) -> int:
     scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
     scheduler.set_timesteps(steps, device="cpu")
     return len(scheduler.timesteps)
-
-
-def cancelled() -> ShapEError:
-    return ShapEError(CANCELLED, "cancelled", "the job was stopped on request; start it again")
 
 
 def map_runtime_error(exc: BaseException, stage: str) -> ShapEError | None:

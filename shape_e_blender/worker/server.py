@@ -25,19 +25,17 @@ from typing import Any, BinaryIO
 
 from ..core import protocol
 from ..core.errors import (
-    CANCELLED,
     INTERNAL_ERROR,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
     ShapEError,
+    cancelled,
     invalid,
 )
 from .jobs import default_jobs_root
 
 log = logging.getLogger("shape_e_blender.worker")
-
-_CANCELLED_HINT = "the job was stopped on request; run it again to get a result"
 
 
 @dataclass
@@ -226,9 +224,7 @@ class Server:
                     break
             else:
                 return False
-        self.out.send(
-            protocol.error_response(target, ShapEError(CANCELLED, "cancelled", _CANCELLED_HINT))
-        )
+        self.out.send(protocol.error_response(target, cancelled()))
         return True
 
     # -- job side (main thread) ----------------------------------------------------------------

@@ -60,7 +60,7 @@ import numpy as np
 import torch
 from skimage.measure import marching_cubes
 
-from ..core.errors import CANCELLED, INTERNAL_ERROR, JOB_FAILED, NO_SURFACE, ShapEError, invalid
+from ..core.errors import INTERNAL_ERROR, JOB_FAILED, NO_SURFACE, ShapEError, cancelled, invalid
 from ..core.mesh import MeshData
 from ..core.params import GRID_RANGE
 from .cleanup import drop_small_parts, drop_zero_area, weld
@@ -245,9 +245,7 @@ class _Run:
 
     def check(self) -> None:
         if self._should_cancel is not None and self._should_cancel():
-            raise ShapEError(
-                CANCELLED, "cancelled", "the mesh was not extracted; run the job again"
-            )
+            raise cancelled()
 
     def start_stage(self, end: float) -> None:
         self._lo, self._hi = self._hi, end
