@@ -296,6 +296,8 @@ class Engine:
                 latent_field.color,
                 grid_size,
                 device=choice.device,
+                # A GPU wants big batches to stay busy (the MLP is small); a CPU gains nothing.
+                batch_size=262_144 if choice.device_type == "cuda" else 65_536,
                 should_cancel=should_cancel,
             )
 
