@@ -165,7 +165,7 @@ def kill_tree(popen: subprocess.Popen, grace: float = KILL_GRACE_S) -> None:
         popen.wait(grace)
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: two requests are never the same job
 class Job:
     """One request and what came back for it. Changed only by WorkerClient.poll()."""
 

@@ -1,0 +1,93 @@
+"""Fixtures for the client, operator, panel and preferences tests.
+
+The add-on is enabled from this source tree the way Blender enables any add-on
+(addon_utils.enable), and its worker is the real ``python -m shape_e_blender.worker`` run by this
+interpreter, which has the worker's stack too. Tests import these fixtures by name.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+bpy = pytest.importorskip("bpy")
+import addon_utils  # noqa: E402  (ships with bpy)
+
+ROOT = "shape_e_blender"
+REPO = Path(__file__).resolve().parents[2]
+FAST = {"steps": 4, "grid_size": 32}  # a tiny generation: seconds on two CPU cores
+
+
+def enable_addon() -> None:
+    errors: list[BaseException] = []
+    mod = addon_utils.enable(ROOT, default_set=True, handle_error=errors.append)
+    assert mod is not None, f"the add-on did not register: {errors}"
+
+
+def disable_addon() -> None:
+    addon_utils.disable(ROOT, default_set=True)
+
+
+@pytest.fixture(scope="module")
+def addon(tmp_path_factory):
+    """The add-on enabled for a whole test module (the worker stays warm between its tests)."""
+    enable_addon()
+    p = bpy.context.preferences.addons[ROOT].preferences
+    p.worker_python = sys.executable
+    p.jobs_dir = str(tmp_path_factory.mktemp("jobs"))
+    yield p
+    disable_addon()
+
+
+@pytest.fixture
+def scene(addon):
+    """An empty scene with undo enabled, and no job state left from an earlier test."""
+    from shape_e_blender.blender import jobs
+
+    bpy.ops.wm.read_homefile(use_empty=True)
+    # Module mode starts with undo off; an initial step makes ed.undo() work.
+    bpy.context.preferences.edit.undo_steps = 32
+    bpy.ops.ed.undo_push(message="initial")
+    jobs.status = jobs.Status()
+    addon.keep_alive = True
+    yield bpy.context.scene
+    if jobs.busy():
+        jobs.release()
+        drain()
+
+
+def drain(timeout: float = 120.0):
+    """Poll the add-on's job until it ends (what the UI's timer does); returns it."""
+    from shape_e_blender.blender import jobs
+
+    deadline = time.monotonic() + timeout
+    while jobs.busy():
+        assert time.monotonic() < deadline, f"job still running: {jobs.status}"
+        done = jobs.tick(bpy.context, timeout=0.25)
+        if done is not None:
+            return done
+    return jobs.last()
+
+
+def poll_until_stage(stage: str, timeout: float = 120.0) -> None:
+    """Poll until the running job reports ``stage`` (e.g. sampling)."""
+    from shape_e_blender.blender import jobs
+
+    deadline = time.monotonic() + timeout
+    while jobs.status.stage != stage:
+        assert jobs.busy(), f"the job ended before {stage}: {jobs.status}"
+        assert time.monotonic() < deadline, f"no {stage} progress: {jobs.status}"
+        jobs.tick(bpy.context, timeout=0.25)
+
+
+def kill_process(pid: int) -> None:
+    """Kill a worker from outside, as a crash or the OOM killer would."""
+    if os.name == "nt":
+        os.kill(pid, signal.SIGTERM)  # TerminateProcess on Windows
+    else:
+        os.kill(pid, signal.SIGKILL)
