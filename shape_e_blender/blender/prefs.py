@@ -158,44 +158,47 @@ class ShapEPreferences(bpy.types.AddonPreferences):
     )
 
     def draw(self, context: bpy.types.Context) -> None:
-        layout = self.layout
-        online = bpy.app.online_access
+        draw_preferences(self, self.layout)
 
-        box = layout.box()
-        box.label(text="Worker", icon="CONSOLE")
-        box.prop(self, "worker_python")
-        if not self.worker_python.strip():
-            _draw_managed_env(box, self, online)
-        else:
-            box.operator(SHAPE_E_OT_check_worker.bl_idname, icon="CHECKMARK")
-        _draw_worker_info(box, self)
-        row = box.row()
-        row.prop(self, "keep_alive")
-        row.operator(SHAPE_E_OT_release_worker.bl_idname, icon="X")
 
-        box = layout.box()
-        box.label(text="Models", icon="FILE_3D")
-        box.prop(self, "text_model")
-        box.prop(self, "image_model")
-        row = box.row()
-        row.enabled = online and not jobs.busy()
-        row.operator(SHAPE_E_OT_download_models.bl_idname, icon="IMPORT")
-        if not online:
-            box.label(text="Online access is off (Preferences > System)", icon="INFO")
-        st = jobs.status
-        if st.kind == "download" and st.state in ("running", "cancelling"):
-            box.progress(factor=st.fraction, text=st.progress_text())
-        elif st.kind == "download" and st.state == "error":
-            box.label(text=st.error, icon="ERROR")
-            if st.hint:
-                box.label(text=st.hint)
+def draw_preferences(p: ShapEPreferences, layout: bpy.types.UILayout) -> None:
+    online = bpy.app.online_access
 
-        box = layout.box()
-        box.label(text="Generation", icon="SETTINGS")
-        row = box.row()
-        row.prop(self, "device")
-        row.prop(self, "precision")
-        box.prop(self, "jobs_dir")
+    box = layout.box()
+    box.label(text="Worker", icon="CONSOLE")
+    box.prop(p, "worker_python")
+    if not p.worker_python.strip():
+        _draw_managed_env(box, p, online)
+    else:
+        box.operator(SHAPE_E_OT_check_worker.bl_idname, icon="CHECKMARK")
+    _draw_worker_info(box, p)
+    row = box.row()
+    row.prop(p, "keep_alive")
+    row.operator(SHAPE_E_OT_release_worker.bl_idname, icon="X")
+
+    box = layout.box()
+    box.label(text="Models", icon="FILE_3D")
+    box.prop(p, "text_model")
+    box.prop(p, "image_model")
+    row = box.row()
+    row.enabled = online and not jobs.busy()
+    row.operator(SHAPE_E_OT_download_models.bl_idname, icon="IMPORT")
+    if not online:
+        box.label(text="Online access is off (Preferences > System)", icon="INFO")
+    st = jobs.status
+    if st.kind == "download" and st.state in ("running", "cancelling"):
+        box.progress(factor=st.fraction, text=st.progress_text())
+    elif st.kind == "download" and st.state == "error":
+        box.label(text=st.error.splitlines()[0][:200], icon="ERROR")
+        if st.hint:
+            box.label(text=st.hint[:200])
+
+    box = layout.box()
+    box.label(text="Generation", icon="SETTINGS")
+    row = box.row()
+    row.prop(p, "device")
+    row.prop(p, "precision")
+    box.prop(p, "jobs_dir")
 
 
 def _draw_managed_env(layout: bpy.types.UILayout, p: ShapEPreferences, online: bool) -> None:
