@@ -281,7 +281,7 @@ class SHAPE_E_OT_image_to_mesh(_Generation, bpy.types.Operator):
             jobs.show_error(err)
             self.report({"ERROR"}, report_text(err))
             return {"CANCELLED"}
-        label = importer.object_name_for(path.stem)
+        label = importer.object_name_for(str(path))
         return self.start(context, {"image": str(path)}, label)
 
 

@@ -2,7 +2,8 @@
 
 The add-on is enabled from this source tree the way Blender enables any add-on
 (addon_utils.enable), and its worker is the real ``python -m shape_e_blender.worker`` run by this
-interpreter, which has the worker's stack too. Tests import these fixtures by name.
+interpreter, which has the worker's stack too. A test module imports ``addon_fixture`` and
+``scene_fixture``; pytest then finds them by their names, ``addon`` and ``scene``.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ def disable_addon() -> None:
     addon_utils.disable(ROOT, default_set=True)
 
 
-@pytest.fixture(scope="module")
-def addon(tmp_path_factory):
+@pytest.fixture(scope="module", name="addon")
+def addon_fixture(tmp_path_factory):
     """The add-on enabled for a whole test module (the worker stays warm between its tests)."""
     enable_addon()
     p = bpy.context.preferences.addons[ROOT].preferences
@@ -44,8 +45,8 @@ def addon(tmp_path_factory):
     disable_addon()
 
 
-@pytest.fixture
-def scene(addon):
+@pytest.fixture(name="scene")
+def scene_fixture(addon):
     """An empty scene with undo enabled, and no job state left from an earlier test."""
     from shape_e_blender.blender import jobs
 
