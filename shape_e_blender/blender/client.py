@@ -330,8 +330,7 @@ class WorkerClient:
             return
         self._worker = None
         if w.popen.poll() is None:
-            with contextlib.suppress(OSError, ValueError):
-                self._write(w, request(self._take_id(), "shutdown"))
+            self._send_request(w, "shutdown", {})
             with contextlib.suppress(OSError, ValueError):
                 w.popen.stdin.close()
             try:

@@ -142,12 +142,16 @@ def _generate(bpy: Any, args: argparse.Namespace, source: dict[str, str], output
     else:
         op = bpy.ops.shape_e.image_to_mesh
         kwargs["filepath"] = str(Path(source["image"]).resolve())
-    result = op(blocking=True, allow_download=args.allow_download, **kwargs)
+    try:
+        result = op(blocking=True, allow_download=args.allow_download, **kwargs)
+    except RuntimeError:
+        # Background mode turns the operator's error report into this exception; the message
+        # and its hint are in the add-on's status.
+        result = {"CANCELLED"}
     if result != {"FINISHED"}:
         st = jobs.status
-        return fail(
-            ShapEError(JOB_FAILED, st.error or st.message or "the generation failed", st.hint)
-        )
+        message = st.error or st.message or "the generation failed"
+        return fail(ShapEError(JOB_FAILED, message, st.hint))
     done = jobs.last()
     for name in jobs.status.objects:
         obj = bpy.data.objects[name]
