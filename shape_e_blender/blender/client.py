@@ -339,6 +339,7 @@ class WorkerClient:
                 w.released = True
                 kill_tree(w.popen)
         self._retire(w)
+        self.join()
 
     def kill(self) -> None:
         """Hard release: stop the process now (frees its GPU memory); running jobs fail."""

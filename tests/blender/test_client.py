@@ -49,7 +49,17 @@ def _until_stage(client: WorkerClient, job, stage: str, timeout: float = 120.0) 
 
 @pytest.fixture
 def client(tmp_path):
+    """A client of its own, for tests that stop or kill its worker."""
     c = WorkerClient(sys.executable, tmp_path / "jobs")
+    yield c
+    c.kill()
+    assert c.threads_alive() == []
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory):
+    """One client shared by the tests that leave its worker running (starting one takes seconds)."""
+    c = WorkerClient(sys.executable, tmp_path_factory.mktemp("jobs"))
     yield c
     c.kill()
     assert c.threads_alive() == []
@@ -107,9 +117,9 @@ def test_hello_speaks_our_protocol_and_logs_stderr(client):
     assert f"pid {pid}" in log
 
 
-def test_generate_streams_progress_and_the_mesh_is_on_disk(client, tiny_text_model, tmp_path):
-    job = client.generate(_request(tiny_text_model, tmp_path / "job", seed=5))
-    events = _wait_all(client, job)
+def test_generate_streams_progress_and_the_mesh_is_on_disk(warm, tiny_text_model, tmp_path):
+    job = warm.generate(_request(tiny_text_model, tmp_path / "job", seed=5))
+    events = _wait_all(warm, job)
     result = job.raise_for_error()
     sampling = [e.progress.step for e in events if e.progress and e.progress.stage == "sampling"]
     assert sampling == list(range(1, 2 * FAST["steps"]))
@@ -121,12 +131,12 @@ def test_generate_streams_progress_and_the_mesh_is_on_disk(client, tiny_text_mod
     assert result["params"]["seed"] == 5 and result["params"]["model"] == str(tiny_text_model)
 
 
-def test_inline_result_is_one_long_line_matching_the_file(client, tiny_text_model, tmp_path):
+def test_inline_result_is_one_long_line_matching_the_file(warm, tiny_text_model, tmp_path):
     params = GenerationParams.create(
         prompt="a vase", model=str(tiny_text_model), steps=2, grid_size=96
     )
-    job = client.generate(GenerateRequest(params, job_dir=str(tmp_path / "j"), inline=True))
-    _wait_all(client, job)
+    job = warm.generate(GenerateRequest(params, job_dir=str(tmp_path / "j"), inline=True))
+    _wait_all(warm, job)
     entry = job.raise_for_error()["meshes"][0]
     # Far past a pipe buffer and any default line limit: the reader must take any length.
     assert len(entry["npz_b64"]) > 1 << 16
@@ -135,26 +145,26 @@ def test_inline_result_is_one_long_line_matching_the_file(client, tiny_text_mode
     assert (inline.faces == on_disk.faces).all() and (inline.vertices == on_disk.vertices).all()
 
 
-def test_invalid_request_comes_back_as_an_error_naming_the_field(client):
-    job = client.download("")
-    _wait_all(client, job)
+def test_invalid_request_comes_back_as_an_error_naming_the_field(warm):
+    job = warm.download("")
+    _wait_all(warm, job)
     assert job.error is not None and job.error.code == INVALID_PARAMS
     assert job.error.field == "model"
 
 
-def test_cancel_mid_job_then_the_same_worker_runs_the_next(client, tiny_text_model):
-    job = client.generate(_request(tiny_text_model, steps=400))
-    _until_stage(client, job, "sampling")
-    pid = client.pid
-    cancel = client.cancel(job)
-    _wait_all(client, job)
+def test_cancel_mid_job_then_the_same_worker_runs_the_next(warm, tiny_text_model):
+    job = warm.generate(_request(tiny_text_model, steps=400))
+    _until_stage(warm, job, "sampling")
+    pid = warm.pid
+    cancel = warm.cancel(job)
+    _wait_all(warm, job)
     assert job.error is not None and job.error.code == CANCELLED
     assert job.progress.step < 2 * 400 - 1
-    _wait_all(client, cancel)
+    _wait_all(warm, cancel)
     assert cancel.result == {"cancelled": True}
-    again = client.generate(_request(tiny_text_model))
-    _wait_all(client, again)
-    assert again.raise_for_error()["meshes"] and client.pid == pid
+    again = warm.generate(_request(tiny_text_model))
+    _wait_all(warm, again)
+    assert again.raise_for_error()["meshes"] and warm.pid == pid
 
 
 def test_killed_worker_fails_the_job_with_its_log_and_the_next_call_restarts(
