@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     if cube is not None:
         bpy.data.objects.remove(cube)
 
+    # ``-m`` already imported the package; without this stamp addon_utils would reload it.
+    package = sys.modules[ROOT]
+    package.__time__ = Path(package.__file__).stat().st_mtime
     errors: list[BaseException] = []
     if addon_utils.enable(ROOT, default_set=True, handle_error=errors.append) is None:
         print(
