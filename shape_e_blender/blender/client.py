@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -272,6 +273,9 @@ class WorkerClient:
             return w.hello
         if w is not None:
             self._retire(w)
+        if not Path(self.python).is_file() and shutil.which(self.python):
+            # A bare command name ("python3.11") rather than a path: find it on PATH.
+            self.python = str(shutil.which(self.python))
         if not Path(self.python).is_file():
             raise ShapEError(
                 WORKER_EXITED,

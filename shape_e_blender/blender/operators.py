@@ -12,6 +12,7 @@ once the objects are in the scene (selected, the first one active).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -110,7 +111,7 @@ class _Generation:
         context: bpy.types.Context,
         source: dict[str, str],
         label: str,
-        prepare: Any = None,
+        prepare: Callable[[GenerationParams, Path], GenerationParams] | None = None,
     ) -> set[str]:
         """Validate, start the job, and either return at once or wait for the import."""
         if jobs.busy():
@@ -134,22 +135,20 @@ class _Generation:
             )
         except ShapEError as err:
             jobs.show_error(err, "generate", label)
-            self.report({"ERROR"}, report_text(err))
+            self.report({"ERROR"}, str(err))
             return {"CANCELLED"}
         jobs.begin(
             jobs.Active("generate", [request], label, finish=import_result, keep_alive=p.keep_alive)
         )
-        blocking = self.blocking if self.properties.is_property_set("blocking") else None
-        if blocking is None:
-            blocking = bpy.app.background
-        if not blocking:
+        explicit = self.properties.is_property_set("blocking")
+        if not (self.blocking if explicit else bpy.app.background):
             jobs.ensure_timer()
             self.report({"INFO"}, f"Shap-E: generating {label!r}")
             return {"FINISHED"}
         done = jobs.run_blocking(context)
         if done.error is not None:
             level = "WARNING" if done.error.code == CANCELLED else "ERROR"
-            self.report({level}, report_text(done.error))
+            self.report({level}, str(done.error))
             return {"CANCELLED"}
         self.report({"INFO"}, jobs.status.message)
         return {"FINISHED"}
@@ -168,10 +167,6 @@ class _Generation:
             device=(self.device if is_set("device") else p.device).lower(),
             precision=(self.precision if is_set("precision") else p.precision).lower(),
         )
-
-
-def report_text(err: ShapEError) -> str:
-    return f"{err.message} ({err.hint})" if err.hint else err.message
 
 
 def load_mesh(entry: dict[str, Any]) -> MeshData:
@@ -279,7 +274,7 @@ class SHAPE_E_OT_image_to_mesh(_Generation, bpy.types.Operator):
                 "choose a PNG or JPEG of one object on a plain background",
             )
             jobs.show_error(err)
-            self.report({"ERROR"}, report_text(err))
+            self.report({"ERROR"}, str(err))
             return {"CANCELLED"}
         label = importer.object_name_for(str(path))
         return self.start(context, {"image": str(path)}, label)
@@ -314,7 +309,7 @@ class SHAPE_E_OT_camera_to_mesh(_Generation, bpy.types.Operator):
         if cam is None:
             err = invalid("camera", "the scene has no active camera", "add a camera or set one")
             jobs.show_error(err)
-            self.report({"ERROR"}, report_text(err))
+            self.report({"ERROR"}, str(err))
             return {"CANCELLED"}
         label = importer.object_name_for(f"{cam.name} view")
         selected_only = self.selected_only
