@@ -255,10 +255,16 @@ class WorkerClient:
     def is_running(self) -> bool:
         return self.pid is not None
 
+    def executable(self) -> str:
+        """``python`` itself, or a bare command name ("python3.11") found on PATH."""
+        if Path(self.python).is_file():
+            return self.python
+        return shutil.which(self.python) or self.python
+
     def command(self) -> list[str]:
         # The package folder's own name: "shape_e_blender" when installed as the extension.
         return [
-            self.python,
+            self.executable(),
             "-m",
             f"{self.package_dir.name}.worker",
             "--jobs-root",
@@ -273,10 +279,7 @@ class WorkerClient:
             return w.hello
         if w is not None:
             self._retire(w)
-        if not Path(self.python).is_file() and shutil.which(self.python):
-            # A bare command name ("python3.11") rather than a path: find it on PATH.
-            self.python = str(shutil.which(self.python))
-        if not Path(self.python).is_file():
+        if not Path(self.executable()).is_file():
             raise ShapEError(
                 WORKER_EXITED,
                 f"the worker's Python interpreter does not exist: {self.python}",
