@@ -85,7 +85,7 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .engine import Engine
-    from .export import export_mesh, variant_paths
+    from .export import check_output, export_mesh, variant_paths
 
     try:
         params = GenerationParams.create(
@@ -101,18 +101,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             device=args.device,
             precision=args.precision,
         )
-        # Check the output name before spending minutes on sampling.
-        variant_paths(args.output, params.variants)
-        export_check = Path(args.output).suffix.lower()
-        from .export import FORMATS
-
-        if export_check not in FORMATS:
-            raise ShapEError(
-                INVALID_PARAMS,
-                f"output: {args.output} has an unknown extension",
-                f"end it in one of {', '.join(FORMATS)}",
-                "output",
-            )
+        check_output(args.output)  # before spending minutes on sampling
         request = protocol.GenerateRequest(
             params,
             job_dir=str(args.job_dir) if args.job_dir else None,

@@ -46,6 +46,9 @@ class StageClock:
     def __call__(self, stage: str, step: int, total: int, variant: int | None = None) -> None:
         now = time.perf_counter()
         if stage != self.stage:
+            if self.stage:
+                log.info("%s done in %.2f s", self.stage, self.last - self.started)
+            log.info("%s: %d steps", stage, total)
             self.stage, self.started = stage, self.last
         eta = None
         if 0 < step < total:

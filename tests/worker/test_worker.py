@@ -67,10 +67,11 @@ def test_text_job_progress_files_and_result(worker, tiny_text_model, tmp_path):
     assert mesh.face_count == entry["faces"] > 100
     assert mesh.vertex_count == entry["vertices"]
     assert 0.0 <= mesh.colors.min() and mesh.colors.max() <= 1.0
-    assert np.all(np.abs(mesh.vertices) <= 1.0 + 1e-3)
+    # inside the box, or within one voxel of it where the surface is closed at the boundary
+    assert np.all(np.abs(mesh.vertices) <= 1.0 + 2 / 31)
     assert "npz_b64" not in entry
-    with np.load(job / "0" / "latent.npy", allow_pickle=False) as latent:
-        assert latent.dtype == np.float32 and latent.ndim == 2
+    latent = np.load(job / "0" / "latent.npy", allow_pickle=False)
+    assert latent.dtype == np.float32 and latent.ndim == 2
     assert set(result["timings"]) >= {"load", "encode", "sample", "decode", "write"}
     assert "sampling" in (job / "job.log").read_text()
 

@@ -1,0 +1,237 @@
+"""Mesh files for the CLI: glTF binary, PLY, OBJ and our own npz.
+
+MeshData is in Blender's frame (Z up, front seen from -Y) with LINEAR vertex colours. Each format
+gets what its readers expect:
+
+- ``.glb``: glTF is +Y up, so (x, y, z) becomes (x, z, -y); Blender's glTF importer turns it back.
+  COLOR_0 is linear by the glTF spec and is written as float32, unchanged.
+- ``.ply``: Z up as in Blender (Blender's PLY importer defaults to Z up, no conversion). Colours are
+  8-bit, which readers take as sRGB, so they are converted linear -> sRGB and rounded.
+- ``.obj``: Y up like glTF, the format's convention and what Blender's OBJ importer assumes by
+  default (up Y, forward -Z, the same mapping as its own OBJ exporter). Colours follow the vertex
+  (``v x y z r g b``, sRGB floats in 0..1, from the same 8-bit values as PLY); no material file.
+- ``.npz``: MeshData's own file, loaded by ``MeshData.load``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import INVALID_PARAMS, NO_SURFACE, ShapEError
+from ..core.mesh import MeshData
+
+FORMATS = (".glb", ".ply", ".obj", ".npz")
+GENERATOR = "shape_e_blender"
+
+# glTF enums.
+_FLOAT = 5126
+_UINT32 = 5125
+_ARRAY_BUFFER = 34962
+_ELEMENT_ARRAY_BUFFER = 34963
+_TRIANGLES = 4
+
+
+def export_mesh(mesh: MeshData, path: str | Path) -> Path:
+    """Write ``mesh`` to ``path`` in the format named by its suffix; returns the path.
+
+    The file appears atomically (written beside it, then renamed), so a reader never sees half.
+    """
+    path = Path(path)
+    suffix = check_output(path)
+    if mesh.face_count == 0:
+        raise ShapEError(
+            NO_SURFACE,
+            f"the mesh for {path.name} is empty: nothing to export",
+            "try another seed or prompt",
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".npz":
+        return mesh.save(path)
+    writers: dict[str, Callable[[MeshData, str], bytes]] = {
+        ".glb": glb_bytes,
+        ".ply": ply_bytes,
+        ".obj": obj_bytes,
+    }
+    data = writers[suffix](mesh, path.stem)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return path
+
+
+def check_output(path: str | Path) -> str:
+    """The output's format suffix; a name we cannot write is refused before any work starts."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise ShapEError(
+            INVALID_PARAMS,
+            f"output: cannot write {path.name!r}: "
+            + (f"unknown format {suffix!r}" if suffix else "the name has no format suffix"),
+            f"end the output name with one of {', '.join(FORMATS)}, e.g. chair.glb",
+            "output",
+        )
+    return suffix
+
+
+def variant_paths(output: str | Path, variants: int) -> list[Path]:
+    """``out.glb`` for one variant; ``out_0.glb`` ... ``out_{N-1}.glb`` for N > 1."""
+    output = Path(output)
+    if variants < 1:
+        raise ShapEError(
+            INVALID_PARAMS, f"variants: {variants} is below 1", "ask for 1 to 16", "variants"
+        )
+    if variants == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}_{i}{output.suffix}") for i in range(variants)]
+
+
+def linear_to_srgb8(colors: np.ndarray) -> np.ndarray:
+    """Linear RGB in 0..1 -> 8-bit sRGB, rounded to nearest (the IEC 61966-2-1 curve)."""
+    c = np.clip(np.asarray(colors, dtype=np.float64), 0.0, 1.0)
+    s = np.where(c <= 0.0031308, 12.92 * c, 1.055 * np.power(c, 1.0 / 2.4) - 0.055)
+    return np.rint(s * 255.0).astype(np.uint8)
+
+
+def z_up_to_y_up(xyz: np.ndarray) -> np.ndarray:
+    """Blender (x, y, z) -> glTF/OBJ (x, z, -y): a rotation, so winding and normals stay valid."""
+    return np.stack([xyz[:, 0], xyz[:, 2], -xyz[:, 1]], axis=1)
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals; a vertex with no usable face gets +Z."""
+    v = vertices.astype(np.float64)
+    tri = v[faces]
+    face_n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2 x area
+    n = np.zeros_like(v)
+    flat = faces.ravel()
+    for axis in range(3):
+        n[:, axis] = np.bincount(flat, np.repeat(face_n[:, axis], 3), minlength=len(v))
+    length = np.linalg.norm(n, axis=1)
+    ok = length > 1e-20
+    n[ok] /= length[ok, None]
+    n[~ok] = (0.0, 0.0, 1.0)
+    return n
+
+
+def glb_bytes(mesh: MeshData, name: str = "shape_e") -> bytes:
+    """A glTF 2.0 binary with POSITION, NORMAL, float32 linear COLOR_0 and uint32 indices.
+
+    Written here rather than through trimesh: trimesh 5.2 always stores COLOR_0 as 8-bit
+    normalised values, and 8 bits of LINEAR colour lose the dark tones (the first step above
+    black is already sRGB 13/255). float32 keeps the decoder's colours exactly.
+    """
+    positions = z_up_to_y_up(mesh.vertices).astype(np.float32)
+    normals = z_up_to_y_up(vertex_normals(mesh.vertices, mesh.faces)).astype(np.float32)
+    colors = np.clip(mesh.colors, 0.0, 1.0).astype(np.float32)
+    indices = mesh.faces.astype(np.uint32).ravel()
+
+    blobs = [positions, normals, colors, indices]
+    views, offset = [], 0
+    for i, blob in enumerate(blobs):
+        views.append(
+            {
+                "buffer": 0,
+                "byteOffset": offset,
+                "byteLength": blob.nbytes,
+                "target": _ELEMENT_ARRAY_BUFFER if i == 3 else _ARRAY_BUFFER,
+            }
+        )
+        offset += blob.nbytes  # float32 and uint32 data: every view stays 4-byte aligned
+    n = len(positions)
+    accessors = [
+        {
+            "bufferView": 0,
+            "componentType": _FLOAT,
+            "count": n,
+            "type": "VEC3",
+            "min": [float(x) for x in positions.min(axis=0)],
+            "max": [float(x) for x in positions.max(axis=0)],
+        },
+        {"bufferView": 1, "componentType": _FLOAT, "count": n, "type": "VEC3"},
+        {"bufferView": 2, "componentType": _FLOAT, "count": n, "type": "VEC3"},
+        {"bufferView": 3, "componentType": _UINT32, "count": len(indices), "type": "SCALAR"},
+    ]
+    doc = {
+        "asset": {"version": "2.0", "generator": GENERATOR},
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"mesh": 0, "name": name}],
+        "meshes": [
+            {
+                "name": name,
+                "primitives": [
+                    {
+                        "attributes": {"POSITION": 0, "NORMAL": 1, "COLOR_0": 2},
+                        "indices": 3,
+                        "material": 0,
+                        "mode": _TRIANGLES,
+                    }
+                ],
+            }
+        ],
+        # COLOR_0 multiplies the base colour: white, rough, not metal shows the colours as made.
+        "materials": [
+            {
+                "name": f"{name}_vertex_colour",
+                "pbrMetallicRoughness": {
+                    "baseColorFactor": [1.0, 1.0, 1.0, 1.0],
+                    "metallicFactor": 0.0,
+                    "roughnessFactor": 1.0,
+                },
+            }
+        ],
+        "accessors": accessors,
+        "bufferViews": views,
+        "buffers": [{"byteLength": offset}],
+    }
+    json_chunk = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    json_chunk += b" " * (-len(json_chunk) % 4)  # the spec pads JSON with spaces
+    bin_chunk = b"".join(blob.tobytes() for blob in blobs)
+    bin_chunk += b"\0" * (-len(bin_chunk) % 4)
+    total = 12 + 8 + len(json_chunk) + 8 + len(bin_chunk)
+    return b"".join(
+        [
+            struct.pack("<4sII", b"glTF", 2, total),
+            struct.pack("<I4s", len(json_chunk), b"JSON"),
+            json_chunk,
+            struct.pack("<I4s", len(bin_chunk), b"BIN\0"),
+            bin_chunk,
+        ]
+    )
+
+
+def _trimesh(mesh: MeshData, vertices: np.ndarray):
+    import trimesh  # imported here: only the PLY and OBJ writers need it
+
+    rgb = linear_to_srgb8(mesh.colors)
+    rgba = np.concatenate([rgb, np.full((len(rgb), 1), 255, np.uint8)], axis=1)
+    # process=False: no merging or reordering, the file holds exactly our vertices and faces.
+    return trimesh.Trimesh(vertices, mesh.faces, vertex_colors=rgba, process=False)
+
+
+def ply_bytes(mesh: MeshData, name: str = "shape_e") -> bytes:
+    """Binary little-endian PLY, Z up, uchar red/green/blue(/alpha) in sRGB."""
+    from trimesh.exchange.ply import export_ply
+
+    del name  # PLY has no object name; the comment line carries the generator
+    return export_ply(_trimesh(mesh, mesh.vertices), encoding="binary_little_endian")
+
+
+def obj_bytes(mesh: MeshData, name: str = "shape_e") -> bytes:
+    """Wavefront OBJ, Y up, ``v x y z r g b`` with sRGB colours; no material file."""
+    from trimesh.exchange.obj import export_obj
+
+    text = export_obj(
+        _trimesh(mesh, z_up_to_y_up(mesh.vertices)),
+        include_normals=False,
+        include_color=True,
+        include_texture=False,
+        header=f"{GENERATOR}: {name}",
+    )
+    return text.encode("utf-8")

@@ -1,0 +1,178 @@
+"""Input images for the image model: a centred object on a plain white square.
+
+Image300M was trained on renders of a single object on white. CLIP's processor resizes the short
+side and centre-crops, so a non-square picture would lose its sides: every image leaves here
+square. Images with transparency are cut out (composited on white, cropped to the object with a
+margin); opaque images are only padded, never cropped, because there is no way to know where the
+object is.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from ..core.errors import INVALID_PARAMS, ShapEError
+
+log = logging.getLogger(__name__)
+
+MAX_SIDE = 1024  # the model sees 224 px; this bounds memory and keeps a margin for the crop
+ALPHA_THRESHOLD = 8  # of 255: fainter pixels (anti-aliasing haze, shadows) do not count as object
+WHITE = (255, 255, 255)
+
+
+def prepare_image(
+    path: str | Path,
+    *,
+    margin: float = 0.1,
+    background: tuple[int, int, int] = WHITE,
+) -> Image.Image:
+    """Load ``path`` and return a square RGB image with the object centred on ``background``.
+
+    ``margin`` is the free space on each side of a cut-out object, as a fraction of the object's
+    larger side. Raises ShapEError (field ``image``) for a missing, unreadable, oversized or fully
+    transparent image.
+    """
+    if not 0.0 <= margin <= 1.0:
+        raise ShapEError(
+            INVALID_PARAMS, f"image margin {margin} is outside 0..1", "use e.g. 0.1", "image"
+        )
+    img = _open(Path(path))
+    rgba = _to_rgb_or_rgba(img, Path(path))
+    if rgba.mode == "RGBA":
+        return _cut_out(rgba, margin, background, Path(path))
+    return _pad_square(rgba, background)
+
+
+def _open(path: Path) -> Image.Image:
+    hint_path = "check the path, or pick the image again in the file browser"
+    if not path.exists():
+        raise ShapEError(INVALID_PARAMS, f"image: {path} does not exist", hint_path, "image")
+    if path.is_dir():
+        raise ShapEError(INVALID_PARAMS, f"image: {path} is a folder", hint_path, "image")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        for w in caught:
+            if issubclass(w.category, Image.DecompressionBombWarning):
+                log.warning("%s: %s; it will be downscaled to %d px", path, w.message, MAX_SIDE)
+        # JPEG can decode at 1/2, 1/4 or 1/8 scale: a 50-megapixel photo never fills memory.
+        img.draft(None, (MAX_SIDE, MAX_SIDE))
+        img.load()
+    except Image.DecompressionBombError as exc:
+        raise ShapEError(
+            INVALID_PARAMS,
+            f"image: {path} is too large to open safely ({exc})",
+            f"downscale it below {Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels first; "
+            f"the model only sees 224 px",
+            "image",
+        ) from exc
+    except UnidentifiedImageError as exc:
+        raise ShapEError(
+            INVALID_PARAMS,
+            f"image: {path} is not an image Pillow can read",
+            "use a PNG or JPEG file",
+            "image",
+        ) from exc
+    except OSError as exc:  # truncated file, permission denied, broken decoder
+        raise ShapEError(
+            INVALID_PARAMS,
+            f"image: cannot read {path}: {exc}",
+            "check that the file is complete and readable, or re-save it as PNG",
+            "image",
+        ) from exc
+    # Phones store the sensor's orientation in EXIF instead of rotating the pixels.
+    return ImageOps.exif_transpose(img)
+
+
+def _to_rgb_or_rgba(img: Image.Image, path: Path) -> Image.Image:
+    """8-bit sRGB, with an alpha channel only where the file has transparency."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        img = _grey_to_8bit(img)
+    img = _to_srgb(img, path)
+    has_alpha = img.mode in ("RGBA", "LA", "La", "RGBa", "PA") or "transparency" in img.info
+    # convert() applies a palette's or tRNS chunk's transparent entry when it makes RGBA.
+    img = img.convert("RGBA" if has_alpha else "RGB")
+    if img.width > MAX_SIDE or img.height > MAX_SIDE:
+        # Pillow resizes RGBA premultiplied, so transparent pixels do not bleed colour.
+        img.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+    if img.mode == "RGBA" and img.getchannel("A").getextrema()[0] == 255:
+        img = img.convert("RGB")  # an opaque alpha channel carries no cut-out
+    return img
+
+
+def _grey_to_8bit(img: Image.Image) -> Image.Image:
+    """Scale 16-bit (and 32-bit integer or float) greyscale to 8 bits instead of clipping it.
+
+    Pillow's own convert("L") clips I;16 values at 255, which turns most 16-bit images white.
+    """
+    a = np.asarray(img).astype(np.float64)
+    if img.mode == "F":
+        top = 1.0 if float(np.nanmax(a, initial=0.0)) <= 1.0 else 255.0
+    elif img.mode.startswith("I;16"):
+        top = 65535.0
+    else:  # "I": 16-bit PNGs and TIFFs can load as I; 8-bit data stays as it is
+        top = 255.0 if float(a.max(initial=0.0)) <= 255.0 else 65535.0
+    out = np.rint(np.clip(np.nan_to_num(a / top), 0.0, 1.0) * 255.0).astype(np.uint8)
+    grey = Image.fromarray(out, "L")
+    grey.info = dict(img.info)
+    trns = img.info.get("transparency")
+    if isinstance(trns, (int, float)):  # a tRNS grey level is in the file's own scale
+        grey.info["transparency"] = round(min(max(trns / top, 0.0), 1.0) * 255.0)
+    return grey
+
+
+def _to_srgb(img: Image.Image, path: Path) -> Image.Image:
+    """Honour an embedded ICC profile (CMYK print files, Display P3 photos) where possible."""
+    icc = img.info.get("icc_profile")
+    if not icc or img.mode not in ("RGB", "RGBA", "CMYK", "L") or "transparency" in img.info:
+        return img if img.mode != "CMYK" else img.convert("RGB")
+    out_mode = "RGBA" if img.mode == "RGBA" else "RGB"
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        dst = ImageCms.createProfile("sRGB")
+        out = ImageCms.profileToProfile(img, src, dst, outputMode=out_mode)
+    except (ImageCms.PyCMSError, OSError, ValueError) as exc:
+        # A broken or unsupported profile: the plain conversion is close enough for the model.
+        log.warning("%s: ignoring its colour profile (%s)", path, exc)
+        return img if img.mode != "CMYK" else img.convert("RGB")
+    assert out is not None  # None only when converting in place
+    out.info = {k: v for k, v in img.info.items() if k != "icc_profile"}
+    return out
+
+
+def _cut_out(
+    img: Image.Image, margin: float, background: tuple[int, int, int], path: Path
+) -> Image.Image:
+    alpha = img.getchannel("A")
+    box = alpha.point(lambda a: 255 if a > ALPHA_THRESHOLD else 0).getbbox()
+    if box is None:
+        raise ShapEError(
+            INVALID_PARAMS,
+            f"image: {path} is fully transparent: there is no object to see",
+            "render with the object in view, or use an image whose object is opaque",
+            "image",
+        )
+    flat = Image.new("RGBA", img.size, (*background, 255))
+    flat.alpha_composite(img)
+    obj = flat.convert("RGB").crop(box)
+    side = max(obj.size)
+    square = max(1, round(side * (1.0 + 2.0 * margin)))
+    canvas = Image.new("RGB", (square, square), background)
+    canvas.paste(obj, ((square - obj.width) // 2, (square - obj.height) // 2))
+    if square > MAX_SIDE:
+        canvas = canvas.resize((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+    return canvas
+
+
+def _pad_square(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    side = max(img.size)
+    canvas = Image.new("RGB", (side, side), background)
+    canvas.paste(img, ((side - img.width) // 2, (side - img.height) // 2))
+    return canvas

@@ -1,0 +1,267 @@
+"""prepare_image on real PNG and JPEG files written in tmp_path."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shape_e_blender.core.errors import INVALID_PARAMS, ShapEError
+from shape_e_blender.worker import images
+from shape_e_blender.worker.images import prepare_image
+
+RED = (255, 0, 0)
+
+
+def _px(img: Image.Image) -> np.ndarray:
+    return np.asarray(img.convert("RGB")).astype(int)
+
+
+def _write_png16(path: Path, arr: np.ndarray, color_type: int) -> None:
+    """A 16-bit PNG written by hand: Pillow has no 16-bit RGB(A) mode to save one from."""
+    h, w = arr.shape[:2]
+    rows = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_rgba_object_is_cut_out_centred_with_margin(tmp_path):
+    img = Image.new("RGBA", (200, 100), (0, 255, 0, 0))  # green, but fully transparent
+    img.paste(Image.new("RGBA", (40, 40), (*RED, 255)), (130, 10))  # off-centre, top right
+    path = tmp_path / "cutout.png"
+    img.save(path)
+
+    out = prepare_image(path, margin=0.1)
+
+    assert out.mode == "RGB"
+    assert out.size == (48, 48)  # 40 px object + 10 % of 40 on each side
+    a = _px(out)
+    assert (a[4:44, 4:44] == RED).all()
+    border = np.ones((48, 48), bool)
+    border[4:44, 4:44] = False
+    assert (a[border] == 255).all()  # white margin; the transparent green left no trace
+
+
+def test_margin_zero_and_larger_margin(tmp_path):
+    img = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    img.paste(Image.new("RGBA", (20, 10), (0, 0, 255, 255)), (3, 40))
+    path = tmp_path / "wide_object.png"
+    img.save(path)
+
+    tight = _px(prepare_image(path, margin=0.0))
+    assert tight.shape[:2] == (20, 20)
+    assert (tight[5:15] == (0, 0, 255)).all() and (tight[:5] == 255).all()
+
+    loose = prepare_image(path, margin=0.5)
+    assert loose.size == (40, 40)
+    assert (_px(loose)[15:25, 10:30] == (0, 0, 255)).all()
+
+
+def test_semi_transparent_edge_is_composited_on_white(tmp_path):
+    img = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
+    img.paste(Image.new("RGBA", (4, 4), (0, 0, 0, 128)), (3, 3))
+    path = tmp_path / "half.png"
+    img.save(path)
+    a = _px(prepare_image(path, margin=0.0))
+    assert a.shape[:2] == (4, 4)
+    assert np.abs(a - 127).max() <= 1  # black at 50 % over white is mid grey
+
+
+def test_rgb_wide_image_is_padded_not_cropped(tmp_path):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (40, 120, 3), dtype=np.uint8)
+    path = tmp_path / "wide.png"
+    Image.fromarray(pixels, "RGB").save(path)
+
+    a = _px(prepare_image(path))
+
+    assert a.shape == (120, 120, 3)
+    np.testing.assert_array_equal(a[40:80], pixels)  # every original pixel, unmoved
+    assert (a[:40] == 255).all() and (a[80:] == 255).all()
+
+
+def test_opaque_rgba_is_treated_like_rgb(tmp_path):
+    pixels = np.zeros((30, 10, 4), np.uint8)
+    pixels[..., 1] = 200
+    pixels[..., 3] = 255
+    path = tmp_path / "opaque.png"
+    Image.fromarray(pixels, "RGBA").save(path)
+    a = _px(prepare_image(path, margin=0.3))
+    assert a.shape == (30, 30, 3)  # padded only: no margin added around an opaque picture
+    assert (a[:, 10:20] == (0, 200, 0)).all()
+
+
+def test_greyscale_8bit(tmp_path):
+    g = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (8, 1))  # 8 x 16
+    path = tmp_path / "grey.png"
+    Image.fromarray(g, "L").save(path)
+    a = _px(prepare_image(path))
+    assert a.shape == (16, 16, 3)
+    np.testing.assert_array_equal(a[4:12, :, 0], g)
+    assert (a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all()
+
+
+def test_greyscale_16bit_is_scaled_not_clipped(tmp_path):
+    levels = np.array([0, 1, 100, 128, 200, 255])
+    g16 = np.tile((levels * 257).astype(np.uint16), (6, 1))
+    g16[5, :] = 65535
+    path = tmp_path / "grey16.png"
+    Image.fromarray(g16).save(path)
+    assert Image.open(path).mode == "I;16"  # what Pillow opens a 16-bit grey PNG as
+
+    a = _px(prepare_image(path))
+
+    np.testing.assert_array_equal(a[0, :, 0], levels)
+    assert (a[5, :, 0] == 255).all()
+
+
+def test_rgba_16bit_png(tmp_path):
+    # Pillow 13 opens 16-bit RGBA PNGs as 8-bit RGBA (most significant byte): check the levels.
+    arr = np.zeros((20, 20, 4), np.uint16)
+    arr[5:15, 5:15] = (65535, 100 * 257, 0x80FF, 65535)
+    path = tmp_path / "rgba16.png"
+    _write_png16(path, arr, color_type=6)
+    assert Image.open(path).mode == "RGBA"
+
+    a = _px(prepare_image(path, margin=0.0))
+
+    assert a.shape == (10, 10, 3)
+    assert (a == (255, 100, 128)).all()
+
+
+def test_rgb_16bit_png(tmp_path):
+    arr = np.full((4, 8, 3), 65535, np.uint16)
+    arr[:, :4] = (0, 30 * 257, 250 * 257)
+    path = tmp_path / "rgb16.png"
+    _write_png16(path, arr, color_type=2)
+    a = _px(prepare_image(path))
+    assert a.shape == (8, 8, 3)
+    assert (a[2:6, :4] == (0, 30, 250)).all()
+
+
+def test_palette_with_transparency(tmp_path):
+    pal = Image.new("P", (30, 30), 0)
+    pal.putpalette([0, 255, 0] + [0, 0, 255] + [0, 0, 0] * 254)
+    pal.paste(1, (20, 5, 26, 17))  # a 6 x 12 blue bar; index 0 (green) is transparent
+    path = tmp_path / "palette.png"
+    pal.save(path, transparency=0)
+    assert Image.open(path).mode == "P"
+
+    a = _px(prepare_image(path, margin=0.0))
+
+    assert a.shape == (12, 12, 3)
+    assert (a[:, 3:9] == (0, 0, 255)).all()
+    assert (a[:, :3] == 255).all() and (a[:, 9:] == 255).all()
+
+
+def test_rgb_with_trns_colour_key(tmp_path):
+    img = Image.new("RGB", (16, 16), (10, 20, 30))
+    img.paste((200, 0, 0), (2, 2, 6, 10))
+    path = tmp_path / "keyed.png"
+    img.save(path, transparency=(10, 20, 30))
+    a = _px(prepare_image(path, margin=0.0))
+    assert a.shape == (8, 8, 3)
+    assert (a[:, 2:6] == (200, 0, 0)).all() and (a[:, :2] == 255).all()
+
+
+def test_cmyk_jpeg(tmp_path):
+    img = Image.new("CMYK", (16, 16), (255, 0, 0, 0))  # pure cyan ink
+    path = tmp_path / "cmyk.jpg"
+    img.save(path, quality=100)
+    assert Image.open(path).mode == "CMYK"
+    a = _px(prepare_image(path))
+    assert np.abs(a - (0, 255, 255)).max() <= 3
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    # Stored 80 wide x 40 high with red on the left; orientation 6 means "rotate 90 clockwise
+    # to display", so the picture is 40 wide x 80 high with red at the top.
+    img = Image.new("RGB", (80, 40), (255, 255, 255))
+    img.paste(RED, (0, 0, 40, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "rotated.jpg"
+    img.save(path, exif=exif, quality=95)
+
+    a = _px(prepare_image(path))
+
+    assert a.shape == (80, 80, 3)
+    top, bottom = a[5:35, 25:55], a[45:75, 25:55]  # the picture spans columns 20..60
+    assert np.abs(top - RED).max() < 20
+    assert np.abs(bottom - 255).max() < 20
+
+
+def test_large_image_is_downscaled(tmp_path):
+    img = Image.new("RGBA", (3000, 1000), (0, 0, 0, 0))
+    img.paste(Image.new("RGBA", (1500, 900), (*RED, 255)), (100, 50))
+    path = tmp_path / "big.png"
+    img.save(path)
+    out = prepare_image(path, margin=0.0)
+    assert max(out.size) <= images.MAX_SIDE
+    assert out.size[0] == out.size[1]
+    a = _px(out)
+    assert (a[a.shape[0] // 2, 5 : a.shape[1] - 5] == RED).all()
+
+
+def test_decompression_bomb_is_refused_clearly(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.png"
+    Image.new("RGB", (100, 100), RED).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 10 000 px is over twice the limit
+    with pytest.raises(ShapEError) as err:
+        prepare_image(path)
+    assert err.value.field == "image" and err.value.code == INVALID_PARAMS
+    assert "too large" in err.value.message and "megapixels" in err.value.hint
+
+
+def test_decompression_bomb_warning_still_loads(tmp_path, monkeypatch, caplog):
+    path = tmp_path / "warn.png"
+    Image.new("RGB", (40, 40), RED).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1600 px: a warning, not an error
+    out = prepare_image(path)
+    assert out.size == (40, 40)
+    assert any("downscaled" in r.getMessage() for r in caplog.records)
+
+
+def test_fully_transparent_image_is_an_error(tmp_path):
+    path = tmp_path / "empty.png"
+    Image.new("RGBA", (32, 32), (255, 0, 0, 3)).save(path)  # alpha below the threshold
+    with pytest.raises(ShapEError) as err:
+        prepare_image(path)
+    assert err.value.field == "image" and err.value.code == INVALID_PARAMS
+    assert "fully transparent" in err.value.message and err.value.hint
+
+
+def test_missing_file_names_the_field_and_path(tmp_path):
+    path = tmp_path / "nope.png"
+    with pytest.raises(ShapEError) as err:
+        prepare_image(path)
+    assert err.value.field == "image"
+    assert str(path) in err.value.message and err.value.hint
+
+
+def test_not_an_image(tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("this is text")
+    with pytest.raises(ShapEError) as err:
+        prepare_image(path)
+    assert err.value.field == "image" and "not an image" in err.value.message
+
+
+def test_folder_is_not_an_image(tmp_path):
+    with pytest.raises(ShapEError) as err:
+        prepare_image(tmp_path)
+    assert err.value.field == "image" and "folder" in err.value.message

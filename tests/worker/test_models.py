@@ -1,0 +1,337 @@
+"""Devices, precision, loading from local folders, and the cache of warm models."""
+
+from __future__ import annotations
+
+import gc
+import shutil
+import weakref
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import HeunDiscreteScheduler, PriorTransformer
+from diffusers.pipelines.shap_e import ShapEImg2ImgPipeline, ShapEPipeline, ShapERenderer
+from safetensors.torch import load_file, save_file
+from transformers import CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModel
+
+from shape_e_blender.core.errors import (
+    DEVICE_UNAVAILABLE,
+    INVALID_PARAMS,
+    MODEL_UNAVAILABLE,
+    ShapEError,
+)
+from shape_e_blender.worker.models import (
+    DeviceChoice,
+    ModelCache,
+    device_report,
+    image_processor_class,
+    load_image_pipeline,
+    load_renderer,
+    load_text_pipeline,
+    resolve_device,
+    versions,
+)
+
+CUDA = torch.cuda.is_available()
+CPU = DeviceChoice("cpu", "fp32")
+
+
+# --- devices and precision ----------------------------------------------------------------------
+
+
+def test_auto_picks_the_best_device_and_its_precision() -> None:
+    choice = resolve_device("auto", "auto")
+    if CUDA:
+        assert choice == DeviceChoice(f"cuda:{torch.cuda.current_device()}", "fp16")
+    elif torch.backends.mps.is_available():
+        assert choice == DeviceChoice("mps", "fp32")
+    else:
+        assert choice == DeviceChoice("cpu", "fp32")
+    assert resolve_device("cpu", "auto") == DeviceChoice("cpu", "fp32")
+    assert resolve_device("CPU", "BF16") == DeviceChoice("cpu", "bf16")
+
+
+@pytest.mark.skipif(CUDA, reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_device_unavailable_naming_what_is_there() -> None:
+    for request in ("cuda", "cuda:1"):
+        with pytest.raises(ShapEError) as err:
+            resolve_device(request, "auto")
+        assert err.value.code == DEVICE_UNAVAILABLE
+        assert err.value.field == "device"
+        assert request in err.value.message
+        assert "cpu" in err.value.hint
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+def test_cuda_index_beyond_the_gpus_is_device_unavailable() -> None:
+    assert resolve_device("cuda", "auto").device == f"cuda:{torch.cuda.current_device()}"
+    with pytest.raises(ShapEError) as err:
+        resolve_device(f"cuda:{torch.cuda.device_count()}", "auto")
+    assert err.value.code == DEVICE_UNAVAILABLE and "cuda:0" in err.value.hint
+
+
+def test_fp16_on_the_cpu_is_refused_with_the_alternatives() -> None:
+    with pytest.raises(ShapEError) as err:
+        resolve_device("cpu", "fp16")
+    assert err.value.code == INVALID_PARAMS and err.value.field == "precision"
+    assert "bf16" in err.value.hint and "fp32" in err.value.hint
+
+
+@pytest.mark.parametrize(
+    ("device", "precision", "field"), [("tpu", "auto", "device"), ("cpu", "fp8", "precision")]
+)
+def test_unknown_values_are_invalid_params(device: str, precision: str, field: str) -> None:
+    with pytest.raises(ShapEError) as err:
+        resolve_device(device, precision)
+    assert err.value.code == INVALID_PARAMS and err.value.field == field
+
+
+def test_device_report_lists_the_cpu_last() -> None:
+    report = device_report()
+    assert report[-1]["name"] == "cpu" and report[-1]["type"] == "cpu"
+    for entry in report:
+        assert set(entry) == {"name", "type", "label", "memory_total", "memory_free"}
+        for key in ("memory_total", "memory_free"):
+            assert entry[key] is None or (isinstance(entry[key], int) and entry[key] > 0)
+    assert [e["type"] == "cuda" for e in report].count(True) == (
+        torch.cuda.device_count() if CUDA else 0
+    )
+
+
+def test_versions_name_the_libraries_that_shape_a_result() -> None:
+    import diffusers
+    import numpy
+    import transformers
+
+    v = versions()
+    assert v["torch"] == torch.__version__
+    assert v["diffusers"] == diffusers.__version__
+    assert v["transformers"] == transformers.__version__
+    assert v["numpy"] == numpy.__version__
+    assert v["python"].count(".") == 2
+    assert ("cuda" in v) == bool(torch.version.cuda)
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+def _all_fp32(module: torch.nn.Module) -> bool:
+    return all(p.dtype == torch.float32 for p in module.parameters())
+
+
+def test_text_pipeline_loads_component_by_component(tiny_text_model: Path) -> None:
+    pipe = load_text_pipeline(tiny_text_model)
+    assert isinstance(pipe, ShapEPipeline)
+    assert isinstance(pipe.prior, PriorTransformer)
+    assert isinstance(pipe.text_encoder, CLIPTextModelWithProjection)
+    assert isinstance(pipe.tokenizer, CLIPTokenizer)
+    assert isinstance(pipe.scheduler, HeunDiscreteScheduler)
+    assert isinstance(pipe.shap_e_renderer, ShapERenderer)
+    for module in (pipe.prior, pipe.text_encoder, pipe.shap_e_renderer):
+        assert _all_fp32(module) and not module.training
+    saved = load_file(tiny_text_model / "prior/diffusion_pytorch_model.safetensors")
+    loaded = pipe.prior.state_dict()
+    assert all(torch.equal(loaded[k], saved[k]) for k in saved)
+
+
+def test_image_pipeline_loads_with_the_pil_clip_processor(tiny_image_model: Path) -> None:
+    pipe = load_image_pipeline(tiny_image_model)
+    assert isinstance(pipe, ShapEImg2ImgPipeline)
+    assert isinstance(pipe.image_encoder, CLIPVisionModel)
+    assert type(pipe.image_processor) is image_processor_class()
+    assert pipe.image_processor.crop_size == {"height": 32, "width": 32}
+    assert _all_fp32(pipe.image_encoder) and _all_fp32(pipe.prior)
+
+
+def test_renderer_from_the_pickled_bin_equals_the_safetensors_one(
+    tiny_text_model: Path, tiny_text_model_bin: Path
+) -> None:
+    a = load_renderer(tiny_text_model).state_dict()
+    b = load_renderer(tiny_text_model_bin).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert isinstance(load_text_pipeline(tiny_text_model_bin).shap_e_renderer, ShapERenderer)
+
+
+class _Payload:
+    """Pickles as a call to Path.touch: what a malicious checkpoint could run on load."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple[object, tuple[Path]]:
+        return (Path.touch, (self.target,))
+
+
+def test_a_renderer_pickle_cannot_run_code_when_loaded(
+    tiny_text_model_bin: Path, tmp_path: Path
+) -> None:
+    folder = shutil.copytree(tiny_text_model_bin, tmp_path / "model")
+    marker = tmp_path / "code-ran"
+    weights = folder / "shap_e_renderer/diffusion_pytorch_model.bin"
+    state = torch.load(weights, weights_only=True)
+    state["params_proj.extra"] = _Payload(marker)
+    torch.save(state, weights)
+    with pytest.raises(ShapEError) as err:
+        load_renderer(folder)
+    assert err.value.code == MODEL_UNAVAILABLE and "shap_e_renderer" in err.value.message
+    assert not marker.exists()
+
+
+def test_pickles_are_refused_where_safetensors_belong(
+    tiny_text_model: Path, tmp_path: Path
+) -> None:
+    folder = shutil.copytree(tiny_text_model, tmp_path / "model")
+    prior = load_text_pipeline(folder).prior
+    (folder / "prior/diffusion_pytorch_model.safetensors").unlink()
+    prior.save_pretrained(folder / "prior", safe_serialization=False)
+    assert (folder / "prior/diffusion_pytorch_model.bin").is_file()
+    with pytest.raises(ShapEError) as err:
+        load_text_pipeline(folder)
+    assert err.value.code == MODEL_UNAVAILABLE
+    assert "prior" in err.value.message and "pickle" in err.value.message
+    assert str(folder) in err.value.message
+
+
+def test_hub_style_fp16_safetensors_load_upcast_next_to_pickles(
+    tiny_text_model: Path, tmp_path: Path
+) -> None:
+    """The hub ships prior/ and text_encoder/ as fp16-variant safetensors beside fp32 pickles."""
+    folder = shutil.copytree(tiny_text_model, tmp_path / "model")
+    original = load_text_pipeline(folder)
+    for part, model, stem, pickle in (
+        ("prior", original.prior, "diffusion_pytorch_model", "diffusion_pytorch_model.bin"),
+        ("text_encoder", original.text_encoder, "model", "pytorch_model.bin"),
+    ):
+        (folder / part / f"{stem}.safetensors").unlink()
+        state = model.state_dict()
+        torch.save(state, folder / part / pickle)  # the fp32 pickle
+        half = {k: v.to(torch.float16).contiguous() for k, v in state.items()}
+        save_file(half, folder / part / f"{stem}.fp16.safetensors", metadata={"format": "pt"})
+    names = {p.name for p in (folder / "prior").iterdir()}
+    assert names == {
+        "config.json",
+        "diffusion_pytorch_model.bin",
+        "diffusion_pytorch_model.fp16.safetensors",
+    }
+    assert (folder / "text_encoder/model.fp16.safetensors").is_file()
+    assert (folder / "text_encoder/pytorch_model.bin").is_file()
+    pipe = load_text_pipeline(folder)
+    for loaded, source in (
+        (pipe.prior, original.prior),
+        (pipe.text_encoder, original.text_encoder),
+    ):
+        assert _all_fp32(loaded)
+        want = {k: v.to(torch.float16).to(torch.float32) for k, v in source.state_dict().items()}
+        got = loaded.state_dict()
+        # Values come from the fp16 safetensors (rounded), not from the exact fp32 pickle.
+        assert all(torch.equal(got[k], want[k]) for k in want if want[k].is_floating_point())
+
+
+@pytest.mark.parametrize(
+    ("remove", "component"),
+    [
+        ("scheduler", "scheduler"),
+        ("tokenizer/tokenizer_config.json", "tokenizer"),
+        ("text_encoder/model.safetensors", "text_encoder"),
+        ("shap_e_renderer/diffusion_pytorch_model.safetensors", "shap_e_renderer"),
+        ("prior/config.json", "prior"),
+    ],
+)
+def test_a_missing_component_names_the_folder_and_the_component(
+    tiny_text_model: Path, tmp_path: Path, remove: str, component: str
+) -> None:
+    folder = shutil.copytree(tiny_text_model, tmp_path / "model")
+    target = folder / remove
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with pytest.raises(ShapEError) as err:
+        load_text_pipeline(folder)
+    assert err.value.code == MODEL_UNAVAILABLE and err.value.field == "model"
+    assert str(folder) in err.value.message and component in err.value.message
+    assert err.value.hint
+
+
+def test_a_missing_folder_is_model_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(ShapEError) as err:
+        load_image_pipeline(tmp_path / "nowhere")
+    assert err.value.code == MODEL_UNAVAILABLE and "nowhere" in err.value.message
+
+
+def test_damaged_weights_are_model_unavailable_with_the_cause(
+    tiny_text_model: Path, tmp_path: Path
+) -> None:
+    folder = shutil.copytree(tiny_text_model, tmp_path / "model")
+    (folder / "prior/diffusion_pytorch_model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ShapEError) as err:
+        load_text_pipeline(folder)
+    assert err.value.code == MODEL_UNAVAILABLE and "prior" in err.value.message
+    assert err.value.__cause__ is not None
+
+
+# --- cache ----------------------------------------------------------------------------------------
+
+
+def test_cache_returns_the_same_pipeline_for_the_same_folder(tiny_text_model: Path) -> None:
+    cache = ModelCache()
+    first = cache.text_pipeline(tiny_text_model, CPU)
+    assert cache.text_pipeline(tiny_text_model / "." / "", CPU) is first
+    assert cache.loaded() == [f"text:{tiny_text_model.resolve()}"]
+
+
+def test_cache_replaces_and_frees_the_previous_folder_of_a_kind(
+    tiny_text_model: Path, tiny_text_model_bin: Path
+) -> None:
+    cache = ModelCache()
+    first = weakref.ref(cache.text_pipeline(tiny_text_model, CPU))
+    second = cache.text_pipeline(tiny_text_model_bin, CPU)
+    gc.collect()
+    assert first() is None
+    assert cache.loaded() == [f"text:{tiny_text_model_bin.resolve()}"]
+    assert cache.text_pipeline(tiny_text_model_bin, CPU) is second
+
+
+def test_cache_keeps_one_text_and_one_image_pipeline(
+    tiny_text_model: Path, tiny_image_model: Path
+) -> None:
+    cache = ModelCache()
+    text = cache.text_pipeline(tiny_text_model, CPU)
+    image = cache.image_pipeline(tiny_image_model, CPU)
+    assert cache.text_pipeline(tiny_text_model, CPU) is text
+    assert cache.image_pipeline(tiny_image_model, CPU) is image
+    assert len(cache.loaded()) == 2
+
+
+def test_cache_renderer_is_shared_with_the_pipeline_of_the_same_folder(
+    tiny_text_model: Path, tiny_text_model_bin: Path
+) -> None:
+    cache = ModelCache()
+    pipe = cache.text_pipeline(tiny_text_model, CPU)
+    assert cache.renderer(tiny_text_model, CPU) is pipe.shap_e_renderer
+    # A renderer asked for alone is loaded alone, then handed over to its pipeline.
+    alone = cache.renderer(tiny_text_model_bin, CPU)
+    assert not alone.training and _all_fp32(alone)
+    assert f"renderer:{tiny_text_model_bin.resolve()}" in cache.loaded()
+    assert cache.renderer(tiny_text_model_bin, CPU) is alone
+    other = cache.text_pipeline(tiny_text_model_bin, CPU)
+    assert other.shap_e_renderer is alone
+    assert cache.loaded() == [f"text:{tiny_text_model_bin.resolve()}"]
+
+
+def test_cache_clear_frees_everything(tiny_text_model: Path, tiny_image_model: Path) -> None:
+    cache = ModelCache()
+    refs = [
+        weakref.ref(cache.text_pipeline(tiny_text_model, CPU)),
+        weakref.ref(cache.image_pipeline(tiny_image_model, CPU)),
+    ]
+    cache.clear()
+    gc.collect()
+    assert cache.loaded() == [] and all(r() is None for r in refs)
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+def test_cache_moves_a_pipeline_to_the_requested_device(tiny_text_model: Path) -> None:
+    cache = ModelCache()
+    gpu = resolve_device("cuda", "fp32")
+    pipe = cache.text_pipeline(tiny_text_model, gpu)
+    assert pipe.prior.device.type == "cuda" and pipe.shap_e_renderer.device.type == "cuda"
+    assert cache.text_pipeline(tiny_text_model, CPU) is pipe
+    assert pipe.prior.device.type == "cpu"
