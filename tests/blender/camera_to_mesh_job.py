@@ -1,6 +1,6 @@
 """Child process for test_operators: camera_to_mesh with a real render and the real worker.
 
-    python -m tests.blender.camera_to_mesh_job JOBS_DIR TINY_IMAGE_MODEL
+    python -m tests.blender.camera_to_mesh_job JOBS_DIR TINY_IMAGE_MODEL WORKER_PYTHON
 
 Builds a small scene (a floor, a cube, a light, a camera looking at the cube), runs
 ``bpy.ops.shape_e.camera_to_mesh(selected_only=True)`` in background (blocking) mode and prints
@@ -37,13 +37,13 @@ def build_scene() -> None:
 def main() -> int:
     import addon_utils  # importable once bpy is
 
-    jobs_dir, model = sys.argv[1], sys.argv[2]
+    jobs_dir, model, worker_python = sys.argv[1:4]
     build_scene()
     assert addon_utils.enable("shape_e_blender", default_set=True) is not None
     from shape_e_blender.blender import jobs, prefs
 
     p = prefs.get()
-    p.worker_python, p.jobs_dir, p.image_model = sys.executable, jobs_dir, model
+    p.worker_python, p.jobs_dir, p.image_model = worker_python, jobs_dir, model
     render = bpy.context.scene.render
     before = (render.resolution_x, render.engine, render.film_transparent)
     result = bpy.ops.shape_e.camera_to_mesh(selected_only=True, steps=2, grid_size=32)
@@ -55,7 +55,7 @@ def main() -> int:
         "objects": [o.name for o in objects],
         "polygons": sum(len(o.data.polygons) for o in objects),
         "settings": settings,
-        "job_dir": settings.get("shape_e_job_dir"),
+        "job_dir": settings.get("job_dir"),
         "render_restored": before == after,
     }
     print("RESULT " + json.dumps(out, default=str), flush=True)

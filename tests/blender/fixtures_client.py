@@ -2,14 +2,15 @@
 
 The add-on is enabled from this source tree the way Blender enables any add-on
 (addon_utils.enable), and its worker is the real ``python -m shape_e_blender.worker`` run by this
-interpreter, which has the worker's stack too. A test module imports ``addon_fixture`` and
-``scene_fixture``; pytest then finds them by their names, ``addon`` and ``scene``.
+interpreter, which has the worker's stack too. A test module imports the ``*_fixture`` functions;
+pytest then finds them by their names (``addon``, ``scene``, ``worker_text_model``, ...).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,46 @@ import addon_utils  # noqa: E402  (ships with bpy)
 ROOT = "shape_e_blender"
 REPO = Path(__file__).resolve().parents[2]
 FAST = {"steps": 4, "grid_size": 32}  # a tiny generation: seconds on two CPU cores
+# The worker's interpreter. build.py names .venv's Python: these tests also run on Blender 4.2,
+# whose venv holds only bpy and numpy (like Blender's own Python), so the worker runs elsewhere.
+WORKER_PYTHON = os.environ.get("SHAPE_E_WORKER_PYTHON") or sys.executable
+_tiny_models: dict[str, Path] = {}
+
+
+def child_env() -> dict[str, str]:
+    """This environment for a child Python, without PYTHON* variables, with the repo importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def tiny_model(base: Path, kind: str) -> Path:
+    """A tiny random pipeline written by the worker's interpreter (this one may lack torch)."""
+    if kind not in _tiny_models:
+        folder = base / f"tiny-{kind}"
+        cmd = [WORKER_PYTHON, "-m", "shape_e_blender", "tiny-model", str(folder)]
+        proc = subprocess.run(
+            cmd + (["--image"] if kind == "image" else []),
+            cwd=REPO,
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        _tiny_models[kind] = folder
+    return _tiny_models[kind]
+
+
+@pytest.fixture(scope="session", name="worker_text_model")
+def worker_text_model_fixture(tmp_path_factory) -> Path:
+    return tiny_model(tmp_path_factory.getbasetemp(), "text")
+
+
+@pytest.fixture(scope="session", name="worker_image_model")
+def worker_image_model_fixture(tmp_path_factory) -> Path:
+    return tiny_model(tmp_path_factory.getbasetemp(), "image")
 
 
 def enable_addon() -> None:
@@ -43,7 +84,7 @@ def addon_fixture(tmp_path_factory):
     """The add-on enabled for a whole test module (the worker stays warm between its tests)."""
     enable_addon()
     p = bpy.context.preferences.addons[ROOT].preferences
-    p.worker_python = sys.executable
+    p.worker_python = WORKER_PYTHON
     p.jobs_dir = str(tmp_path_factory.mktemp("jobs"))
     yield p
     disable_addon()

@@ -26,7 +26,12 @@ from shape_e_blender.core.mesh import MeshData
 from shape_e_blender.core.params import GenerationParams
 from shape_e_blender.core.protocol import PROTOCOL_VERSION, GenerateRequest
 
-from .fixtures_client import FAST, kill_process
+from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
+    FAST,
+    WORKER_PYTHON,
+    kill_process,
+    worker_text_model_fixture,
+)
 
 
 def _wait_all(client: WorkerClient, job, timeout: float = 120.0) -> list:
@@ -50,7 +55,7 @@ def _until_stage(client: WorkerClient, job, stage: str, timeout: float = 120.0) 
 @pytest.fixture
 def client(tmp_path):
     """A client of its own, for tests that stop or kill its worker."""
-    c = WorkerClient(sys.executable, tmp_path / "jobs")
+    c = WorkerClient(WORKER_PYTHON, tmp_path / "jobs")
     yield c
     c.kill()
     assert c.threads_alive() == []
@@ -59,7 +64,7 @@ def client(tmp_path):
 @pytest.fixture(scope="module")
 def warm(tmp_path_factory):
     """One client shared by the tests that leave its worker running (starting one takes seconds)."""
-    c = WorkerClient(sys.executable, tmp_path_factory.mktemp("jobs"))
+    c = WorkerClient(WORKER_PYTHON, tmp_path_factory.mktemp("jobs"))
     yield c
     c.kill()
     assert c.threads_alive() == []
@@ -117,8 +122,8 @@ def test_hello_speaks_our_protocol_and_logs_stderr(client):
     assert f"pid {pid}" in log
 
 
-def test_generate_streams_progress_and_the_mesh_is_on_disk(warm, tiny_text_model, tmp_path):
-    job = warm.generate(_request(tiny_text_model, tmp_path / "job", seed=5))
+def test_generate_streams_progress_and_the_mesh_is_on_disk(warm, worker_text_model, tmp_path):
+    job = warm.generate(_request(worker_text_model, tmp_path / "job", seed=5))
     events = _wait_all(warm, job)
     result = job.raise_for_error()
     sampling = [e.progress.step for e in events if e.progress and e.progress.stage == "sampling"]
@@ -128,12 +133,12 @@ def test_generate_streams_progress_and_the_mesh_is_on_disk(warm, tiny_text_model
     mesh = MeshData.load(entry["path"])
     assert Path(entry["path"]).parent.parent == tmp_path / "job"
     assert mesh.face_count == entry["faces"] > 0
-    assert result["params"]["seed"] == 5 and result["params"]["model"] == str(tiny_text_model)
+    assert result["params"]["seed"] == 5 and result["params"]["model"] == str(worker_text_model)
 
 
-def test_inline_result_is_one_long_line_matching_the_file(warm, tiny_text_model, tmp_path):
+def test_inline_result_is_one_long_line_matching_the_file(warm, worker_text_model, tmp_path):
     params = GenerationParams.create(
-        prompt="a vase", model=str(tiny_text_model), steps=2, grid_size=96
+        prompt="a vase", model=str(worker_text_model), steps=2, grid_size=96
     )
     job = warm.generate(GenerateRequest(params, job_dir=str(tmp_path / "j"), inline=True))
     _wait_all(warm, job)
@@ -152,8 +157,8 @@ def test_invalid_request_comes_back_as_an_error_naming_the_field(warm):
     assert job.error.field == "model"
 
 
-def test_cancel_mid_job_then_the_same_worker_runs_the_next(warm, tiny_text_model):
-    job = warm.generate(_request(tiny_text_model, steps=400))
+def test_cancel_mid_job_then_the_same_worker_runs_the_next(warm, worker_text_model):
+    job = warm.generate(_request(worker_text_model, steps=400))
     _until_stage(warm, job, "sampling")
     pid = warm.pid
     cancel = warm.cancel(job)
@@ -162,16 +167,16 @@ def test_cancel_mid_job_then_the_same_worker_runs_the_next(warm, tiny_text_model
     assert job.progress.step < 2 * 400 - 1
     _wait_all(warm, cancel)
     assert cancel.result == {"cancelled": True}
-    again = warm.generate(_request(tiny_text_model))
+    again = warm.generate(_request(worker_text_model))
     _wait_all(warm, again)
     assert again.raise_for_error()["meshes"] and warm.pid == pid
 
 
 def test_killed_worker_fails_the_job_with_its_log_and_the_next_call_restarts(
-    client, tiny_text_model
+    client, worker_text_model
 ):
-    job = client.generate(_request(tiny_text_model, steps=400))
-    queued = client.generate(_request(tiny_text_model))
+    job = client.generate(_request(worker_text_model, steps=400))
+    queued = client.generate(_request(worker_text_model))
     _until_stage(client, job, "sampling")
     first = client.pid
     kill_process(first)
@@ -184,14 +189,14 @@ def test_killed_worker_fails_the_job_with_its_log_and_the_next_call_restarts(
     tail = job.error.message.split("the end of its log:\n", 1)[1]
     assert tail.splitlines()[-1] in client.log_path.read_text()
     assert "Generate" in job.error.hint and str(client.log_path) in job.error.hint
-    again = client.generate(_request(tiny_text_model))
+    again = client.generate(_request(worker_text_model))
     _wait_all(client, again)
     assert again.raise_for_error()["meshes"]
     assert client.pid not in (None, first)
 
 
-def test_kill_releases_the_worker_and_fails_the_running_job(client, tiny_text_model):
-    job = client.generate(_request(tiny_text_model, steps=400))
+def test_kill_releases_the_worker_and_fails_the_running_job(client, worker_text_model):
+    job = client.generate(_request(worker_text_model, steps=400))
     _until_stage(client, job, "sampling")
     client.kill()
     events = client.poll()
@@ -232,7 +237,7 @@ def test_protocol_mismatch_with_a_worker_copy_of_another_version(tmp_path):
     proto.write_text(
         text.replace(f"PROTOCOL_VERSION = {PROTOCOL_VERSION}\n", "PROTOCOL_VERSION = 99\n")
     )
-    c = WorkerClient(sys.executable, tmp_path / "jobs", package_dir=copy)
+    c = WorkerClient(WORKER_PYTHON, tmp_path / "jobs", package_dir=copy)
     job = c.generate(_request(Path("unused")))
     with pytest.raises(ShapEError) as info:
         c.hello()

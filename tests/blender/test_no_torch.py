@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from .fixtures_client import REPO
+from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
+    REPO,
+    WORKER_PYTHON,
+    child_env,
+    worker_text_model_fixture,
+)
 
 HEAVY = ("torch", "diffusers", "transformers", "accelerate", "skimage", "trimesh", "safetensors")
 
@@ -20,7 +24,7 @@ import addon_utils
 assert addon_utils.enable("shape_e_blender", default_set=True) is not None
 from shape_e_blender.blender import jobs, prefs
 p = prefs.get()
-p.worker_python, p.jobs_dir, p.text_model = sys.executable, sys.argv[1], sys.argv[2]
+p.worker_python, p.jobs_dir, p.text_model = sys.argv[4], sys.argv[1], sys.argv[2]
 result = bpy.ops.shape_e.text_to_mesh(prompt="a cup", steps=2, grid_size=32)
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in sys.argv[3].split(","))
 ours = sorted(m for m in sys.modules if m.startswith("shape_e_blender"))
@@ -31,14 +35,20 @@ addon_utils.disable("shape_e_blender", default_set=True)
 
 
 def test_a_generation_imports_no_torch_diffusers_or_transformers_into_blender(
-    tmp_path, tiny_text_model
+    tmp_path, worker_text_model
 ):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env["PYTHONPATH"] = str(REPO)
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(tmp_path), str(tiny_text_model), ",".join(HEAVY)],
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            str(tmp_path),
+            str(worker_text_model),
+            ",".join(HEAVY),
+            WORKER_PYTHON,
+        ],
         cwd=REPO,
-        env=env,
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=600,

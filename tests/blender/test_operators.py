@@ -3,34 +3,37 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from shape_e_blender.blender import jobs
+from shape_e_blender.blender import jobs, prefs
 from shape_e_blender.core.errors import WORKER_EXITED
 from shape_e_blender.core.mesh import MeshData
 from shape_e_blender.core.params import SEED_MAX
 
-from .fixtures_client import (  # noqa: F401  (found by name)
+from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
     FAST,
     REPO,
+    WORKER_PYTHON,
     addon_fixture,
     bpy,
+    child_env,
     drain,
     kill_process,
     poll_until_stage,
     scene_fixture,
+    worker_image_model_fixture,
+    worker_text_model_fixture,
 )
 
 
 @pytest.fixture
-def text_model(addon, tiny_text_model):
-    addon.text_model = str(tiny_text_model)
-    return tiny_text_model
+def text_model(addon, worker_text_model):
+    addon.text_model = str(worker_text_model)
+    return worker_text_model
 
 
 def _pid() -> int | None:
@@ -61,7 +64,7 @@ def test_text_to_mesh_imports_a_coloured_object_with_its_settings_and_one_undo_s
     assert (settings["steps"], settings["grid_size"]) == (FAST["steps"], FAST["grid_size"])
     assert settings["guidance_scale"] == 15.0 and settings["model"] == str(text_model)
     assert settings["device"] == "cpu" and "torch" in settings["versions"]
-    job_dir = Path(settings["shape_e_job_dir"])
+    job_dir = Path(settings["job_dir"])
     assert job_dir.parent == jobs.current_client().jobs_root
     on_disk = MeshData.load(job_dir / "0" / "mesh.npz")
     assert len(mesh.vertices) == on_disk.vertex_count and len(mesh.polygons) > 0
@@ -73,8 +76,8 @@ def test_text_to_mesh_imports_a_coloured_object_with_its_settings_and_one_undo_s
     assert "Red chair" in bpy.data.objects
 
 
-def test_image_to_mesh_with_variants_wraps_the_seed(scene, addon, tiny_image_model, tmp_path):
-    addon.image_model = str(tiny_image_model)
+def test_image_to_mesh_with_variants_wraps_the_seed(scene, addon, worker_image_model, tmp_path):
+    addon.image_model = str(worker_image_model)
     image = bpy.data.images.new("input", 64, 64, alpha=True)
     # An orange disc on transparency, written by Blender itself.
     pixels = []
@@ -95,7 +98,7 @@ def test_image_to_mesh_with_variants_wraps_the_seed(scene, addon, tiny_image_mod
     assert [o["shape_e"]["seed"] for o in objs] == [SEED_MAX, 0]  # seed + i wraps at 2^31
     assert objs[0]["shape_e"]["image"] == str(path)
     assert objs[0]["shape_e"]["guidance_scale"] == 3.0
-    assert objs[0]["shape_e"]["model"] == str(tiny_image_model)
+    assert objs[0]["shape_e"]["model"] == str(worker_image_model)
     assert objs[1].location.x > objs[0].location.x  # side by side
     assert all(len(o.data.polygons) > 0 for o in objs)
 
@@ -193,7 +196,7 @@ def test_panel_generate_picks_the_seed_first_and_keep_alive_off_stops_the_worker
 
 
 def test_release_worker_stops_the_process(scene, addon):
-    client = jobs.client_for(sys.executable, Path(addon.jobs_dir))
+    client = prefs.client()
     client.hello()
     popen = client._worker.popen
     assert bpy.ops.shape_e.release_worker() == {"FINISHED"}
@@ -211,20 +214,19 @@ def test_invalid_device_override_is_reported(scene, text_model):
     assert jobs.status.error_field in ("", "device") and jobs.status.hint
 
 
-def test_camera_to_mesh_renders_the_camera_and_imports(tmp_path, tiny_image_model):
+def test_camera_to_mesh_renders_the_camera_and_imports(tmp_path, worker_image_model):
     # Rendering needs Mesa's EGL and may abort a process without it: a child runs it.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env["PYTHONPATH"] = str(REPO)
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
             "tests.blender.camera_to_mesh_job",
             str(tmp_path / "jobs"),
-            str(tiny_image_model),
+            str(worker_image_model),
+            WORKER_PYTHON,
         ],
         cwd=REPO,
-        env=env,
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=600,

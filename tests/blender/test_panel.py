@@ -6,13 +6,12 @@ stderr must be free of Python tracebacks and of Blender's "property not found" r
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 
-from .fixtures_client import REPO
+from .fixtures_client import REPO, WORKER_PYTHON, child_env
 from .panel_draw_job import MARKER
 
 STATES = [
@@ -35,18 +34,16 @@ STATES = [
 
 @pytest.fixture(scope="module")
 def drawn(tmp_path_factory):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env["PYTHONPATH"] = str(REPO)
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
             "tests.blender.panel_draw_job",
             str(tmp_path_factory.mktemp("jobs")),
-            sys.executable,
+            WORKER_PYTHON,
         ],
         cwd=REPO,
-        env=env,
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=300,

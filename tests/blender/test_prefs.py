@@ -12,7 +12,7 @@ from shape_e_blender.blender import jobs, prefs, setup_env
 from shape_e_blender.blender.client import venv_python
 from shape_e_blender.core.errors import CANCELLED, JOB_FAILED
 
-from .fixtures_client import ROOT, bpy, disable_addon, enable_addon
+from .fixtures_client import ROOT, WORKER_PYTHON, bpy, disable_addon, enable_addon
 
 
 def _our_threads() -> list[threading.Thread]:
@@ -26,7 +26,7 @@ def test_register_unregister_twice_with_a_running_worker_leaves_nothing_behind(t
         assert hasattr(bpy.types.Scene, "shape_e")
         assert bpy.ops.shape_e.text_to_mesh.poll()
         p = bpy.context.preferences.addons[ROOT].preferences
-        p.worker_python = sys.executable
+        p.worker_python = WORKER_PYTHON
         p.jobs_dir = str(tmp_path / "jobs")
         client = prefs.client()
         client.start()  # the process and its reader threads are up
@@ -143,7 +143,7 @@ def test_download_models_needs_online_access(online, tmp_path):
     system = bpy.context.preferences.system
     try:
         p = prefs.get()
-        p.worker_python = sys.executable
+        p.worker_python = WORKER_PYTHON
         p.jobs_dir = str(tmp_path / "jobs")
         p.text_model = str(tmp_path / "missing-model")
         p.image_model = ""

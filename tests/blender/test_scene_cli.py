@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
-from .fixtures_client import REPO, bpy
+from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
+    REPO,
+    WORKER_PYTHON,
+    bpy,
+    child_env,
+    worker_text_model_fixture,
+)
 
 
 def _run(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env["PYTHONPATH"] = str(REPO)
-    env.update(env_extra or {})
+    env = child_env() | (env_extra or {})
     return subprocess.run(
-        [sys.executable, "-m", "shape_e_blender.blender.scene_cli", *args],
+        [
+            sys.executable,
+            "-m",
+            "shape_e_blender.blender.scene_cli",
+            *args,
+            "--worker-python",
+            WORKER_PYTHON,
+        ],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -24,10 +34,10 @@ def _run(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.Comp
     )
 
 
-def test_scene_command_saves_a_blend_with_the_generated_object(tmp_path, tiny_text_model):
+def test_scene_command_saves_a_blend_with_the_generated_object(tmp_path, worker_text_model):
     out = tmp_path / "out" / "chair.blend"
     proc = _run(
-        "--prompt", "a red chair", "--model", str(tiny_text_model), "--seed", "3",
+        "--prompt", "a red chair", "--model", str(worker_text_model), "--seed", "3",
         "--steps", "2", "--grid-size", "32", "--jobs-dir", str(tmp_path / "jobs"),
         "--no-download", "-o", str(out),
     )  # fmt: skip
