@@ -189,8 +189,10 @@ def tick(context: bpy.types.Context | None = None, timeout: float = 0.0) -> Acti
     job = _active
     if job is None:
         return None
+    # Show the first unfinished request (a download of two models queues the second).
+    current = next((r for r in job.requests if not r.done), None)
     for ev in events:
-        if ev.kind == "progress" and ev.progress is not None and ev.job in job.requests:
+        if ev.kind == "progress" and ev.progress is not None and ev.job is current:
             p = ev.progress
             status.stage, status.step, status.total, status.eta_s = (
                 p.stage,
