@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core import protocol
-from ..core.errors import NO_SURFACE, ShapEError
+from ..core.errors import NO_SURFACE, ShapEError, invalid
 from ..core.mesh import MESH_FILE, MeshData
 from ..core.params import GenerationParams
 from . import jobs
@@ -87,10 +87,12 @@ class Engine:
         )
 
     def download_job(self, job: Job, out: Output) -> dict[str, Any]:
-        from .download import plan_download, resolve_model
+        from .download import resolve_model
 
         model = job.params["model"]
-        kind = job.params.get("kind", "image" if model.endswith("img2img") else "text")
+        kind = job.params.get("kind") or ("image" if model.endswith("img2img") else "text")
+        if kind not in ("text", "image"):
+            raise invalid("kind", f"{kind!r} is not a model kind", "use text or image")
         clock = StageClock(job.id, out.progress)
         path = resolve_model(
             model,
@@ -99,10 +101,9 @@ class Engine:
             cache_dir=job.params.get("cache_dir") or self.cache_dir,
             progress=lambda done, total: clock("downloading", done, total),
         )
+        # stat() follows the hub cache's links to the blobs: the bytes really on disk.
         size = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-        if not Path(model).exists():
-            size = plan_download(model, kind=kind, cache_dir=self.cache_dir).total_bytes
-        return {"model": model, "path": str(path), "bytes": size}
+        return {"model": model, "kind": kind, "path": str(path), "bytes": size}
 
     # -- the generation itself ----------------------------------------------------------------
 
@@ -153,6 +154,15 @@ class Engine:
 
         timings = Timings()
         choice = resolve_device(params.device, params.precision)
+        # Inputs first: a missing image or a bad latent file is reported before any model loads.
+        image = latents = None
+        if params.mode == "image":
+            from .images import prepare_image
+
+            image = prepare_image(params.image or "")
+            image.save(job_dir / jobs.INPUT_IMAGE)
+        elif params.mode == "latent":
+            latents = jobs.load_latents(params.latent or "")
         kind = {"text": "text", "image": "image", "latent": "renderer"}[params.mode]
         folder = resolve_model(
             params.effective_model,
@@ -170,15 +180,14 @@ class Engine:
             job_dir / jobs.REQUEST_FILE, {"request": request.to_json(), "resolved": resolved}
         )
 
-        if params.mode == "latent":
-            latents = jobs.load_latents(params.latent or "")
-            seeds = [None] * len(latents)
-            renderer = self._load(clock, timings, lambda: self.models.renderer(folder, choice))
+        if latents is not None:
+            seeds: list[int | None] = [None] * len(latents)
+            renderer = self._load(clock, timings, kind, folder, choice)
         else:
-            seeds = params.variant_seeds()
-            latents, renderer = self._sample(
-                params, folder, choice, job_dir, clock, timings, should_cancel
-            )
+            seeds = list(params.variant_seeds())
+            pipe = self._load(clock, timings, kind, folder, choice)
+            latents = self._sample(pipe, params, image, choice, clock, timings, should_cancel)
+            renderer = self.models.renderer(folder, choice)
         resolved["variants"] = len(latents)
 
         meshes = []
@@ -231,32 +240,29 @@ class Engine:
             "versions": versions(),
         }
 
-    def _load(self, clock: StageClock, timings: Timings, load: Callable[[], Any]) -> Any:
+    def _load(self, clock: StageClock, timings: Timings, kind: str, folder: Path, choice) -> Any:
+        """The pipeline (or renderer) for ``kind``; reports "loading" only when it is not warm."""
+        loader = {
+            "text": self.models.text_pipeline,
+            "image": self.models.image_pipeline,
+            "renderer": self.models.renderer,
+        }[kind]
+        if self.models.is_loaded(kind, folder):
+            return loader(folder, choice)
         started = time.perf_counter()
         clock("loading", 0, 1)
-        obj = load()
+        obj = loader(folder, choice)
         clock("loading", 1, 1)
         timings.add("load", time.perf_counter() - started)
         return obj
 
-    def _sample(self, params, folder, choice, job_dir, clock, timings, should_cancel):
+    def _sample(self, pipe, params, image, choice, clock, timings, should_cancel) -> np.ndarray:
         from .sampling import sample_latents
-
-        if params.mode == "image":
-            from .images import prepare_image
-
-            image = prepare_image(params.image or "")
-            image.save(job_dir / jobs.INPUT_IMAGE)
-            pipe = self._load(clock, timings, lambda: self.models.image_pipeline(folder, choice))
-        else:
-            image = None
-            pipe = self._load(clock, timings, lambda: self.models.text_pipeline(folder, choice))
 
         marks: dict[str, float] = {}
 
         def progress(stage: str, step: int, total: int) -> None:
-            marks.setdefault(stage, time.perf_counter())
-            marks[stage + ":end"] = time.perf_counter()
+            marks[stage] = time.perf_counter()
             clock(stage, step, total)
 
         started = time.perf_counter()
@@ -272,11 +278,10 @@ class Engine:
                 progress=progress,
                 should_cancel=should_cancel,
             )
-        encode_end = marks.get("encoding:end", started)
-        timings.add("encode", encode_end - started)
-        timings.add("sample", time.perf_counter() - encode_end)
-        renderer = self.models.renderer(folder, choice)
-        return latents.detach().cpu().numpy().astype(np.float32), renderer
+        encoded = marks.get("encoding", started)
+        timings.add("encode", encoded - started)
+        timings.add("sample", time.perf_counter() - encoded)
+        return latents.detach().cpu().numpy().astype(np.float32)
 
     def _decode(self, renderer, latent, grid_size, choice, should_cancel) -> MeshData:
         import torch

@@ -459,6 +459,16 @@ class ModelCache:
                 self._renderer = _Slot(key, load_renderer(key))
             return self._renderer.value.to(choice.device)
 
+    def is_loaded(self, kind: str, folder: Path) -> bool:
+        """Whether ``kind`` ("text", "image" or "renderer") from ``folder`` is already loaded."""
+        key = Path(folder).resolve()
+        with self._lock:
+            if kind == "renderer":
+                slots = (self._text, self._image, self._renderer)
+            else:
+                slots = ({"text": self._text, "image": self._image}[kind],)
+            return any(slot is not None and slot.folder == key for slot in slots)
+
     def loaded(self) -> list[str]:
         with self._lock:
             slots = (("text", self._text), ("image", self._image), ("renderer", self._renderer))

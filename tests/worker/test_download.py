@@ -652,3 +652,23 @@ def test_vram_estimate_follows_the_parameter_counts():
     assert dl.vram_estimate("text") == (316 + 123 + 226) * 10**6 * 4
     assert dl.vram_estimate("image") == (316 + 303 + 226) * 10**6 * 4
     assert dl.vram_estimate("renderer") == 226 * 10**6 * 4
+
+
+def test_cli_download_shows_the_plan_then_progress(tmp_path, hub):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "PYTHON"))}
+    env |= {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "shape_e_blender", "download", "--cache-dir", str(tmp_path / "c")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    first, last = proc.stdout.strip().splitlines()[0], proc.stdout.strip().splitlines()[-1]
+    assert first.startswith(f"{REPO_ID}: {len(TEXT_FILES)} files,") and "GiB of GPU memory" in first
+    assert last.startswith("ready: ") and COMMIT in last
+    assert "downloading" in proc.stderr  # the progress lines
+    assert _files_under(Path(last.removeprefix("ready: "))) == TEXT_FILES

@@ -8,6 +8,7 @@ from shape_e_blender.core.errors import (
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
+    MODEL_UNAVAILABLE,
     PARSE_ERROR,
 )
 
@@ -74,3 +75,19 @@ def test_shutdown_answers_and_exits(worker):
     assert msg["result"] == {}
     assert worker.proc.wait(30) == 0
     assert json.dumps(msg)
+
+
+def test_download_of_a_local_folder_answers_at_once(worker, tiny_text_model):
+    msg, _ = worker.call("download", {"model": str(tiny_text_model)})
+    result = msg["result"]
+    assert result["path"] == str(tiny_text_model) and result["kind"] == "text"
+    assert result["bytes"] > 10_000
+
+
+def test_download_without_a_hub_names_the_repo(worker):
+    msg, _ = worker.call("download", {"model": "openai/shap-e-img2img"})
+    err = msg["error"]
+    assert err["code"] == MODEL_UNAVAILABLE
+    assert "openai/shap-e-img2img" in err["message"] and err["data"]["hint"]
+    msg, _ = worker.call("download", {"model": "openai/shap-e", "kind": "video"})
+    assert msg["error"]["data"]["field"] == "kind"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shape_e_blender.core.errors import CANCELLED, JOB_FAILED
+from shape_e_blender.core.errors import CANCELLED, JOB_FAILED, NO_SURFACE
 from shape_e_blender.core.mesh import MeshData
 from shape_e_blender.core.protocol import PROTOCOL_VERSION
 
@@ -76,20 +76,29 @@ def test_text_job_progress_files_and_result(worker, tiny_text_model, tmp_path):
     assert "sampling" in (job / "job.log").read_text()
 
 
+def _hausdorff(a: MeshData, b: MeshData) -> float:
+    from scipy.spatial import cKDTree
+
+    ab = cKDTree(b.vertices).query(a.vertices)[0].max()
+    ba = cKDTree(a.vertices).query(b.vertices)[0].max()
+    return float(max(ab, ba))
+
+
 def test_same_seed_same_mesh_and_variants_reproduce_alone(worker, tiny_text_model):
     base = {"prompt": "a lamp", "model": str(tiny_text_model), **FAST}
     msg_a, _ = worker.call("generate", base | {"seed": 11, "variants": 2})
     msg_b, _ = worker.call("generate", base | {"seed": 12})
-    a, b = msg_a["result"], msg_b["result"]
+    msg_c, _ = worker.call("generate", base | {"seed": 12})
+    a, b, c = msg_a["result"], msg_b["result"], msg_c["result"]
     assert [m["seed"] for m in a["meshes"]] == [11, 12]
-    again, _ = worker.call("generate", base | {"seed": 11})
-    np.testing.assert_array_equal(_mesh(again["result"]).vertices, _mesh(a, 0).vertices)
-    np.testing.assert_array_equal(_mesh(again["result"]).colors, _mesh(a, 0).colors)
-    # variant 1 of seed 11 is seed 12 on its own
+    # the same request gives the same mesh, bit for bit
+    for name in ("vertices", "faces", "colors"):
+        np.testing.assert_array_equal(getattr(_mesh(b), name), getattr(_mesh(c), name))
+    # variant 1 of seed 11 is seed 12 on its own (batched CLIP/prior maths differ by ~1e-5)
     va, vb = _mesh(a, 1), _mesh(b, 0)
     assert va.face_count == vb.face_count
-    np.testing.assert_allclose(va.vertices, vb.vertices, atol=1e-4)
-    assert not np.array_equal(_mesh(a, 0).vertices, va.vertices)
+    assert _hausdorff(va, vb) < 1e-3
+    assert _hausdorff(_mesh(a, 0), va) > 0.05  # and the two variants differ
 
 
 def test_inline_result_matches_the_file(worker, tiny_text_model):
@@ -217,8 +226,20 @@ def test_errors_inside_a_job_leave_the_worker_alive(worker, tiny_text_model, tmp
     msg, _ = worker.call("generate", {"latent": str(bad), "model": str(tiny_text_model)})
     assert msg["error"]["code"] in (JOB_FAILED, -32602)
     assert "latent" in msg["error"]["message"] or msg["error"]["data"].get("field") == "latent"
+    # a latent whose field has no zero crossing: the projected MLP weights are all zero
+    flat = tmp_path / "flat.npy"
+    shape = np.load(_any_latent(worker, tiny_text_model)).shape
+    np.save(flat, np.zeros(shape, np.float32))
+    msg, _ = worker.call("generate", {"latent": str(flat), "model": str(tiny_text_model)})
+    assert msg["error"]["code"] == NO_SURFACE
+    assert "no surface" in msg["error"]["message"] and "seed" in msg["error"]["data"]["hint"]
     hello, _ = worker.call("hello")
     assert hello["result"]["protocol"] == PROTOCOL_VERSION
+
+
+def _any_latent(worker, model) -> str:
+    msg, _ = worker.call("generate", {"prompt": "x", "model": str(model), **FAST})
+    return msg["result"]["meshes"][0]["latent"]
 
 
 def test_end_of_input_finishes_the_work_then_exits(tiny_text_model, tmp_path):
