@@ -393,10 +393,15 @@ class WorkerClient:
         assert self._worker is not None
         return self._send_request(self._worker, "generate", req.to_json())
 
-    def download(self, model: str, cache_dir: str | None = None) -> Job:
+    def download(self, model: str, kind: str | None = None, cache_dir: str | None = None) -> Job:
+        """Fetch a model's weights; ``kind`` ("text" or "image") says which files it needs."""
         self.start()
         assert self._worker is not None
-        params = {"model": model} | ({"cache_dir": cache_dir} if cache_dir else {})
+        params: dict[str, Any] = {"model": model}
+        if kind:
+            params["kind"] = kind
+        if cache_dir:
+            params["cache_dir"] = cache_dir
         return self._send_request(self._worker, "download", params)
 
     def cancel(self, job: Job | int) -> Job | None:

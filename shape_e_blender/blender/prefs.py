@@ -312,10 +312,11 @@ class SHAPE_E_OT_download_models(bpy.types.Operator):
             self.report({"ERROR"}, jobs.BUSY_MESSAGE)
             return {"CANCELLED"}
         p = get(context)
-        models = [m.strip() for m in (p.text_model, p.image_model) if m.strip()]
+        models = {"text": p.text_model.strip(), "image": p.image_model.strip()}
         try:
             c = client(context)
-            active = jobs.Active("download", [c.download(m) for m in models], label="models")
+            requests = [c.download(m, kind) for kind, m in models.items() if m]
+            active = jobs.Active("download", requests, label="models")
         except ShapEError as err:
             jobs.show_error(err, kind="download")
             self.report({"ERROR"}, str(err))

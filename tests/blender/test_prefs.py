@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,15 @@ from shape_e_blender.blender import jobs, prefs, setup_env
 from shape_e_blender.blender.client import venv_python
 from shape_e_blender.core.errors import CANCELLED, JOB_FAILED
 
-from .fixtures_client import ROOT, WORKER_PYTHON, bpy, disable_addon, enable_addon
+from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
+    ROOT,
+    WORKER_PYTHON,
+    bpy,
+    disable_addon,
+    enable_addon,
+    worker_image_model_fixture,
+    worker_text_model_fixture,
+)
 
 
 def _our_threads() -> list[threading.Thread]:
@@ -158,6 +167,27 @@ def test_download_models_needs_online_access(online, tmp_path):
         else:
             assert "online access is off" in str(info.value)
             assert jobs.current_client() is None  # refused before any worker started
+    finally:
+        system.use_online_access = False
+        disable_addon()
+
+
+def test_download_models_asks_the_worker_for_both_kinds(
+    tmp_path, worker_text_model, worker_image_model
+):
+    enable_addon()
+    system = bpy.context.preferences.system
+    try:
+        p = prefs.get()
+        p.worker_python, p.jobs_dir = WORKER_PYTHON, str(tmp_path / "jobs")
+        # Local folders are complete already: the worker answers without any network.
+        p.text_model, p.image_model = str(worker_text_model), str(worker_image_model)
+        system.use_online_access = True
+        assert bpy.ops.shape_e.download_models() == {"FINISHED"}
+        assert (jobs.status.kind, jobs.status.state) == ("download", "done")
+        results = [r.result for r in jobs.last().requests]
+        assert [r["kind"] for r in results] == ["text", "image"]
+        assert [Path(r["path"]) for r in results] == [worker_text_model, worker_image_model]
     finally:
         system.use_online_access = False
         disable_addon()
