@@ -1,0 +1,43 @@
+"""Blender side: preferences, scene settings, operators, panel, and the worker client.
+
+Imports bpy; never torch, diffusers or transformers (those live in the worker process).
+"""
+
+from __future__ import annotations
+
+import bpy
+
+from . import jobs, operators, panel, prefs, props, setup_env
+
+# Registered in this order, unregistered in reverse.
+CLASSES = (
+    *prefs.CLASSES,
+    *props.CLASSES,
+    *setup_env.CLASSES,
+    *operators.CLASSES,
+    *panel.CLASSES,
+)
+
+
+def register(root_package: str) -> None:
+    """``root_package`` is the extension's top-level ``__package__`` (preferences key)."""
+    prefs.set_root(root_package)
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    props.attach()
+    prefs.ensure_entry()
+    if jobs.on_load_pre not in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.append(jobs.on_load_pre)
+
+
+def unregister() -> None:
+    # Stop the worker and join every thread first: Blender 4.2/4.5 hang or crash at exit while a
+    # Python thread is alive.
+    jobs.shutdown()
+    setup_env.shutdown()
+    if jobs.on_load_pre in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(jobs.on_load_pre)
+    prefs.remove_entry()
+    props.detach()
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

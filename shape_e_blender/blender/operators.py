@@ -1,0 +1,361 @@
+"""The public operators: shape_e.text_to_mesh, camera_to_mesh, image_to_mesh and cancel.
+
+Their generation parameters carry the protocol's names. No hard min/max on them: Blender would
+clamp a bad value silently, while GenerationParams.create names the field and says what to do.
+Every parameter skips "last used" memory, so a script gets exactly what it passes plus defaults.
+
+In the UI an operator starts the job and returns at once; a timer polls the worker and imports
+the result. With ``blocking`` (the default in background mode) it polls in a loop and returns
+once the objects are in the scene (selected, the first one active).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+
+from ..core.errors import CANCELLED, JOB_FAILED, ShapEError, invalid
+from ..core.mesh import MeshData
+from ..core.params import (
+    DEFAULT_GRID,
+    DEFAULT_STEPS,
+    IMAGE_GUIDANCE,
+    SEED_MAX,
+    TEXT_GUIDANCE,
+    GenerationParams,
+)
+from ..core.protocol import GenerateRequest
+from . import jobs, prefs
+
+_SKIP = {"SKIP_SAVE"}
+IMAGE_GLOB = "*.png;*.jpg;*.jpeg;*.webp;*.bmp;*.tif;*.tiff;*.exr"
+
+
+class _Generation:
+    """Properties shared by the generation operators (the protocol's parameter names)."""
+
+    seed: IntProperty(
+        name="Seed",
+        description="Variant i uses seed + i; the same seed gives the same shape",
+        default=0,
+        soft_min=0,
+        soft_max=SEED_MAX,
+        options=_SKIP,
+    )
+    steps: IntProperty(
+        name="Steps",
+        description="Sampling steps (64 is the paper's setting; fewer is faster)",
+        default=DEFAULT_STEPS,
+        soft_min=1,
+        soft_max=1000,
+        options=_SKIP,
+    )
+    grid_size: IntProperty(
+        name="Mesh Resolution",
+        description="Grid size per axis for mesh extraction (32..512)",
+        default=DEFAULT_GRID,
+        soft_min=32,
+        soft_max=512,
+        options=_SKIP,
+    )
+    variants: IntProperty(
+        name="Variants",
+        description="How many meshes to generate (1..16), side by side",
+        default=1,
+        soft_min=1,
+        soft_max=16,
+        options=_SKIP,
+    )
+    model: StringProperty(
+        name="Model",
+        description="Hub repo id or folder; empty: the one in the add-on's preferences",
+        default="",
+        options=_SKIP,
+    )
+    device: EnumProperty(
+        name="Device",
+        description="Overrides the preference when given",
+        items=prefs.DEVICE_ITEMS,
+        default="AUTO",
+        options=_SKIP,
+    )
+    precision: EnumProperty(
+        name="Precision",
+        description="Overrides the preference when given",
+        items=prefs.PRECISION_ITEMS,
+        default="AUTO",
+        options=_SKIP,
+    )
+    blocking: BoolProperty(
+        name="Blocking",
+        description=(
+            "Wait for the result before returning (default: on in background mode, off in the UI)"
+        ),
+        default=False,
+        options=_SKIP | {"HIDDEN"},
+    )
+    allow_download: BoolProperty(
+        name="Allow Download",
+        description="Fetch missing model weights from the hub (needs Blender's online access)",
+        default=False,
+        options=_SKIP | {"HIDDEN"},
+    )
+
+    def start(
+        self,
+        context: bpy.types.Context,
+        source: dict[str, str],
+        label: str,
+        prepare: Callable[[GenerationParams, Path], GenerationParams] | None = None,
+    ) -> set[str]:
+        """Validate, start the job, and either return at once or wait for the import."""
+        if jobs.busy():
+            self.report({"ERROR"}, jobs.BUSY_MESSAGE)
+            return {"CANCELLED"}
+        try:
+            p = prefs.get(context)
+            params = self.params(p, source)
+            if self.allow_download and not bpy.app.online_access:
+                raise invalid(
+                    "allow_download",
+                    "online access is off, so Blender may not download",
+                    "allow it in Preferences > System, or use the Download Models button",
+                )
+            client = prefs.client(context)
+            job_dir = jobs.new_job_dir(prefs.jobs_root(p), label)
+            if prepare is not None:
+                params = prepare(params, job_dir)
+            request = client.generate(
+                GenerateRequest(params, job_dir=str(job_dir), allow_download=self.allow_download)
+            )
+        except ShapEError as err:
+            jobs.show_error(err, "generate", label)
+            self.report({"ERROR"}, str(err))
+            return {"CANCELLED"}
+        jobs.begin(
+            jobs.Active("generate", [request], label, finish=import_result, keep_alive=p.keep_alive)
+        )
+        explicit = self.properties.is_property_set("blocking")
+        if not (self.blocking if explicit else bpy.app.background):
+            jobs.ensure_timer()
+            self.report({"INFO"}, f"Shap-E: generating {label!r}")
+            return {"FINISHED"}
+        done = jobs.run_blocking(context)
+        if done.error is not None:
+            level = "WARNING" if done.error.code == CANCELLED else "ERROR"
+            self.report({level}, str(done.error))
+            return {"CANCELLED"}
+        self.report({"INFO"}, jobs.status.message)
+        return {"FINISHED"}
+
+    def params(self, p: prefs.ShapEPreferences, source: dict[str, str]) -> GenerationParams:
+        is_set = self.properties.is_property_set
+        default_model = p.text_model if "prompt" in source else p.image_model
+        return GenerationParams.create(
+            **source,
+            model=self.model.strip() or default_model.strip() or None,
+            seed=self.seed,
+            steps=self.steps,
+            guidance_scale=self.guidance_scale,
+            grid_size=self.grid_size,
+            variants=self.variants,
+            device=(self.device if is_set("device") else p.device).lower(),
+            precision=(self.precision if is_set("precision") else p.precision).lower(),
+        )
+
+
+def load_mesh(entry: dict[str, Any]) -> MeshData:
+    """One mesh of a result: inline when the worker sent it inline, else from its file."""
+    try:
+        if entry.get("npz_b64"):
+            return MeshData.from_base64(entry["npz_b64"])
+        return MeshData.load(entry["path"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise ShapEError(
+            JOB_FAILED,
+            f"could not read the generated mesh {entry.get('path')!r}: {exc}",
+            "the job folder may have been moved or deleted; generate again",
+        ) from exc
+
+
+def object_settings(result: dict[str, Any]) -> dict[str, Any]:
+    """What is stored on the objects: the resolved parameters and the worker's versions."""
+    settings = dict(result.get("params") or {})
+    settings["versions"] = dict(result.get("versions") or {})
+    return settings
+
+
+def import_result(job: jobs.Active, context: bpy.types.Context) -> list[bpy.types.Object]:
+    """Finish step of a generation: load every mesh, import them, one undo step."""
+    from . import importer
+
+    result = job.requests[0].result
+    if not isinstance(result, dict) or not isinstance(result.get("meshes"), list):
+        raise ShapEError(
+            JOB_FAILED,
+            f"the worker's result has no mesh list: {str(result)[:200]}",
+            "update the worker environment so that it matches the add-on",
+        )
+    meshes = [load_mesh(m) for m in result["meshes"]]
+    objects = importer.import_meshes(
+        context,
+        meshes,
+        name=job.label,
+        settings=object_settings(result),
+        job_dir=result.get("job_dir"),
+    )
+    importer.push_undo(f"Shap-E: {job.label}")
+    return objects
+
+
+class SHAPE_E_OT_text_to_mesh(_Generation, bpy.types.Operator):
+    """Generate a vertex-coloured mesh from a text prompt"""
+
+    bl_idname = "shape_e.text_to_mesh"
+    bl_label = "Text to Mesh"
+    bl_options: ClassVar[set[str]] = {
+        "REGISTER"
+    }  # the import pushes its own undo step when it lands
+
+    prompt: StringProperty(name="Prompt", description="What to generate", options=_SKIP)
+    guidance_scale: FloatProperty(
+        name="Guidance Scale",
+        description="How closely to follow the prompt (15 suits text)",
+        default=TEXT_GUIDANCE,
+        soft_min=0.0,
+        soft_max=100.0,
+        options=_SKIP,
+    )
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        from . import importer
+
+        label = importer.object_name_for(" ".join(self.prompt.split()) or "Shap-E")
+        return self.start(context, {"prompt": self.prompt}, label)
+
+
+class SHAPE_E_OT_image_to_mesh(_Generation, bpy.types.Operator):
+    """Generate a vertex-coloured mesh from an image of one object on a plain background"""
+
+    bl_idname = "shape_e.image_to_mesh"
+    bl_label = "Image to Mesh"
+    bl_options: ClassVar[set[str]] = {"REGISTER"}
+
+    filepath: StringProperty(name="Image", subtype="FILE_PATH", options=_SKIP)
+    filter_glob: StringProperty(default=IMAGE_GLOB, options={"HIDDEN", "SKIP_SAVE"})
+    guidance_scale: FloatProperty(
+        name="Guidance Scale",
+        description="How closely to follow the image (3 suits images)",
+        default=IMAGE_GUIDANCE,
+        soft_min=0.0,
+        soft_max=100.0,
+        options=_SKIP,
+    )
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if self.filepath:
+            return self.execute(context)
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        from . import importer
+
+        path = Path(bpy.path.abspath(self.filepath)) if self.filepath else None
+        if path is None or not path.is_file():
+            err = invalid(
+                "filepath",
+                f"no image file at {str(path) if path else '(empty)'!r}",
+                "choose a PNG or JPEG of one object on a plain background",
+            )
+            jobs.show_error(err)
+            self.report({"ERROR"}, str(err))
+            return {"CANCELLED"}
+        label = importer.object_name_for(str(path))
+        return self.start(context, {"image": str(path)}, label)
+
+
+class SHAPE_E_OT_camera_to_mesh(_Generation, bpy.types.Operator):
+    """Render the active camera's view and generate a mesh from it"""
+
+    bl_idname = "shape_e.camera_to_mesh"
+    bl_label = "Camera to Mesh"
+    bl_options: ClassVar[set[str]] = {"REGISTER"}
+
+    selected_only: BoolProperty(
+        name="Selected Objects Only",
+        description="Render only the selected objects, so that floors and walls stay out",
+        default=False,
+        options=_SKIP,
+    )
+    guidance_scale: FloatProperty(
+        name="Guidance Scale",
+        description="How closely to follow the image (3 suits images)",
+        default=IMAGE_GUIDANCE,
+        soft_min=0.0,
+        soft_max=100.0,
+        options=_SKIP,
+    )
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        from . import camera, importer
+
+        cam = context.scene.camera
+        if cam is None:
+            err = invalid("camera", "the scene has no active camera", "add a camera or set one")
+            jobs.show_error(err)
+            self.report({"ERROR"}, str(err))
+            return {"CANCELLED"}
+        label = importer.object_name_for(f"{cam.name} view")
+        selected_only = self.selected_only
+
+        def render(params: GenerationParams, job_dir: Path) -> GenerationParams:
+            _status_text(context, "Shap-E: rendering the camera view (Blender pauses briefly)")
+            try:
+                path = camera.render_camera_image(
+                    context, job_dir / "camera.png", selected_only=selected_only
+                )
+            finally:
+                _status_text(context, None)
+            return dataclasses.replace(params, image=str(path))
+
+        # The source is the render; it does not exist yet, so validate with its future name.
+        return self.start(context, {"image": "camera.png"}, label, prepare=render)
+
+
+class SHAPE_E_OT_cancel(bpy.types.Operator):
+    """Cancel the running Shap-E job"""
+
+    bl_idname = "shape_e.cancel"
+    bl_label = "Cancel"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        if not jobs.cancel():
+            self.report({"WARNING"}, "no Shap-E job is running")
+            return {"CANCELLED"}
+        self.report({"INFO"}, "Shap-E: cancelling")
+        return {"FINISHED"}
+
+
+def _status_text(context: bpy.types.Context, text: str | None) -> None:
+    """Status bar message, drawn before the render blocks (the UI only)."""
+    workspace = context.workspace
+    if bpy.app.background or workspace is None:
+        return
+    workspace.status_text_set(text)
+    if text is not None and bpy.ops.wm.redraw_timer.poll():
+        # Blender would only draw the message after the render; draw once now.
+        bpy.ops.wm.redraw_timer(type="DRAW_WIN_SWAP", iterations=1)
+
+
+CLASSES = (
+    SHAPE_E_OT_text_to_mesh,
+    SHAPE_E_OT_image_to_mesh,
+    SHAPE_E_OT_camera_to_mesh,
+    SHAPE_E_OT_cancel,
+)

@@ -1,0 +1,172 @@
+"""The main job, headless: a prompt (or an image) becomes a mesh in a saved Blender scene.
+
+    python -m shape_e_blender.blender.scene_cli --prompt "a red chair" -o chair.blend
+
+It runs Blender as a Python module (bpy), enables the add-on from this source tree (no install),
+points the worker at an interpreter (by default this very one: the development venv holds the
+worker's stack too), runs ``bpy.ops.shape_e.text_to_mesh(blocking=True)`` (or image_to_mesh),
+prints what it created and saves the .blend.
+
+Downloads: Blender as a module starts with online access off, and the add-on never downloads
+without it. This is a command the user runs to get a mesh, so, like the worker's own CLI, it
+downloads missing weights by default: it turns online access on for this process only (the
+preferences are not saved) and asks the worker to fetch them, with progress. ``--no-download``
+forbids that; a model that is not on disk then fails with the worker's model_unavailable error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import JOB_FAILED, ShapEError
+from ..core.params import DEVICES, PRECISIONS, GenerationParams
+
+ROOT = __package__.split(".")[0]  # the add-on's root package when run from the source tree
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m shape_e_blender.blender.scene_cli",
+        description="Generate a Shap-E mesh into a Blender scene and save it as a .blend file.",
+    )
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="text to generate from, e.g. 'a red chair'")
+    src.add_argument("--image", help="image of one object on a plain background")
+    ap.add_argument("--model", help="hub repo id or local pipeline folder (default: openai's)")
+    ap.add_argument("--seed", type=int, help="0..2147483647 (default 0)")
+    ap.add_argument("--steps", type=int, help="sampling steps (default 64)")
+    ap.add_argument("--guidance-scale", type=float, help="default 15 (text) or 3 (image)")
+    ap.add_argument("--grid-size", type=int, help="mesh extraction grid, 32..512 (default 128)")
+    ap.add_argument("--variants", type=int, help="how many meshes, side by side (default 1)")
+    ap.add_argument("--device", choices=DEVICES, help="default auto (cuda, then mps, then cpu)")
+    ap.add_argument("--precision", choices=PRECISIONS, help="default auto")
+    ap.add_argument("-o", "--output", required=True, help="the .blend file to write")
+    ap.add_argument(
+        "--worker-python",
+        default=sys.executable,
+        help="interpreter with torch and diffusers that runs the worker (default: this one)",
+    )
+    ap.add_argument("--jobs-dir", default="", help="where job folders go (default: Blender's)")
+    ap.add_argument(
+        "--no-download",
+        dest="allow_download",
+        action="store_false",
+        help="never fetch weights from the hub (default: fetch missing ones, with progress)",
+    )
+    return ap.parse_args(argv)
+
+
+def generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The generation parameters that were given, under their protocol names."""
+    out: dict[str, Any] = {}
+    for name in ("seed", "steps", "guidance_scale", "grid_size", "variants", "model"):
+        value = getattr(args, name)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def fail(err: ShapEError) -> int:
+    print(f"error: {err.message}", file=sys.stderr)
+    if err.hint:
+        print(f"hint: {err.hint}", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    output = Path(args.output).expanduser().resolve()
+    if output.suffix.lower() != ".blend":
+        print(f"error: the output must be a .blend file, not {output.name}", file=sys.stderr)
+        return 2
+    source = {"prompt": args.prompt} if args.prompt is not None else {"image": args.image}
+    try:
+        # Check everything before Blender starts, with the same validation the operator uses.
+        GenerationParams.create(**source, **generation_kwargs(args))
+    except ShapEError as err:
+        fail(err)
+        return 2
+    if args.image is not None and not Path(args.image).is_file():
+        print(f"error: no image file at {args.image}", file=sys.stderr)
+        return 2
+
+    import addon_utils
+    import bpy
+
+    # The factory scene (camera and light), without its cube: the new mesh takes its place.
+    bpy.ops.wm.read_homefile(use_factory_startup=True)
+    cube = bpy.data.objects.get("Cube")
+    if cube is not None:
+        bpy.data.objects.remove(cube)
+
+    # ``-m`` already imported the package; without this stamp addon_utils would reload it.
+    package = sys.modules[ROOT]
+    package.__time__ = Path(package.__file__).stat().st_mtime
+    errors: list[BaseException] = []
+    if addon_utils.enable(ROOT, default_set=True, handle_error=errors.append) is None:
+        print(
+            f"error: the add-on did not register: {errors[0] if errors else '?'}", file=sys.stderr
+        )
+        return 1
+    try:
+        return _generate(bpy, args, source, output)
+    except ShapEError as err:
+        return fail(err)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        addon_utils.disable(ROOT, default_set=True)
+
+
+def _generate(bpy: Any, args: argparse.Namespace, source: dict[str, str], output: Path) -> int:
+    from . import jobs, prefs
+
+    p = prefs.get(bpy.context)
+    p.worker_python = str(Path(args.worker_python).expanduser())
+    p.jobs_dir = args.jobs_dir
+    if args.allow_download:
+        # This process only: module mode never saves the preferences.
+        bpy.context.preferences.system.use_online_access = True
+    kwargs = generation_kwargs(args)
+    if args.device:
+        kwargs["device"] = args.device.upper()
+    if args.precision:
+        kwargs["precision"] = args.precision.upper()
+    print(f"worker: {p.worker_python}; jobs: {prefs.jobs_root(p)}", flush=True)
+    started = time.perf_counter()
+    if args.prompt is not None:
+        op = bpy.ops.shape_e.text_to_mesh
+        kwargs["prompt"] = source["prompt"]
+    else:
+        op = bpy.ops.shape_e.image_to_mesh
+        kwargs["filepath"] = str(Path(source["image"]).resolve())
+    try:
+        result = op(blocking=True, allow_download=args.allow_download, **kwargs)
+    except RuntimeError:
+        # Background mode turns the operator's error report into this exception; the message
+        # and its hint are in the add-on's status.
+        result = {"CANCELLED"}
+    if result != {"FINISHED"}:
+        st = jobs.status
+        message = st.error or st.message or "the generation failed"
+        return fail(ShapEError(JOB_FAILED, message, st.hint))
+    done = jobs.last()
+    for name in jobs.status.objects:
+        obj = bpy.data.objects[name]
+        print(f"{name}: {len(obj.data.vertices)} vertices, {len(obj.data.polygons)} faces")
+    if done is not None and isinstance(done.requests[0].result, dict):
+        print(f"job folder: {done.requests[0].result.get('job_dir')}")
+    print(f"generated in {time.perf_counter() - started:.1f} s")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    bpy.ops.wm.save_as_mainfile(filepath=str(output))
+    print(f"saved {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""The managed worker environment: a venv with the pinned worker requirements (vendor/worker/).
+
+Blender's own Python creates the venv (so its version matches a Python that torch supports), and
+the venv's pip installs the pins. Nothing is installed into Blender's Python. It runs in a
+background thread that only reads the subprocesses' output; poll() applies it on the main thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import platform
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import bpy
+
+from ..core.errors import CANCELLED, JOB_FAILED, ShapEError
+from .client import PACKAGE_DIR, clean_env, kill_tree, process_group_kwargs, venv_python
+
+# Imported by the check step: a worker environment without these cannot run a job.
+WORKER_IMPORTS = ("torch", "diffusers", "transformers", "skimage", "trimesh", "PIL", "numpy")
+STAGES = ("creating", "installing", "checking")
+STAGE_TEXT = {
+    "creating": "Creating the environment",
+    "installing": "Downloading and installing packages",
+    "checking": "Checking the environment",
+}
+
+
+def vendor_dir(package_dir: Path = PACKAGE_DIR) -> Path:
+    """vendor/worker/: inside the installed extension, or beside the package in the source tree."""
+    for base in (package_dir, package_dir.parent):
+        candidate = base / "vendor" / "worker"
+        if (candidate / "base.txt").is_file():
+            return candidate
+    raise ShapEError(
+        JOB_FAILED,
+        f"the worker requirements (vendor/worker/*.txt) are missing beside {package_dir}",
+        "reinstall the extension, or create an environment by hand and set worker_python",
+    )
+
+
+def requirements_for_machine(folder: Path) -> Path:
+    """cuda.txt where an NVIDIA driver answers, mps.txt on Apple silicon, else cpu.txt."""
+    if sys.platform == "darwin" and platform.machine() == "arm64":
+        return folder / "mps.txt"
+    smi = shutil.which("nvidia-smi")
+    if smi is not None:
+        try:
+            ok = subprocess.run([smi, "-L"], capture_output=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            ok = None
+        if ok is not None and ok.returncode == 0 and b"GPU" in ok.stdout:
+            return folder / "cuda.txt"
+    return folder / "cpu.txt"
+
+
+class EnvSetup:
+    """Create ``env_dir`` as a venv and install ``requirements`` into it, in the background."""
+
+    def __init__(
+        self,
+        env_dir: str | os.PathLike[str],
+        requirements: str | os.PathLike[str],
+        *,
+        base_python: str = sys.executable,
+        verify: tuple[str, ...] = WORKER_IMPORTS,
+    ) -> None:
+        self.env_dir = Path(env_dir)
+        self.requirements = Path(requirements)
+        self.base_python = base_python
+        self.verify = verify
+        self.stage = ""
+        self.last_line = ""
+        self.fraction = 0.0
+        self.done = False
+        self.error: ShapEError | None = None
+        self.tail: collections.deque[str] = collections.deque(maxlen=40)
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._cancel = threading.Event()
+        self._proc: subprocess.Popen | None = None
+        self._proc_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="shape_e-setup", daemon=True)
+
+    @property
+    def python(self) -> Path:
+        return venv_python(self.env_dir)
+
+    def commands(self) -> list[tuple[str, list[str]]]:
+        py = str(self.python)
+        check = f"import {', '.join(self.verify)}; print('ok')" if self.verify else "print('ok')"
+        return [
+            ("creating", [self.base_python, "-m", "venv", str(self.env_dir)]),
+            (
+                "installing",
+                [py, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar",
+                 "off", "-r", str(self.requirements)],
+            ),
+            ("checking", [py, "-c", check]),
+        ]  # fmt: skip
+
+    def start(self) -> EnvSetup:
+        self._thread.start()
+        return self
+
+    def poll(self) -> bool:
+        """Apply what the subprocesses said; True once finished (see ``error``)."""
+        while True:
+            try:
+                kind, value = self._queue.get_nowait()
+            except queue.Empty:
+                return self.done
+            if kind == "stage":
+                self.stage = value
+                self.fraction = STAGES.index(value) / len(STAGES)
+            elif kind == "line":
+                self.last_line = value
+                if value.startswith("Installing collected packages"):
+                    self.fraction = max(self.fraction, 0.6)
+            elif kind == "error":
+                self.error, self.done = value, True
+            elif kind == "done":
+                self.fraction, self.done = 1.0, True
+
+    def stage_text(self) -> str:
+        return STAGE_TEXT.get(self.stage, "Starting")
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        with self._proc_lock:
+            if self._proc is not None:
+                kill_tree(self._proc)
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        for stage, cmd in self.commands():
+            self._queue.put(("stage", stage))
+            rc = self._call(cmd)
+            if self._cancel.is_set():
+                err = ShapEError(CANCELLED, "setting up the worker environment was cancelled",
+                                 "press Set Up again to finish it")  # fmt: skip
+                self._queue.put(("error", err))
+                return
+            if rc != 0:
+                tail = "\n".join(list(self.tail)[-12:])
+                self._queue.put(("error", ShapEError(
+                    JOB_FAILED,
+                    f"{STAGE_TEXT[stage].lower()} failed (exit status {rc}):\n{tail}",
+                    "check the network connection and free disk space, then press Set Up "
+                    "again; or create an environment by hand (vendor/README.md) and set "
+                    "worker_python",
+                )))  # fmt: skip
+                return
+        self._queue.put(("done", None))
+
+    def _call(self, cmd: list[str]) -> int:
+        try:
+            with self._proc_lock:
+                if self._cancel.is_set():
+                    return -1
+                self._proc = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    env=clean_env(None),
+                    **process_group_kwargs(),
+                )
+        except OSError as exc:
+            self.tail.append(f"{cmd[0]}: {exc}")
+            return -1
+        proc = self._proc
+        for raw in proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                self.tail.append(line)
+                self._queue.put(("line", line))
+        return proc.wait()
+
+
+_setup: EnvSetup | None = None
+
+
+def current() -> EnvSetup | None:
+    return _setup
+
+
+def timer() -> float | None:
+    if _setup is None:
+        return None
+    finished = _setup.poll()
+    wm = bpy.context.window_manager
+    for win in wm.windows if wm is not None else ():
+        for area in win.screen.areas:
+            if area.type == "PREFERENCES":
+                area.tag_redraw()
+    return None if finished else 0.25
+
+
+def shutdown() -> None:
+    """For unregister(): stop a running setup and its thread."""
+    global _setup
+    if bpy.app.timers.is_registered(timer):
+        bpy.app.timers.unregister(timer)
+    if _setup is not None:
+        _setup.cancel()
+        _setup.join(10)
+        _setup = None
+
+
+class SHAPE_E_OT_setup_env(bpy.types.Operator):
+    """Create the worker environment (a Python venv with torch and diffusers, a few GB)"""
+
+    bl_idname = "shape_e.setup_worker_env"
+    bl_label = "Set Up Worker Environment"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        global _setup
+        from . import jobs, prefs
+
+        if not bpy.app.online_access:
+            self.report({"ERROR"}, "online access is off: allow it in Preferences > System")
+            return {"CANCELLED"}
+        if (_setup is not None and not _setup.done) or jobs.busy():
+            self.report({"ERROR"}, "wait for the running job or setup to finish")
+            return {"CANCELLED"}
+        try:
+            target = prefs.env_dir(prefs.get(context))
+            requirements = requirements_for_machine(vendor_dir())
+        except ShapEError as err:
+            self.report({"ERROR"}, str(err))
+            return {"CANCELLED"}
+        # pip must not replace files under a running worker.
+        jobs.release()
+        _setup = EnvSetup(target, requirements).start()
+        if bpy.app.background:
+            _setup.join()
+            _setup.poll()
+            if _setup.error is not None:
+                self.report({"ERROR"}, str(_setup.error))
+                return {"CANCELLED"}
+            return {"FINISHED"}
+        bpy.app.timers.register(timer, first_interval=0.25, persistent=True)
+        self.report(
+            {"INFO"}, f"Setting up the worker environment in {target} ({requirements.name})"
+        )
+        return {"FINISHED"}
+
+
+class SHAPE_E_OT_cancel_setup(bpy.types.Operator):
+    """Stop setting up the worker environment"""
+
+    bl_idname = "shape_e.cancel_worker_env"
+    bl_label = "Cancel Setup"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        if _setup is None or _setup.done:
+            return {"CANCELLED"}
+        _setup.cancel()
+        return {"FINISHED"}
+
+
+CLASSES = (SHAPE_E_OT_setup_env, SHAPE_E_OT_cancel_setup)

@@ -1,0 +1,67 @@
+"""Child process for test_operators: camera_to_mesh with a real render and the real worker.
+
+    python -m tests.blender.camera_to_mesh_job JOBS_DIR TINY_IMAGE_MODEL WORKER_PYTHON
+
+Builds a small scene (a floor, a cube, a light, a camera looking at the cube), runs
+``bpy.ops.shape_e.camera_to_mesh(selected_only=True)`` in background (blocking) mode and prints
+``RESULT {json}``: the created objects, their settings and whether the render settings came back.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import bpy
+from mathutils import Vector
+
+
+def build_scene() -> None:
+    bpy.ops.wm.read_homefile(use_empty=True)
+    scene = bpy.context.scene
+    bpy.ops.mesh.primitive_plane_add(size=20.0)
+    bpy.ops.object.light_add(type="SUN", location=(2.0, -3.0, 6.0))
+    cam = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+    scene.collection.objects.link(cam)
+    cam.location = (0.0, -5.0, 3.0)
+    cam.rotation_euler = (
+        (Vector((0.0, 0.0, 0.5)) - cam.location).to_track_quat("-Z", "Y").to_euler()
+    )
+    scene.camera = cam
+    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(0.0, 0.0, 0.5))
+    cube = bpy.context.active_object
+    for obj in scene.objects:
+        obj.select_set(obj == cube)
+
+
+def main() -> int:
+    import addon_utils  # importable once bpy is
+
+    jobs_dir, model, worker_python = sys.argv[1:4]
+    build_scene()
+    assert addon_utils.enable("shape_e_blender", default_set=True) is not None
+    from shape_e_blender.blender import jobs, prefs
+
+    p = prefs.get()
+    p.worker_python, p.jobs_dir, p.image_model = worker_python, jobs_dir, model
+    render = bpy.context.scene.render
+    before = (render.resolution_x, render.engine, render.film_transparent)
+    result = bpy.ops.shape_e.camera_to_mesh(selected_only=True, steps=2, grid_size=32)
+    after = (render.resolution_x, render.engine, render.film_transparent)
+    objects = [bpy.data.objects[n] for n in jobs.status.objects]
+    settings = objects[0]["shape_e"].to_dict() if objects else {}
+    out = {
+        "result": sorted(result),
+        "objects": [o.name for o in objects],
+        "polygons": sum(len(o.data.polygons) for o in objects),
+        "settings": settings,
+        "job_dir": settings.get("job_dir"),
+        "render_restored": before == after,
+    }
+    print("RESULT " + json.dumps(out, default=str), flush=True)
+    addon_utils.disable("shape_e_blender", default_set=True)
+    return 0 if result == {"FINISHED"} else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Child process for test_panel.py: draw the panel and the preferences in every state.
+
+Module mode has no region drawing, so nothing calls a Panel's draw by itself. This takes a real
+UILayout from a popup menu (WindowManager.popmenu_begin__internal) and calls the draw code with
+it. The popups cannot be closed without a drawn window (module-mode Blender crashes), so they
+leak a little memory, which Blender reports at exit: that is why this runs in its own process.
+
+Blender reports a bad property in ``layout.prop`` on stderr instead of raising, so each state
+writes a marker line to stderr first; the test reads the section after each marker. Usage:
+
+    python -m tests.blender.panel_draw_job JOBS_DIR WORKER_PYTHON
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from pathlib import Path
+from types import SimpleNamespace
+
+import bpy
+
+from shape_e_blender.blender import jobs, panel, prefs, setup_env
+
+MARKER = "=== state: "
+
+
+def layout() -> bpy.types.UILayout:
+    return bpy.context.window_manager.popmenu_begin__internal("test", icon="NONE").layout
+
+
+def state(name: str, draw) -> None:
+    print(f"{MARKER}{name}", file=sys.stderr, flush=True)
+    try:
+        draw()
+    except Exception:
+        traceback.print_exc()
+    sys.stderr.flush()
+
+
+def draw_panel() -> None:
+    panel.SHAPE_E_PT_panel.draw(SimpleNamespace(layout=layout()), bpy.context)
+
+
+def main() -> int:
+    import addon_utils  # importable once bpy is
+
+    jobs_dir, worker_python = sys.argv[1], sys.argv[2]
+    bpy.ops.wm.read_homefile(use_empty=True)
+    assert addon_utils.enable("shape_e_blender", default_set=True) is not None
+    p = prefs.get()
+    p.jobs_dir = jobs_dir
+    scene = bpy.context.scene
+    for source in ("TEXT", "IMAGE", "CAMERA"):
+        scene.shape_e.source = source
+        state(f"idle-{source}", draw_panel)
+    cam = bpy.data.objects.new("Cam", bpy.data.cameras.new("Cam"))
+    scene.collection.objects.link(cam)
+    scene.camera = cam
+    state("idle-CAMERA-with-camera", draw_panel)
+    scene.shape_e.source = "TEXT"
+
+    jobs._active = jobs.Active("generate", [], "a red chair")
+    jobs.status = jobs.Status(
+        state="running", kind="generate", stage="sampling", step=12, total=127, eta_s=3.1
+    )
+    print(f"progress: {jobs.status.progress_text()}", flush=True)
+    state("running", draw_panel)
+    jobs.status.state = "cancelling"
+    state("cancelling", draw_panel)
+    jobs._active = None
+    jobs.status = jobs.Status(state="done", message="Created a_red_chair", objects=["a"])
+    state("done", draw_panel)
+    jobs.status = jobs.Status(state="cancelled", message="Cancelled")
+    state("cancelled", draw_panel)
+    jobs.status = jobs.Status(
+        state="error",
+        error="the worker exited (status -9) before answering; the end of its log:\n" + "x" * 300,
+        hint="press Generate to start a new worker, or check worker_python",
+    )
+    state("error", draw_panel)
+
+    def draw_prefs() -> None:
+        prefs.draw_preferences(p, layout())
+
+    jobs.status = jobs.Status()
+    state("prefs-not-set-up", draw_prefs)
+    req = Path(jobs_dir) / "req.txt"
+    req.write_text("")
+    running = setup_env.EnvSetup(Path(jobs_dir) / "env", req)  # not started: shown mid-way
+    running.stage, running.last_line = "installing", "Collecting torch==2.13.0"
+    setup_env._setup = running
+    state("prefs-setting-up", draw_prefs)
+    setup_env._setup = None
+    p.worker_python = worker_python
+    jobs.status = jobs.Status(state="running", kind="check", started=time.time())
+    state("prefs-checking", draw_prefs)
+    jobs.status = jobs.Status()
+    bpy.ops.shape_e.check_worker()  # the real worker's hello: versions and devices
+    print(f"versions: {sorted(jobs.worker_info().get('versions', {}))}", flush=True)
+    state("prefs-worker-info", draw_prefs)
+    jobs.status = jobs.Status(state="error", kind="download", error="no hub", hint="go online")
+    state("prefs-download-error", draw_prefs)
+    print(MARKER + "end", file=sys.stderr, flush=True)
+    addon_utils.disable("shape_e_blender", default_set=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

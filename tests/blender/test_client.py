@@ -1,0 +1,250 @@
+"""WorkerClient against the real worker subprocess (``python -m shape_e_blender.worker``)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shape_e_blender.blender.client import (
+    PACKAGE_DIR,
+    WorkerClient,
+    clean_env,
+    venv_python,
+)
+from shape_e_blender.core.errors import (
+    CANCELLED,
+    INVALID_PARAMS,
+    PROTOCOL_MISMATCH,
+    WORKER_EXITED,
+    ShapEError,
+)
+from shape_e_blender.core.mesh import MeshData
+from shape_e_blender.core.params import GenerationParams
+from shape_e_blender.core.protocol import PROTOCOL_VERSION, GenerateRequest
+
+from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
+    FAST,
+    WORKER_PYTHON,
+    kill_process,
+    worker_text_model_fixture,
+)
+
+
+def _wait_all(client: WorkerClient, job, timeout: float = 120.0) -> list:
+    """Poll until ``job`` is done; returns every event seen on the way."""
+    events = []
+    deadline = time.monotonic() + timeout
+    while not job.done:
+        assert time.monotonic() < deadline, f"no answer to {job.method}; {client.stderr_tail()}"
+        events += client.poll(timeout=0.25)
+    return events + client.poll()
+
+
+def _until_stage(client: WorkerClient, job, stage: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while job.progress is None or job.progress.stage != stage:
+        assert not job.done, f"the job ended before {stage}: {job.error}"
+        assert time.monotonic() < deadline, client.stderr_tail()
+        client.poll(timeout=0.25)
+
+
+@pytest.fixture
+def client(tmp_path):
+    """A client of its own, for tests that stop or kill its worker."""
+    c = WorkerClient(WORKER_PYTHON, tmp_path / "jobs")
+    yield c
+    c.kill()
+    assert c.threads_alive() == []
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory):
+    """One client shared by the tests that leave its worker running (starting one takes seconds)."""
+    c = WorkerClient(WORKER_PYTHON, tmp_path_factory.mktemp("jobs"))
+    yield c
+    c.kill()
+    assert c.threads_alive() == []
+
+
+def _request(model: Path, job_dir: Path | None = None, **kw) -> GenerateRequest:
+    params = GenerationParams.create(prompt="a red chair", model=str(model), **(FAST | kw))
+    return GenerateRequest(params, job_dir=str(job_dir) if job_dir else None)
+
+
+def test_clean_env_drops_python_variables_and_keeps_hub_proxy_and_gpu_settings():
+    base = {
+        "PYTHONHOME": "/blender/python",
+        "PYTHONPATH": "/blender/scripts",
+        "PYTHONSAFEPATH": "1",
+        "PATH": "/usr/bin",
+        "HOME": "/home/me",
+        "HF_HOME": "/data/hf",
+        "HF_TOKEN": "secret",
+        "HF_HUB_OFFLINE": "1",
+        "https_proxy": "http://proxy:3128",
+        "NO_PROXY": "localhost",
+        "CUDA_VISIBLE_DEVICES": "1",
+        "BLENDER_USER_SCRIPTS": "/somewhere",
+        "LD_PRELOAD": "/lib/evil.so",
+    }
+    env = clean_env(PACKAGE_DIR, base)
+    assert env["PYTHONPATH"] == str(PACKAGE_DIR.parent)
+    assert "PYTHONHOME" not in env and "PYTHONSAFEPATH" not in env
+    for kept in ("PATH", "HOME", "HF_HOME", "HF_TOKEN", "HF_HUB_OFFLINE", "https_proxy"):
+        assert env[kept] == base[kept]
+    assert env["NO_PROXY"] == "localhost" and env["CUDA_VISIBLE_DEVICES"] == "1"
+    assert "BLENDER_USER_SCRIPTS" not in env and "LD_PRELOAD" not in env
+    assert env["PYTHONIOENCODING"] == "utf-8"
+    assert "PYTHONPATH" not in clean_env(None, base)
+
+
+def test_venv_python_layout_for_this_os(tmp_path):
+    expected = ("Scripts", "python.exe") if sys.platform == "win32" else ("bin", "python")
+    assert venv_python(tmp_path).parts[-2:] == expected
+
+
+def test_hello_speaks_our_protocol_and_logs_stderr(client):
+    info = client.hello()
+    assert info["protocol"] == PROTOCOL_VERSION
+    assert {"torch", "diffusers"} <= set(info["versions"])
+    assert info["devices"][-1]["name"] == "cpu"
+    assert client.info is info
+    assert client.status() == {"running": None, "queued": [], "loaded": []}
+    pid = client.pid
+    client.shutdown()
+    assert client.pid is None and client.threads_alive() == []
+    # stderr was drained into the log (the worker logs its start there).
+    log = client.log_path.read_text()
+    assert f"pid {pid}" in log
+
+
+def test_generate_streams_progress_and_the_mesh_is_on_disk(warm, worker_text_model, tmp_path):
+    job = warm.generate(_request(worker_text_model, tmp_path / "job", seed=5))
+    events = _wait_all(warm, job)
+    result = job.raise_for_error()
+    sampling = [e.progress.step for e in events if e.progress and e.progress.stage == "sampling"]
+    assert sampling == list(range(1, 2 * FAST["steps"]))
+    assert [e.kind for e in events if e.job is job][-1] == "result"
+    entry = result["meshes"][0]
+    mesh = MeshData.load(entry["path"])
+    assert Path(entry["path"]).parent.parent == tmp_path / "job"
+    assert mesh.face_count == entry["faces"] > 0
+    assert result["params"]["seed"] == 5 and result["params"]["model"] == str(worker_text_model)
+
+
+def test_inline_result_is_one_long_line_matching_the_file(warm, worker_text_model, tmp_path):
+    params = GenerationParams.create(
+        prompt="a vase", model=str(worker_text_model), steps=2, grid_size=96
+    )
+    job = warm.generate(GenerateRequest(params, job_dir=str(tmp_path / "j"), inline=True))
+    _wait_all(warm, job)
+    entry = job.raise_for_error()["meshes"][0]
+    # Far past a pipe buffer and any default line limit: the reader must take any length.
+    assert len(entry["npz_b64"]) > 1 << 16
+    inline = MeshData.from_base64(entry["npz_b64"])
+    on_disk = MeshData.load(entry["path"])
+    assert (inline.faces == on_disk.faces).all() and (inline.vertices == on_disk.vertices).all()
+
+
+def test_invalid_request_comes_back_as_an_error_naming_the_field(warm):
+    job = warm.download("")
+    _wait_all(warm, job)
+    assert job.error is not None and job.error.code == INVALID_PARAMS
+    assert job.error.field == "model"
+
+
+def test_cancel_mid_job_then_the_same_worker_runs_the_next(warm, worker_text_model):
+    job = warm.generate(_request(worker_text_model, steps=400))
+    _until_stage(warm, job, "sampling")
+    pid = warm.pid
+    cancel = warm.cancel(job)
+    _wait_all(warm, job)
+    assert job.error is not None and job.error.code == CANCELLED
+    assert job.progress.step < 2 * 400 - 1
+    _wait_all(warm, cancel)
+    assert cancel.result == {"cancelled": True}
+    again = warm.generate(_request(worker_text_model))
+    _wait_all(warm, again)
+    assert again.raise_for_error()["meshes"] and warm.pid == pid
+
+
+def test_killed_worker_fails_the_job_with_its_log_and_the_next_call_restarts(
+    client, worker_text_model
+):
+    job = client.generate(_request(worker_text_model, steps=400))
+    queued = client.generate(_request(worker_text_model))
+    _until_stage(client, job, "sampling")
+    first = client.pid
+    kill_process(first)
+    _wait_all(client, job)
+    _wait_all(client, queued)
+    for failed in (job, queued):
+        assert failed.error is not None and failed.error.code == WORKER_EXITED
+    assert "exited" in job.error.message
+    # The message ends with the tail of the worker's stderr, which the log file holds too.
+    tail = job.error.message.split("the end of its log:\n", 1)[1]
+    assert tail.splitlines()[-1] in client.log_path.read_text()
+    assert "Generate" in job.error.hint and str(client.log_path) in job.error.hint
+    again = client.generate(_request(worker_text_model))
+    _wait_all(client, again)
+    assert again.raise_for_error()["meshes"]
+    assert client.pid not in (None, first)
+
+
+def test_kill_releases_the_worker_and_fails_the_running_job(client, worker_text_model):
+    job = client.generate(_request(worker_text_model, steps=400))
+    _until_stage(client, job, "sampling")
+    client.kill()
+    events = client.poll()
+    assert [e.kind for e in events if e.job is job] == ["error"]
+    assert job.error.code == WORKER_EXITED and "released" in job.error.message
+    assert client.pid is None and client.threads_alive() == []
+
+
+def test_missing_interpreter_names_the_preference(tmp_path):
+    c = WorkerClient(tmp_path / "nope" / "python", tmp_path / "jobs")
+    with pytest.raises(ShapEError) as info:
+        c.hello()
+    assert info.value.code == WORKER_EXITED and info.value.field == "worker_python"
+
+
+def test_worker_that_cannot_start_reports_its_stderr(tmp_path):
+    # A broken install: a package folder with no worker module in it.
+    broken = tmp_path / "site" / "shape_e_blender"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("")
+    c = WorkerClient(sys.executable, tmp_path / "jobs", package_dir=broken, hello_timeout=60)
+    with pytest.raises(ShapEError) as info:
+        c.hello()
+    assert info.value.code == WORKER_EXITED
+    assert "No module named shape_e_blender.worker" in info.value.message
+    c.join()
+    assert c.threads_alive() == []
+
+
+def test_protocol_mismatch_with_a_worker_copy_of_another_version(tmp_path):
+    # The real worker code, copied and set to speak the next protocol version: what an old
+    # add-on meets after the worker environment was updated by hand.
+    copy = tmp_path / "other" / "shape_e_blender"
+    shutil.copytree(PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    proto = copy / "core" / "protocol.py"
+    text = proto.read_text()
+    assert f"PROTOCOL_VERSION = {PROTOCOL_VERSION}\n" in text
+    proto.write_text(
+        text.replace(f"PROTOCOL_VERSION = {PROTOCOL_VERSION}\n", "PROTOCOL_VERSION = 99\n")
+    )
+    c = WorkerClient(WORKER_PYTHON, tmp_path / "jobs", package_dir=copy)
+    job = c.generate(_request(Path("unused")))
+    with pytest.raises(ShapEError) as info:
+        c.hello()
+    assert info.value.code == PROTOCOL_MISMATCH
+    assert "99" in info.value.message and "worker environment" in info.value.hint
+    c.poll()
+    assert job.error is not None and job.error.code == PROTOCOL_MISMATCH
+    assert c.pid is None
+    c.join()
+    assert c.threads_alive() == []

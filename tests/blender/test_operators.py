@@ -1,0 +1,244 @@
+"""The operators end to end: real bpy, the real worker subprocess, tiny random Shap-E models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shape_e_blender.blender import jobs, prefs
+from shape_e_blender.core.errors import WORKER_EXITED
+from shape_e_blender.core.mesh import MeshData
+from shape_e_blender.core.params import SEED_MAX
+
+from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
+    FAST,
+    REPO,
+    WORKER_PYTHON,
+    addon_fixture,
+    bpy,
+    child_env,
+    drain,
+    kill_process,
+    poll_until_stage,
+    scene_fixture,
+    worker_image_model_fixture,
+    worker_text_model_fixture,
+)
+
+
+@pytest.fixture
+def text_model(addon, worker_text_model):
+    addon.text_model = str(worker_text_model)
+    return worker_text_model
+
+
+def _pid() -> int | None:
+    client = jobs.current_client()
+    return client.pid if client is not None else None
+
+
+def _job_folders(addon) -> set[str]:
+    return {p.name for p in Path(addon.jobs_dir).iterdir() if p.is_dir()}
+
+
+def test_text_to_mesh_imports_a_coloured_object_with_its_settings_and_one_undo_step(
+    scene, text_model
+):
+    before = set(bpy.data.objects.keys())
+    # Background mode: blocking by default, so the object is there when the call returns.
+    assert bpy.ops.shape_e.text_to_mesh(prompt="a red chair", seed=7, **FAST) == {"FINISHED"}
+    assert set(bpy.data.objects.keys()) - before == {"Red chair"}
+    obj = bpy.data.objects["Red chair"]
+    assert bpy.context.view_layer.objects.active == obj and obj.select_get()
+    mesh = obj.data
+    attr = mesh.color_attributes["Color"]
+    assert (attr.data_type, attr.domain) == ("FLOAT_COLOR", "POINT")
+    bsdf = mesh.materials[0].node_tree.nodes["Principled BSDF"]
+    assert bsdf.inputs["Base Color"].links[0].from_node.bl_idname == "ShaderNodeVertexColor"
+    settings = obj["shape_e"]
+    assert settings["prompt"] == "a red chair" and settings["seed"] == 7
+    assert (settings["steps"], settings["grid_size"]) == (FAST["steps"], FAST["grid_size"])
+    assert settings["guidance_scale"] == 15.0 and settings["model"] == str(text_model)
+    assert settings["device"] == "cpu" and "torch" in settings["versions"]
+    job_dir = Path(settings["job_dir"])
+    assert job_dir.parent == jobs.current_client().jobs_root
+    on_disk = MeshData.load(job_dir / "0" / "mesh.npz")
+    assert len(mesh.vertices) == on_disk.vertex_count and len(mesh.polygons) > 0
+    assert jobs.status.state == "done" and jobs.status.objects == ["Red chair"]
+
+    bpy.ops.ed.undo()
+    assert "Red chair" not in bpy.data.objects
+    bpy.ops.ed.redo()
+    assert "Red chair" in bpy.data.objects
+
+
+def test_image_to_mesh_with_variants_wraps_the_seed(scene, addon, worker_image_model, tmp_path):
+    addon.image_model = str(worker_image_model)
+    image = bpy.data.images.new("input", 64, 64, alpha=True)
+    # An orange disc on transparency, written by Blender itself.
+    pixels = []
+    for y in range(64):
+        for x in range(64):
+            inside = (x - 32) ** 2 + (y - 32) ** 2 < 20**2
+            pixels += [1.0, 0.5, 0.1, 1.0] if inside else [0.0, 0.0, 0.0, 0.0]
+    image.pixels = pixels
+    path = tmp_path / "orange_ball.png"
+    image.filepath_raw = str(path)
+    image.file_format = "PNG"
+    image.save()
+    result = bpy.ops.shape_e.image_to_mesh(
+        filepath=str(path), seed=SEED_MAX, variants=2, steps=2, grid_size=32
+    )
+    assert result == {"FINISHED"}
+    objs = [bpy.data.objects["Orange ball_0"], bpy.data.objects["Orange ball_1"]]
+    assert [o["shape_e"]["seed"] for o in objs] == [SEED_MAX, 0]  # seed + i wraps at 2^31
+    assert objs[0]["shape_e"]["image"] == str(path)
+    assert objs[0]["shape_e"]["guidance_scale"] == 3.0
+    assert objs[0]["shape_e"]["model"] == str(worker_image_model)
+    assert objs[1].location.x > objs[0].location.x  # side by side
+    assert all(len(o.data.polygons) > 0 for o in objs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"prompt": "a cup", "steps": 0}, "steps"),
+        ({"prompt": "a cup", "seed": -1}, "seed"),
+        ({"prompt": "a cup", "grid_size": 16}, "grid_size"),
+        ({"prompt": "   "}, "prompt"),
+    ],
+)
+def test_invalid_parameters_are_reported_before_any_job(scene, addon, kwargs, field):
+    folders = _job_folders(addon)
+    # In background mode an operator's error report raises: a script sees it at once.
+    with pytest.raises(RuntimeError) as info:
+        bpy.ops.shape_e.text_to_mesh(**kwargs)
+    assert field in str(info.value)
+    assert jobs.status.state == "error" and jobs.status.error_field == field
+    assert jobs.status.hint
+    assert not jobs.busy() and _job_folders(addon) == folders
+
+
+def test_missing_image_and_missing_camera_name_their_field(scene, tmp_path):
+    with pytest.raises(RuntimeError, match="filepath"):
+        bpy.ops.shape_e.image_to_mesh(filepath=str(tmp_path / "none.png"))
+    assert jobs.status.error_field == "filepath"
+    with pytest.raises(RuntimeError, match="no active camera"):
+        bpy.ops.shape_e.camera_to_mesh()
+    assert jobs.status.error_field == "camera"
+
+
+def test_cancel_mid_job_from_the_ui_path_then_the_next_job_runs(scene, text_model):
+    before = set(bpy.data.objects.keys())
+    result = bpy.ops.shape_e.text_to_mesh(
+        prompt="a tall lamp", steps=400, grid_size=32, blocking=False
+    )
+    assert result == {"FINISHED"} and jobs.busy()
+    assert bpy.app.timers.is_registered(jobs.timer)  # the UI would poll through it
+    poll_until_stage("sampling")
+    assert 0 < jobs.status.fraction < 1
+    with pytest.raises(RuntimeError, match="already running"):
+        bpy.ops.shape_e.text_to_mesh(prompt="another", **FAST)
+    pid = _pid()
+    assert bpy.ops.shape_e.cancel() == {"FINISHED"}
+    done = drain()
+    assert done.cancelled and jobs.status.state == "cancelled"
+    assert set(bpy.data.objects.keys()) == before
+    assert bpy.ops.shape_e.text_to_mesh(prompt="a tall lamp", **FAST) == {"FINISHED"}
+    assert "Tall lamp" in bpy.data.objects and _pid() == pid  # the same warm worker
+
+
+def test_killed_worker_mid_job_reports_with_a_hint_and_the_next_call_restarts(
+    scene,
+    text_model,
+):
+    bpy.ops.shape_e.text_to_mesh(prompt="a vase", steps=400, grid_size=32, blocking=False)
+    poll_until_stage("sampling")
+    first = _pid()
+    kill_process(first)
+    done = drain()
+    assert done.error is not None and done.error.code == WORKER_EXITED
+    assert jobs.status.state == "error" and "exited" in jobs.status.error
+    assert "Generate" in jobs.status.hint
+    assert "Vase" not in bpy.data.objects
+    assert bpy.ops.shape_e.text_to_mesh(prompt="a vase", **FAST) == {"FINISHED"}
+    assert "Vase" in bpy.data.objects and _pid() not in (None, first)
+
+
+def test_timer_callback_finishes_the_job_like_the_ui(scene, text_model):
+    assert bpy.ops.shape_e.text_to_mesh(prompt="a boat", blocking=False, **FAST) == {"FINISHED"}
+    # Module mode never fires timers: call the registered function as Blender would.
+    while (interval := jobs.timer()) is not None:
+        assert interval > 0
+        jobs.tick(timeout=0.25)  # wait for the worker instead of spinning
+    assert jobs.status.state == "done" and "Boat" in bpy.data.objects
+    assert bpy.data.objects["Boat"]["shape_e"]["prompt"] == "a boat"
+
+
+def test_panel_generate_picks_the_seed_first_and_keep_alive_off_stops_the_worker(
+    scene,
+    addon,
+    text_model,
+):
+    s = scene.shape_e
+    s.prompt, s.steps, s.grid_size = "a small table", FAST["steps"], FAST["grid_size"]
+    s.seed, s.random_seed = 0, True
+    addon.keep_alive = False
+    assert bpy.ops.shape_e.generate() == {"FINISHED"}
+    obj = bpy.data.objects["Small table"]
+    assert obj["shape_e"]["seed"] == s.seed  # the panel shows the seed that was used
+    assert _pid() is None  # keep_alive off: the worker stopped after the job
+    assert bpy.ops.shape_e.release_worker() == {"FINISHED"}  # nothing to release: no error
+
+
+def test_release_worker_stops_the_process(scene, addon):
+    client = prefs.client()
+    client.hello()
+    popen = client._worker.popen
+    assert bpy.ops.shape_e.release_worker() == {"FINISHED"}
+    assert popen.poll() is not None and client.pid is None
+
+
+def test_invalid_device_override_is_reported(scene, text_model):
+    with pytest.raises(TypeError):
+        bpy.ops.shape_e.text_to_mesh(prompt="a cup", device="TPU")
+    assert jobs.status.state != "running"
+    # A valid override reaches the worker, which says the device is not here.
+    with pytest.raises(RuntimeError, match="cuda"):
+        bpy.ops.shape_e.text_to_mesh(prompt="a cup", device="CUDA", **FAST)
+    assert jobs.status.state == "error"
+    assert jobs.status.error_field in ("", "device") and jobs.status.hint
+
+
+def test_camera_to_mesh_renders_the_camera_and_imports(tmp_path, worker_image_model):
+    # Rendering needs Mesa's EGL and may abort a process without it: a child runs it.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.blender.camera_to_mesh_job",
+            str(tmp_path / "jobs"),
+            str(worker_image_model),
+            WORKER_PYTHON,
+        ],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
+    result = json.loads(line[len("RESULT ") :])
+    assert result["objects"] == ["Camera view"]
+    assert result["polygons"] > 0
+    image = Path(result["settings"]["image"])
+    assert image.name == "camera.png" and image.parent == Path(result["job_dir"])
+    assert (image.parent / "0" / "mesh.npz").is_file()
+    assert result["settings"]["guidance_scale"] == 3.0
+    assert result["render_restored"], "the scene's render settings must come back"

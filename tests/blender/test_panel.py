@@ -1,0 +1,73 @@
+"""The sidebar panel and the preferences draw without errors in every state.
+
+The drawing happens in a child process (panel_draw_job.py says why); each state's section of its
+stderr must be free of Python tracebacks and of Blender's "property not found" reports.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from .fixtures_client import REPO, WORKER_PYTHON, child_env
+from .panel_draw_job import MARKER
+
+STATES = [
+    "idle-TEXT",
+    "idle-IMAGE",
+    "idle-CAMERA",
+    "idle-CAMERA-with-camera",
+    "running",
+    "cancelling",
+    "done",
+    "cancelled",
+    "error",
+    "prefs-not-set-up",
+    "prefs-setting-up",
+    "prefs-checking",
+    "prefs-worker-info",
+    "prefs-download-error",
+]
+
+
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.blender.panel_draw_job",
+            str(tmp_path_factory.mktemp("jobs")),
+            WORKER_PYTHON,
+        ],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    sections = {}
+    for chunk in proc.stderr.split(MARKER)[1:]:
+        name, _, body = chunk.partition("\n")
+        sections[name] = body
+    return proc.stdout, sections
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_draws_without_errors(drawn, state):
+    _, sections = drawn
+    assert state in sections, f"the child never drew {state}"
+    body = sections[state]
+    assert "Traceback" not in body and "property not found" not in body, body
+    assert "Error" not in body, body
+
+
+def test_all_states_were_drawn_and_the_child_finished(drawn):
+    stdout, sections = drawn
+    assert list(sections) == [*STATES, "end"]
+    assert "progress: Sampling 12/127, 3 s left" in stdout
+    assert "'torch'" in stdout  # the preferences showed the real worker's versions
