@@ -140,6 +140,9 @@ def import_meshes(
             obj[PROPERTY_KEY] = _variant_properties(settings, index, job_dir)
             collection.objects.link(obj)
 
+        # A freshly loaded file does not refresh view_layer.objects on link: without this the new
+        # objects are not found there and end up neither selected nor active.
+        view_layer.update()
         for obj in list(view_layer.objects.selected):
             obj.select_set(False)
         for obj in created_objects:

@@ -314,3 +314,10 @@ def test_object_names(given, expected):
 def test_object_name_fits_blender_name_limit():
     name = object_name_for("ü" * 100)
     assert len(name.encode("utf-8")) <= 63 and name.startswith("Ü")
+
+
+def test_new_objects_are_selected_and_active_in_a_freshly_loaded_file():
+    bpy.ops.wm.read_homefile(use_empty=True)
+    (obj,) = import_meshes(bpy.context, [uv_sphere()], name="fresh", settings={"prompt": "x"})
+    assert obj.select_get()
+    assert bpy.context.view_layer.objects.active == obj
