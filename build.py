@@ -200,8 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("tiny-model", help="write a tiny random pipeline")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_tiny_model)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in PASS_THROUGH:
+        # Everything after the command belongs to the program it runs (argparse's REMAINDER
+        # would stop at a leading --option).
+        return PASS_THROUGH[argv[0]](argparse.Namespace(rest=argv[1:]))
     args = parser.parse_args(argv)
     return args.func(args)
+
+
+PASS_THROUGH = {"scene": cmd_scene, "tiny-model": cmd_tiny_model}
 
 
 if __name__ == "__main__":
