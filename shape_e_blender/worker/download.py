@@ -57,7 +57,11 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     "image": ("prior", "image_encoder", "image_processor", "scheduler", "shap_e_renderer"),
     "renderer": ("shap_e_renderer",),
 }
-PICKLE_ALLOWED = ("shap_e_renderer",)  # every other weight component must have safetensors
+# Components whose weights may be a pickle, and then only where no safetensors exist (loaded with
+# torch.load(weights_only=True)): the renderer exists on the hub only as a .bin; the image
+# encoder's hub files could not be checked from here, and a missing safetensors file must not make
+# image mode unusable. The prior and the text encoder have safetensors on the hub: pickles refused.
+PICKLE_ALLOWED = ("shap_e_renderer", "image_encoder")
 
 # Approximate parameter counts (DESIGN.md: diffusers 0.42 with random weights; CLIP ViT-L/14).
 PARAM_COUNTS = {

@@ -263,8 +263,17 @@ def _missing(folder: Path, component: str, what: str) -> ShapEError:
     )
 
 
-def _safetensors_variant(folder: Path, component: str, names: tuple[str, str]) -> str | None:
-    """The variant to load (None = the plain file), refusing components with only pickles."""
+_NO_SAFETENSORS = "pickle"  # _weights_variant's answer for a pickle-only component
+
+
+def _weights_variant(
+    folder: Path, component: str, names: tuple[str, str], *, pickle_ok: bool = False
+) -> str | None:
+    """The variant to load (None = the plain file), refusing components with only pickles.
+
+    With ``pickle_ok`` a component with no safetensors at all answers _NO_SAFETENSORS: the caller
+    then loads its pickle, which both diffusers and transformers read with weights_only=True.
+    """
     sub = folder / component
     if not (sub / "config.json").is_file():
         raise _missing(folder, component, f"{component}/config.json is missing")
@@ -274,6 +283,9 @@ def _safetensors_variant(folder: Path, component: str, names: tuple[str, str]) -
     if (sub / fp16).is_file():
         return "fp16"
     pickles = [p for p in _PICKLES if (sub / p).is_file()]
+    if pickles and pickle_ok:
+        log.warning("%s/%s has no safetensors: loading %s", folder, component, pickles[0])
+        return _NO_SAFETENSORS
     if pickles:
         raise _missing(
             folder,
@@ -290,7 +302,7 @@ def _require(folder: Path, component: str, *files: str) -> None:
 
 
 def _load_prior(folder: Path) -> PriorTransformer:
-    variant = _safetensors_variant(folder, "prior", _DIFFUSERS_WEIGHTS)
+    variant = _weights_variant(folder, "prior", _DIFFUSERS_WEIGHTS)
     with _loading(folder, "prior"):
         return PriorTransformer.from_pretrained(
             folder,
@@ -303,13 +315,17 @@ def _load_prior(folder: Path) -> PriorTransformer:
 
 
 def _load_encoder(folder: Path, component: str, cls: type) -> torch.nn.Module:
-    variant = _safetensors_variant(folder, component, _TRANSFORMERS_WEIGHTS)
+    # Only the image encoder may fall back to a pickle (see download.PICKLE_ALLOWED).
+    variant = _weights_variant(
+        folder, component, _TRANSFORMERS_WEIGHTS, pickle_ok=component == "image_encoder"
+    )
+    pickle = variant == _NO_SAFETENSORS
     # dtype explicitly: transformers 5 would otherwise keep the checkpoint's float16.
     with _loading(folder, component):
         return cls.from_pretrained(
             folder / component,
-            use_safetensors=True,
-            variant=variant,
+            use_safetensors=not pickle,
+            variant=None if pickle else variant,
             dtype=torch.float32,
             local_files_only=True,
         )

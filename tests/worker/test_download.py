@@ -329,6 +329,21 @@ def test_image_and_renderer_selection():
     }
 
 
+def test_an_image_encoder_with_only_a_pickle_is_fetched_but_a_text_encoder_is_refused():
+    files = {k: v for k, v in FAKE_FILES.items() if not k.startswith(("text_", "tokenizer/"))}
+    files |= {
+        "image_encoder/config.json": 0,
+        "image_encoder/pytorch_model.bin": 1,
+        "image_processor/preprocessor_config.json": 0,
+    }
+    image = set(dl.select_files(files, "image", source="openai/shap-e-img2img"))
+    assert "image_encoder/pytorch_model.bin" in image
+    text = {k: v for k, v in FAKE_FILES.items() if k != "text_encoder/model.fp16.safetensors"}
+    with pytest.raises(ShapEError) as err:
+        dl.select_files(text, "text", source=REPO_ID)
+    assert "text_encoder/" in err.value.message and "pickled" in err.value.message
+
+
 def test_full_precision_safetensors_are_preferred_when_present():
     files = dict(FAKE_FILES)
     files["prior/diffusion_pytorch_model.safetensors"] = 1

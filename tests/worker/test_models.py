@@ -192,6 +192,33 @@ def test_pickles_are_refused_where_safetensors_belong(
     assert str(folder) in err.value.message
 
 
+def test_an_image_encoder_without_safetensors_loads_its_pickle_safely(
+    tiny_image_model: Path, tmp_path: Path
+) -> None:
+    """Only where no safetensors exist, and through weights_only loading (no code runs)."""
+    folder = shutil.copytree(tiny_image_model, tmp_path / "model")
+    encoder = load_image_pipeline(folder).image_encoder
+    (folder / "image_encoder/model.safetensors").unlink()
+    torch.save(encoder.state_dict(), folder / "image_encoder/pytorch_model.bin")
+    again = load_image_pipeline(folder).image_encoder
+    for (name, a), (_, b) in zip(
+        encoder.state_dict().items(), again.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    # a pickle that would run code when unpickled is refused, not executed
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    torch.save({"x": Payload()}, folder / "image_encoder/pytorch_model.bin")
+    with pytest.raises(ShapEError) as err:
+        load_image_pipeline(folder)
+    assert err.value.code == MODEL_UNAVAILABLE and "image_encoder" in err.value.message
+    assert not marker.exists()
+
+
 def test_hub_style_fp16_safetensors_load_upcast_next_to_pickles(
     tiny_text_model: Path, tmp_path: Path
 ) -> None:
