@@ -168,3 +168,34 @@ def test_doctor_runs_the_offline_self_test(tmp_path):
     assert "torch" in r.stdout and "cpu" in r.stdout
     assert "openai/shap-e" in r.stdout and "not downloaded" in r.stdout
     assert "ok:" in r.stdout
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
+def test_a_terminal_gets_a_progress_bar(tiny_text_model, tmp_path):
+    import pty
+
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env |= {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shape_e_blender", "generate", "--prompt", "a cup", "--model",
+         str(tiny_text_model), "--steps", "8", "--grid-size", "32", "-o", str(tmp_path / "c.npz")],
+        stdout=subprocess.DEVNULL, stderr=slave, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(300) == 0
+    text = b"".join(chunks).decode("utf-8", "replace")
+    # one line redrawn in place (carriage returns), with a bar that fills up, per stage
+    assert text.count("\r") >= 15
+    assert "sampling    [" in text and "] 15/15" in text
+    assert "#" * 30 in text
