@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,7 +138,11 @@ def process_group_kwargs() -> dict[str, Any]:
 
 
 def kill_tree(popen: subprocess.Popen, grace: float = KILL_GRACE_S) -> None:
-    """Stop a process started with process_group_kwargs() and everything it started."""
+    """Stop a process started with process_group_kwargs() and everything it started; waits.
+
+    Waits up to twice ``grace`` for the process to end: for background mode and unregister().
+    Blender's UI thread calls kill_now() instead.
+    """
     if os.name == "nt":
         if popen.poll() is None:
             # taskkill /T takes the children (torch's helpers) along; kill() is the fallback.
@@ -166,6 +171,42 @@ def kill_tree(popen: subprocess.Popen, grace: float = KILL_GRACE_S) -> None:
         popen.wait(grace)
 
 
+def kill_now(popen: subprocess.Popen) -> None:
+    """Kill a process started with process_group_kwargs() and its children, without waiting.
+
+    For Blender's UI thread: nothing here blocks. Whoever reads the process's pipes sees them
+    close and reaps it (WorkerClient's stdout reader, EnvSetup's thread).
+    """
+    if os.name == "nt":
+        if popen.poll() is not None:
+            return
+        try:
+            # Started, not waited for: taskkill ends by itself. popen.kill() first would orphan
+            # the children, which taskkill /T finds through their parent.
+            subprocess.Popen(
+                ["taskkill", "/T", "/F", "/PID", str(popen.pid)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                creationflags=subprocess.CREATE_NO_WINDOW,
+            )
+        except OSError:
+            with contextlib.suppress(OSError):
+                popen.kill()
+        return
+    # SIGKILL at once: the group goes whatever it is doing, and its pipes close.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(popen.pid, signal.SIGKILL)
+
+
+def _stop_after(popen: subprocess.Popen, timeout: float) -> None:
+    """Give a process asked to exit ``timeout`` seconds, then kill it and its children."""
+    try:
+        popen.wait(timeout)
+    except subprocess.TimeoutExpired:
+        kill_tree(popen)
+
+
 @dataclass(eq=False)  # compared by identity: two requests are never the same job
 class Job:
     """One request and what came back for it. Changed only by WorkerClient.poll()."""
@@ -191,6 +232,50 @@ class Event:
     kind: EventKind
     job: Job
     progress: Progress | None = None
+
+
+class _LogFile:
+    """The worker's stderr log on disk. A log that cannot be written (a full disk, a folder in its
+    place) is given up after one note in the in-memory tail: draining stderr must go on, or the
+    pipe fills and the worker blocks."""
+
+    def __init__(self, path: Path, header: str) -> None:
+        self.path = path
+        self.failure = ""  # why the log was given up; empty while it works
+        self._file: IO[str] | None = None
+        try:
+            with contextlib.suppress(OSError):
+                if path.stat().st_size > LOG_ROTATE_BYTES:
+                    path.replace(path.with_suffix(".log.1"))
+            self._file = path.open("a", encoding="utf-8")
+        except OSError as exc:
+            self._give_up(exc)
+        self.write(header)
+
+    def write(self, line: str) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.write(line + "\n")
+            self._file.flush()
+        except (OSError, ValueError) as exc:
+            self._give_up(exc)
+
+    def close(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError as exc:  # the last flush can fail like any write
+                self._give_up(exc)
+
+    def _give_up(self, exc: Exception) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+        self.failure = (
+            f"the worker log {self.path} cannot be written ({exc}); keeping only its tail"
+        )
 
 
 @dataclass
@@ -288,7 +373,10 @@ class WorkerClient:
                 "worker_python",
             )
         self.jobs_root.mkdir(parents=True, exist_ok=True)
-        log = self._open_log()
+        log = _LogFile(
+            self.log_path,
+            f"--- worker started {time.strftime('%Y-%m-%d %H:%M:%S')}: {self.command()}",
+        )
         try:
             popen = subprocess.Popen(
                 self.command(),
@@ -311,6 +399,8 @@ class WorkerClient:
         w = _Worker(
             self._generation, popen, collections.deque(maxlen=STDERR_LINES), threading.Lock()
         )
+        if log.failure:
+            self._note_worker(w, log.failure)
         err = threading.Thread(
             target=self._read_stderr, args=(w, log), name="shape_e-stderr", daemon=True
         )
@@ -330,8 +420,12 @@ class WorkerClient:
         self.wait(job, self.hello_timeout if timeout is None else timeout)
         return job.raise_for_error()
 
-    def shutdown(self, timeout: float = 10.0) -> None:
-        """Ask the worker to finish its jobs and exit; kill it if it lingers past ``timeout``."""
+    def shutdown(self, timeout: float = 10.0, *, wait: bool = True) -> None:
+        """Ask the worker to finish its jobs and exit; kill it if it lingers past ``timeout``.
+
+        ``wait=False`` returns at once (Blender's UI thread): a thread waits out ``timeout``
+        instead, and join() collects it later.
+        """
         w = self._worker
         if w is None:
             return
@@ -340,21 +434,27 @@ class WorkerClient:
             self._send_request(w, "shutdown", {})
             with contextlib.suppress(OSError, ValueError):
                 w.popen.stdin.close()
-            try:
-                w.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                w.released = True
-                kill_tree(w.popen)
+            if wait:
+                _stop_after(w.popen, timeout)
+            else:
+                stopper = threading.Thread(
+                    target=_stop_after, args=(w.popen, timeout), name="shape_e-stop", daemon=True
+                )
+                w.threads.append(stopper)
+                stopper.start()
         self._retire(w)
-        self.join()
+        self.join(5.0 if wait else 0.0)
 
-    def kill(self) -> None:
-        """Hard release: stop the process now (frees its GPU memory); running jobs fail."""
+    def kill(self, *, wait: bool = True) -> None:
+        """Hard release: stop the process now (frees its GPU memory); running jobs fail.
+
+        Workers still finishing after shutdown(wait=False) go too. ``wait=False`` returns at once
+        (Blender's UI thread): the reader threads reap the process, and join() collects them later.
+        """
         w = self._worker
         self._worker = None
         if w is not None:
             w.released = True
-            kill_tree(w.popen)
             self._fail_pending(
                 w.generation,
                 ShapEError(
@@ -364,10 +464,18 @@ class WorkerClient:
                 ),
             )
             self._retire(w)
-        self.join()
+        for old in self._old:
+            # A live reader thread may mean children that outlived the worker and hold its pipes.
+            if old.popen.poll() is None or any(t.is_alive() for t in old.threads):
+                old.released = True
+                (kill_tree if wait else kill_now)(old.popen)
+        self.join(5.0 if wait else 0.0)
 
     def join(self, timeout: float = 5.0) -> None:
-        """Wait for the reader threads of stopped workers (Blender must not exit with them)."""
+        """Wait for the threads of stopped workers (Blender must not exit with them).
+
+        ``join(0)`` only forgets those that have finished: it never blocks.
+        """
         for w in self._old:
             for t in w.threads:
                 t.join(timeout)
@@ -475,40 +583,41 @@ class WorkerClient:
             w.popen.stdin.write(data)
             w.popen.stdin.flush()
 
-    def _open_log(self) -> IO[str]:
-        path = self.log_path
-        with contextlib.suppress(OSError):
-            if path.stat().st_size > LOG_ROTATE_BYTES:
-                path.replace(path.with_suffix(".log.1"))
-        log = path.open("a", encoding="utf-8")
-        log.write(f"--- worker started {time.strftime('%Y-%m-%d %H:%M:%S')}: {self.command()}\n")
-        log.flush()
-        return log
-
     def _read_stdout(self, w: _Worker, stderr_thread: threading.Thread) -> None:
         gen = w.generation
-        # Lines of any length: an inline mesh at grid 512 is tens of MB on one line.
-        for raw in w.popen.stdout:
-            try:
-                msg = json.loads(raw)
-            except ValueError:
-                self._queue.put((gen, "noise", raw.decode("utf-8", "replace").rstrip()))
-                continue
-            self._queue.put((gen, "message", msg))
-        # stdout closed: the process is exiting. Let stderr finish so the tail is complete.
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            w.popen.wait(10)
-        stderr_thread.join(10)
-        self._queue.put((gen, "exit", w.popen.poll()))
+        try:
+            # Lines of any length: an inline mesh at grid 512 is tens of MB on one line.
+            for raw in w.popen.stdout:
+                try:
+                    msg = json.loads(raw)
+                except ValueError:
+                    self._queue.put((gen, "noise", raw.decode("utf-8", "replace").rstrip()))
+                    continue
+                self._queue.put((gen, "message", msg))
+        except Exception as exc:
+            # The stream cannot be read on (out of memory for a line, a closed pipe): no job of
+            # this worker can be answered any more, so stop it. The traceback goes to stderr.
+            traceback.print_exc()
+            self._queue.put((gen, "note", f"reading the worker's output failed: {exc!r}"))
+            kill_now(w.popen)
+        finally:
+            # However the loop ended, the jobs must learn that the worker is gone. Let stderr
+            # finish first so the tail is complete.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                w.popen.wait(10)
+            stderr_thread.join(10)
+            self._queue.put((gen, "exit", w.popen.poll()))
 
-    def _read_stderr(self, w: _Worker, log: IO[str]) -> None:
+    def _read_stderr(self, w: _Worker, log: _LogFile) -> None:
         try:
             for raw in w.popen.stderr:
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
                 with w.tail_lock:
                     w.stderr_tail.append(line)
-                log.write(line + "\n")
-                log.flush()
+                if not log.failure:
+                    log.write(line)
+                    if log.failure:
+                        self._note_worker(w, log.failure)
         finally:
             log.close()
 
@@ -529,6 +638,8 @@ class WorkerClient:
             self._on_exit(gen, payload)
         elif kind == "noise":
             self._note(gen, f"(stdout) {payload}")
+        elif kind == "note":
+            self._note(gen, payload)
         elif not isinstance(payload, dict):
             self._note(gen, f"(stdout) not a message: {payload!r}")
         elif "id" in payload and ("result" in payload or "error" in payload):
@@ -554,12 +665,18 @@ class WorkerClient:
             # e.g. a parse error with id null; it names no job of ours.
             self._note(gen, f"response to no pending request: {json.dumps(msg)[:500]}")
             return
+        w = self._worker_of(gen)
+        is_hello = w is not None and job is w.hello
         if "error" in msg:
-            self._finish(job, error=ShapEError.from_json(msg["error"]))
+            err = ShapEError.from_json(msg["error"])
+            self._finish(job, error=err)
+            if is_hello:
+                # A worker that cannot say hello (e.g. its Python has no torch) cannot run a job
+                # either: its other jobs fail with the same message and hint.
+                self._abandon(w, err)
             return
         result = msg["result"]
-        w = self._worker_of(gen)
-        if w is not None and job is w.hello:
+        if is_hello:
             protocol = result.get("protocol") if isinstance(result, dict) else None
             if protocol != PROTOCOL_VERSION:
                 err = ShapEError(
@@ -570,15 +687,20 @@ class WorkerClient:
                     "or point worker_python at an interpreter that runs this version",
                 )
                 self._finish(job, error=err)
-                self._fail_pending(gen, err)
-                if w is self._worker:
-                    self._worker = None
-                    w.released = True
-                    kill_tree(w.popen)
-                    self._retire(w)
+                self._abandon(w, err)
                 return
             self.info = result
         self._finish(job, result=result)
+
+    def _abandon(self, w: _Worker, error: ShapEError) -> None:
+        """Fail every job sent to ``w`` with ``error`` and kill it, without waiting (poll() may
+        run on Blender's UI thread); its reader threads reap it."""
+        self._fail_pending(w.generation, error)
+        if w is self._worker:
+            self._worker = None
+            w.released = True
+            kill_now(w.popen)
+            self._retire(w)
 
     def _on_exit(self, gen: int, returncode: int | None) -> None:
         w = self._worker_of(gen)
@@ -629,6 +751,13 @@ class WorkerClient:
     def _note(self, gen: int, text: str) -> None:
         w = self._worker_of(gen)
         if w is not None:
-            with w.tail_lock:
-                w.stderr_tail.append(f"[client] {text}")
-        print(f"shape_e: worker {gen}: {text}", file=sys.stderr)
+            self._note_worker(w, text)
+        else:
+            print(f"shape_e: worker {gen}: {text}", file=sys.stderr)
+
+    @staticmethod
+    def _note_worker(w: _Worker, text: str) -> None:
+        """A line of the client's own in the worker's tail (and the console); any thread."""
+        with w.tail_lock:
+            w.stderr_tail.append(f"[client] {text}")
+        print(f"shape_e: worker {w.generation}: {text}", file=sys.stderr)

@@ -91,6 +91,7 @@ def import_meshes(
     job_dir: str | None = None,
     location: tuple[float, float, float] | None = None,
     spacing: float = 0.25,
+    variants: Sequence[int] | None = None,
 ) -> list[bpy.types.Object]:
     """Add one object per mesh, side by side along +X, selected, the first one active.
 
@@ -98,8 +99,10 @@ def import_meshes(
     the active collection, and carries ``settings`` plus ``job_dir`` and ``variant`` (its index)
     in the ID-property group ``obj["shape_e"]``; ``seed`` there is the variant's own seed. Values
     ID properties cannot hold exactly (ints beyond 32 bits, other objects) are stored as text.
-    Objects are named ``name``, or ``name_0``, ``name_1``... for several variants. All of them
-    share one material that shows the vertex colours. On any error every datablock made so far
+    Objects are named ``name``, or ``name_0``, ``name_1``... for several variants. ``variants``
+    gives each mesh's own variant number where some are missing (a variant with no surface): the
+    objects are then always numbered, and each stores its number's seed. All of them share one
+    material that shows the vertex colours. On any error every datablock made so far
     is removed and the error is raised again: a failed import leaves the file as it was.
     """
     if threading.current_thread() is not threading.main_thread():
@@ -110,6 +113,14 @@ def import_meshes(
         )
     if not meshes:
         raise ShapEError(INVALID_PARAMS, "there is no mesh to import", "generate at least one")
+    if variants is not None and len(variants) != len(meshes):
+        raise ShapEError(
+            INTERNAL_ERROR,
+            f"{len(variants)} variant numbers for {len(meshes)} meshes",
+            "pass one variant number per mesh",
+        )
+    numbered = variants is not None or len(meshes) > 1
+    indices = list(variants) if variants is not None else list(range(len(meshes)))
     name = name.strip() or DEFAULT_NAME
     ensure_undo_baseline()
     scene = context.scene
@@ -124,8 +135,8 @@ def import_meshes(
         material = _vertex_color_material(name)
         x = origin[0]
         prev_half_width: float | None = None
-        for index, data in enumerate(meshes):
-            obj_name = name if len(meshes) == 1 else f"{name}_{index}"
+        for index, data in zip(indices, meshes, strict=True):
+            obj_name = f"{name}_{index}" if numbered else name
             vertices, half_width = _bottom_centred(data)
             mesh = bpy.data.meshes.new(obj_name)
             created_meshes.append(mesh)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -56,6 +57,7 @@ class Status:
     hint: str = ""
     error_field: str = ""
     objects: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # a job that succeeded in part
 
     @property
     def fraction(self) -> float:
@@ -87,9 +89,12 @@ class Active:
     # Runs on the main thread once every request succeeded; returns the objects it created.
     finish: Callable[[Active, bpy.types.Context], list[Any]] | None = None
     keep_alive: bool = True
+    blocking: bool = False  # run_blocking() drives it: stopping the worker after it may wait
     discard: bool = False  # the file changed under the job: do not import its result
     error: ShapEError | None = None
     objects: list[Any] = field(default_factory=list)
+    # What the finish step left out but the job still produced (e.g. a variant with no surface).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -102,6 +107,8 @@ class Active:
 
 status = Status()
 _client: WorkerClient | None = None
+# Clients replaced while their worker was still stopping: their threads are joined later.
+_retired: list[WorkerClient] = []
 _active: Active | None = None
 _last: Active | None = None
 
@@ -115,8 +122,9 @@ def client_for(python: str | os.PathLike[str], jobs_root: str | os.PathLike[str]
     ):
         if busy():
             raise ShapEError(JOB_FAILED, BUSY_MESSAGE, "wait for the job, or press Cancel")
-        _client.shutdown()
-        _client.join()
+        # Called from operators on the UI thread: ask the old worker to exit, never wait for it.
+        _client.shutdown(wait=False)
+        _retired.append(_client)
         _client = None
     if _client is None:
         _client = WorkerClient(python, jobs_root)
@@ -183,6 +191,7 @@ def show_error(err: ShapEError, kind: str = "generate", label: str = "") -> None
 def tick(context: bpy.types.Context | None = None, timeout: float = 0.0) -> Active | None:
     """Poll the worker once; returns the active job when it has just ended, else None."""
     global _active, _last
+    _reap()
     if _client is None:
         return None
     events = _client.poll(timeout)
@@ -222,7 +231,8 @@ def tick(context: bpy.types.Context | None = None, timeout: float = 0.0) -> Acti
     _settle(job)
     _last = job
     if not job.keep_alive:
-        _client.shutdown()
+        # From a timer this is the UI thread: the worker exits (or is killed) on its own time.
+        _client.shutdown(wait=job.blocking)
     return job
 
 
@@ -230,6 +240,7 @@ def run_blocking(context: bpy.types.Context | None = None) -> Active:
     """Poll until the active job ends (background mode, or blocking=True)."""
     if _active is None:
         raise ShapEError(INTERNAL_ERROR, "no job is running", "start one first")
+    _active.blocking = True
     try:
         while True:
             done = tick(context, timeout=0.25)
@@ -237,7 +248,7 @@ def run_blocking(context: bpy.types.Context | None = None) -> Active:
                 return done
     except KeyboardInterrupt:
         # Ctrl+C in a terminal: stop the worker's job rather than leave it running unseen.
-        release()
+        release(wait=True)
         tick(context)
         raise
 
@@ -253,11 +264,15 @@ def cancel() -> bool:
     return True
 
 
-def release() -> bool:
-    """Kill the worker now (frees VRAM). A running job ends with an error on the next tick."""
+def release(wait: bool = False) -> bool:
+    """Kill the worker now (frees VRAM). A running job ends with an error on the next tick.
+
+    Returns at once unless ``wait``: the process is gone moments later, its threads are joined
+    by a later tick or by shutdown().
+    """
     if _client is None or not _client.is_running():
         return False
-    _client.kill()
+    _client.kill(wait=wait)
     return True
 
 
@@ -293,13 +308,23 @@ def shutdown() -> None:
     global _client, _active, _last, status
     if bpy.app.timers.is_registered(timer):
         bpy.app.timers.unregister(timer)
-    if _client is not None:
-        _client.kill()
-        _client.join()
-        _client = None
+    for c in [*_retired, *([_client] if _client is not None else [])]:
+        c.kill()  # waits: Blender must not go on (or exit) with our threads alive
+    _retired.clear()
+    _client = None
     _active = None
     _last = None
     status = Status()
+
+
+def _reap() -> None:
+    """Forget stopped workers whose threads have ended; never blocks."""
+    if _client is not None:
+        _client.join(0)
+    for c in list(_retired):
+        c.join(0)
+        if not c.threads_alive():
+            _retired.remove(c)
 
 
 def _settle(job: Active) -> None:
@@ -313,7 +338,11 @@ def _settle(job: Active) -> None:
             label=job.label,
             message=f"Created {', '.join(names)}" if names else "Done",
             objects=names,
+            warnings=list(job.warnings),
         )
+        for warning in job.warnings:
+            # A timer has no operator to report through: the console gets them too.
+            print(f"shape_e: {job.label}: {warning}", file=sys.stderr)
     elif err.code == CANCELLED:
         status = Status(state="cancelled", kind=job.kind, label=job.label, message="Cancelled")
     else:

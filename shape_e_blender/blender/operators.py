@@ -150,6 +150,8 @@ class _Generation:
             level = "WARNING" if done.error.code == CANCELLED else "ERROR"
             self.report({level}, str(done.error))
             return {"CANCELLED"}
+        for warning in done.warnings:
+            self.report({"WARNING"}, warning)
         self.report({"INFO"}, jobs.status.message)
         return {"FINISHED"}
 
@@ -190,8 +192,20 @@ def object_settings(result: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
+def skipped_variant(entry: dict[str, Any]) -> ShapEError:
+    """The error of a variant the worker could not make (``error`` instead of ``path``)."""
+    err = ShapEError.from_json(entry.get("error"))
+    seed = entry.get("seed")
+    which = f"variant {entry.get('variant', '?')}" + (f" (seed {seed})" if seed is not None else "")
+    return ShapEError(err.code, f"{which}: {err.message}", err.hint, err.field)
+
+
 def import_result(job: jobs.Active, context: bpy.types.Context) -> list[bpy.types.Object]:
-    """Finish step of a generation: load every mesh, import them, one undo step."""
+    """Finish step of a generation: load every mesh, import them, one undo step.
+
+    A variant with no surface comes back as an entry with ``error``: the others are imported
+    and the skipped ones go to ``job.warnings``. Only when every variant failed is it an error.
+    """
     from . import importer
 
     result = job.requests[0].result
@@ -201,15 +215,30 @@ def import_result(job: jobs.Active, context: bpy.types.Context) -> list[bpy.type
             f"the worker's result has no mesh list: {str(result)[:200]}",
             "update the worker environment so that it matches the add-on",
         )
-    meshes = [load_mesh(m) for m in result["meshes"]]
+    entries = [m for m in result["meshes"] if isinstance(m, dict)]
+    made = [m for m in entries if "error" not in m]
+    skipped = [skipped_variant(m) for m in entries if "error" in m]
+    if not made:
+        if skipped:
+            raise skipped[0]
+        raise ShapEError(
+            JOB_FAILED,
+            "the worker's result lists no mesh",
+            "generate again; the job folder holds the worker's log",
+        )
+    meshes = [load_mesh(m) for m in made]
+    # With variants missing, names and stored seeds follow each mesh's own variant number.
+    variants = [int(m.get("variant", i)) for i, m in enumerate(made)] if skipped else None
     objects = importer.import_meshes(
         context,
         meshes,
         name=job.label,
         settings=object_settings(result),
         job_dir=result.get("job_dir"),
+        variants=variants,
     )
     importer.push_undo(f"Shap-E: {job.label}")
+    job.warnings += [f"skipped {err}" for err in skipped]
     return objects
 
 

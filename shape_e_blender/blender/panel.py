@@ -101,6 +101,11 @@ def draw_panel(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
         layout.progress(factor=st.fraction, type="BAR", text=st.progress_text())
     elif st.state == "done":
         layout.label(text=st.message[:200], icon="CHECKMARK")
+        if st.warnings:
+            col = layout.box().column(align=True)
+            width = max(24, int(context.region.width / 7)) if context.region else 48
+            for warning in st.warnings[:4]:
+                _wrapped(col, warning, "ERROR", width, max_lines=4)
     elif st.state == "cancelled":
         layout.label(text="Cancelled", icon="CANCEL")
     elif st.state == "error":

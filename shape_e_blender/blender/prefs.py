@@ -289,7 +289,8 @@ class SHAPE_E_OT_release_worker(bpy.types.Operator):
     bl_label = "Release Worker"
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        stopped = jobs.release()
+        # The UI must not wait for the process; a background script may rely on it being gone.
+        stopped = jobs.release(wait=bpy.app.background)
         self.report({"INFO"}, "worker stopped" if stopped else "no worker was running")
         return {"FINISHED"}
 

@@ -15,13 +15,15 @@ import shutil
 import subprocess
 import sys
 import threading
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import bpy
 
 from ..core.errors import CANCELLED, JOB_FAILED, ShapEError
-from .client import PACKAGE_DIR, clean_env, kill_tree, process_group_kwargs, venv_python
+from .client import PACKAGE_DIR, clean_env, kill_now, process_group_kwargs, venv_python
 
 # Imported by the check step: a worker environment without these cannot run a job.
 WORKER_IMPORTS = ("torch", "diffusers", "transformers", "skimage", "trimesh", "PIL", "numpy")
@@ -47,7 +49,10 @@ def vendor_dir(package_dir: Path = PACKAGE_DIR) -> Path:
 
 
 def requirements_for_machine(folder: Path) -> Path:
-    """cuda.txt where an NVIDIA driver answers, mps.txt on Apple silicon, else cpu.txt."""
+    """cuda.txt where an NVIDIA driver answers, mps.txt on Apple silicon, else cpu.txt.
+
+    Runs nvidia-smi, which can take seconds: call it off Blender's UI thread (EnvSetup does).
+    """
     if sys.platform == "darwin" and platform.machine() == "arm64":
         return folder / "mps.txt"
     smi = shutil.which("nvidia-smi")
@@ -62,18 +67,24 @@ def requirements_for_machine(folder: Path) -> Path:
 
 
 class EnvSetup:
-    """Create ``env_dir`` as a venv and install ``requirements`` into it, in the background."""
+    """Create ``env_dir`` as a venv and install ``requirements`` into it, in the background.
+
+    ``requirements`` is a file, or a function that picks one (requirements_for_machine): it is
+    called on the setup's own thread, so a slow probe never holds up Blender.
+    """
 
     def __init__(
         self,
         env_dir: str | os.PathLike[str],
-        requirements: str | os.PathLike[str],
+        requirements: str | os.PathLike[str] | Callable[[], Path],
         *,
         base_python: str = sys.executable,
         verify: tuple[str, ...] = WORKER_IMPORTS,
     ) -> None:
         self.env_dir = Path(env_dir)
-        self.requirements = Path(requirements)
+        self._pick = requirements if callable(requirements) else None
+        # Known once the setup thread has picked it (at once when given as a file).
+        self.requirements: Path | None = None if callable(requirements) else Path(requirements)
         self.base_python = base_python
         self.verify = verify
         self.stage = ""
@@ -93,6 +104,8 @@ class EnvSetup:
         return venv_python(self.env_dir)
 
     def commands(self) -> list[tuple[str, list[str]]]:
+        if self.requirements is None:
+            raise ShapEError(JOB_FAILED, "the requirements file is not chosen yet", "start() first")
         py = str(self.python)
         check = f"import {', '.join(self.verify)}; print('ok')" if self.verify else "print('ok')"
         return [
@@ -132,10 +145,11 @@ class EnvSetup:
         return STAGE_TEXT.get(self.stage, "Starting")
 
     def cancel(self) -> None:
+        """Stop the setup; returns at once (the setup thread reaps what it started)."""
         self._cancel.set()
         with self._proc_lock:
             if self._proc is not None:
-                kill_tree(self._proc)
+                kill_now(self._proc)
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread.is_alive():
@@ -145,6 +159,22 @@ class EnvSetup:
         return self._thread.is_alive()
 
     def _run(self) -> None:
+        try:
+            self._steps()
+        except Exception as exc:
+            # The UI waits for "done" or "error": whatever went wrong, it must get one.
+            traceback.print_exc()
+            self._queue.put(("error", ShapEError(
+                JOB_FAILED,
+                f"setting up the worker environment failed: {type(exc).__name__}: {exc}",
+                "the traceback is in the system console; press Set Up again, or create an "
+                "environment by hand (vendor/README.md) and set worker_python",
+            )))  # fmt: skip
+
+    def _steps(self) -> None:
+        if self._pick is not None:
+            self.requirements = self._pick()
+            self._queue.put(("line", f"requirements: {self.requirements.name}"))
         for stage, cmd in self.commands():
             self._queue.put(("stage", stage))
             rc = self._call(cmd)
@@ -238,13 +268,14 @@ class SHAPE_E_OT_setup_env(bpy.types.Operator):
             return {"CANCELLED"}
         try:
             target = prefs.env_dir(prefs.get(context))
-            requirements = requirements_for_machine(vendor_dir())
+            folder = vendor_dir()
         except ShapEError as err:
             self.report({"ERROR"}, str(err))
             return {"CANCELLED"}
         # pip must not replace files under a running worker.
-        jobs.release()
-        _setup = EnvSetup(target, requirements).start()
+        jobs.release(wait=bpy.app.background)
+        # The GPU probe (nvidia-smi) runs on the setup's thread, not here on the UI thread.
+        _setup = EnvSetup(target, lambda: requirements_for_machine(folder)).start()
         if bpy.app.background:
             _setup.join()
             _setup.poll()
@@ -253,9 +284,7 @@ class SHAPE_E_OT_setup_env(bpy.types.Operator):
                 return {"CANCELLED"}
             return {"FINISHED"}
         bpy.app.timers.register(timer, first_interval=0.25, persistent=True)
-        self.report(
-            {"INFO"}, f"Setting up the worker environment in {target} ({requirements.name})"
-        )
+        self.report({"INFO"}, f"Setting up the worker environment in {target}")
         return {"FINISHED"}
 
 

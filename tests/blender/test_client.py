@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +30,7 @@ from shape_e_blender.core.protocol import PROTOCOL_VERSION, GenerateRequest
 
 from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
     FAST,
+    REPO,
     WORKER_PYTHON,
     kill_process,
     worker_text_model_fixture,
@@ -248,3 +251,119 @@ def test_protocol_mismatch_with_a_worker_copy_of_another_version(tmp_path):
     assert c.pid is None
     c.join()
     assert c.threads_alive() == []
+
+
+def _gone(popen: subprocess.Popen, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while popen.poll() is None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _python_without_torch() -> str | None:
+    """An interpreter with numpy but no torch, like Blender's own Python: this one under the
+    Blender 4.2 tests, else the 4.2 test environment that build.py makes."""
+    candidates = [
+        sys.executable,
+        os.environ.get("SHAPE_E_BPY42_PYTHON", ""),
+        str(venv_python(REPO / ".venv-bpy42")),
+    ]
+    probe = "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)"
+    for python in candidates:
+        if python and Path(python).is_file():
+            ok = subprocess.run([python, "-c", "import numpy"], capture_output=True, check=False)
+            if ok.returncode == 0 and subprocess.run([python, "-c", probe]).returncode == 0:
+                return python
+    return None
+
+
+def test_a_failed_hello_fails_the_queued_jobs_with_its_error_and_stops_the_worker(tmp_path):
+    python = _python_without_torch()
+    if python is None:
+        pytest.skip("no Python with numpy but without torch here (build.py setup --bpy42)")
+    c = WorkerClient(python, tmp_path / "jobs", hello_timeout=120)
+    job = c.generate(_request(Path("unused")))
+    popen = c._worker.popen
+    with pytest.raises(ShapEError) as info:
+        c.hello()
+    hello_error = info.value
+    assert "torch" in hello_error.message, hello_error
+    c.poll()
+    # The job sent with it ends with the worker's own words: code, message, hint and field.
+    assert job.done and job.error is not None
+    assert (job.error.code, job.error.message, job.error.hint, job.error.field) == (
+        hello_error.code,
+        hello_error.message,
+        hello_error.hint,
+        hello_error.field,
+    )
+    assert c.pid is None and _gone(popen)
+    c.join()
+    assert c.threads_alive() == []
+
+
+@pytest.mark.parametrize("blocker", ["folder", "full disk"])
+def test_a_log_that_cannot_be_written_does_not_stop_the_jobs(blocker, worker_text_model, tmp_path):
+    jobs_root = tmp_path / "jobs"
+    jobs_root.mkdir()
+    log = jobs_root / "worker.log"
+    if blocker == "folder":
+        log.mkdir()  # opening it fails
+    else:
+        if not Path("/dev/full").exists():
+            pytest.skip("no /dev/full on this system")
+        log.symlink_to("/dev/full")  # it opens; every write fails with ENOSPC
+    c = WorkerClient(WORKER_PYTHON, jobs_root)
+    try:
+        job = c.generate(_request(worker_text_model, tmp_path / "job"))
+        _wait_all(c, job)
+        assert job.raise_for_error()["meshes"]
+        tail = c.stderr_tail(400).splitlines()
+        note = next(i for i, line in enumerate(tail) if "cannot be written" in line)
+        assert str(log) in tail[note]
+        # stderr was still drained after the log failed: the worker's later lines are here.
+        assert any("job done" in line for line in tail[note + 1 :]), tail
+        assert set(c.status()) >= {"running", "queued"}  # and the worker still answers
+    finally:
+        c.kill()
+    assert c.threads_alive() == []
+
+
+def test_a_broken_output_stream_still_ends_the_jobs(client, worker_text_model):
+    job = client.generate(_request(worker_text_model, steps=400))
+    _until_stage(client, job, "sampling")
+    popen = client._worker.popen
+    # Our end of the worker's stdout closes under the reader (a read error): its loop ends with
+    # an exception, and the job must still end rather than wait forever.
+    popen.stdout.close()
+    _wait_all(client, job, timeout=60)
+    assert job.error is not None and job.error.code == WORKER_EXITED
+    assert "reading the worker's output failed" in client.stderr_tail()
+    assert client.pid is None and _gone(popen)
+
+
+def test_stopping_without_waiting_returns_at_once_and_the_worker_goes(client, worker_text_model):
+    # Bounds on calls that must not wait (Blender's UI thread makes them), not timings.
+    job = client.generate(_request(worker_text_model))
+    _wait_all(client, job)  # the worker now holds a loaded model
+    popen = client._worker.popen
+    started = time.perf_counter()
+    client.shutdown(wait=False)
+    assert time.perf_counter() - started < 0.5
+    assert client.pid is None
+    assert _gone(popen) and popen.returncode == 0  # it exited by itself, as asked
+
+    job = client.generate(_request(worker_text_model, steps=400))
+    _until_stage(client, job, "sampling")
+    popen = client._worker.popen
+    started = time.perf_counter()
+    client.kill(wait=False)
+    assert time.perf_counter() - started < 0.5
+    assert job.error is not None and job.error.code == WORKER_EXITED
+    assert _gone(popen)
+    deadline = time.monotonic() + 30
+    while client.threads_alive():
+        assert time.monotonic() < deadline, client.threads_alive()
+        client.join(0.1)

@@ -185,6 +185,21 @@ def test_settings_are_stored_per_variant(context):
     assert [o["shape_e"]["seed"] for o in objs3] == [2**31 - 1, 0, 1]
 
 
+def test_variants_with_gaps_keep_their_own_numbers_and_seeds(context):
+    # Variants 0 and 2 of three had no surface: what is left keeps its variant's name and seed.
+    objs = _import(context, [uv_sphere(), uv_sphere()], variants=[1, 3])
+    assert [o.name for o in objs] == ["Red chair_1", "Red chair_3"]
+    assert [o["shape_e"]["variant"] for o in objs] == [1, 3]
+    assert [o["shape_e"]["seed"] for o in objs] == [SETTINGS["seed"] + 1, SETTINGS["seed"] + 3]
+    assert objs[1].location.x > objs[0].location.x  # still side by side, without a hole
+    (only,) = _import(context, [uv_sphere()], name="Lamp", variants=[0])
+    assert only.name == "Lamp_0"  # one of several variants: numbered all the same
+    before = _datablock_counts()
+    with pytest.raises(ShapEError) as err:
+        _import(context, [uv_sphere()], variants=[0, 1])
+    assert err.value.code == INTERNAL_ERROR and _datablock_counts() == before
+
+
 def test_variants_stand_side_by_side_along_x(context):
     widths = [0.5, 2.0, 1.0]
     meshes = [uv_sphere(w / 2) for w in widths]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -136,14 +137,43 @@ def test_env_setup_failure_keeps_the_tail_and_a_hint(tmp_path):
     assert "worker_python" in setup.error.hint
 
 
-def test_env_setup_cancel_stops_the_subprocess(tmp_path):
+def test_env_setup_cancel_stops_the_subprocess_without_waiting(tmp_path):
     req = tmp_path / "req.txt"
     req.write_text("")
     setup = setup_env.EnvSetup(tmp_path / "env", req).start()
-    setup.cancel()
+    deadline = time.monotonic() + 60
+    while setup._proc is None:  # "python -m venv" is running
+        assert time.monotonic() < deadline and setup.is_alive()
+        time.sleep(0.01)
+    started = time.perf_counter()
+    setup.cancel()  # the Cancel button: a bound on a call that must not wait, not a timing
+    assert time.perf_counter() - started < 0.5
     setup.join(60)
     assert not setup.is_alive()
+    assert setup._proc.poll() is not None  # the setup's thread reaped what it started
     assert setup.poll() and setup.error is not None and setup.error.code == CANCELLED
+
+
+def test_env_setup_picks_its_requirements_on_its_own_thread(tmp_path):
+    # The operator passes requirements_for_machine (it runs nvidia-smi, which can take seconds)
+    # as a function, so that the UI thread never runs it.
+    req = tmp_path / "req.txt"
+    req.write_text("# nothing to install\n")
+    picked_on: list[threading.Thread] = []
+    chosen: list[Path] = []
+
+    def pick() -> Path:
+        picked_on.append(threading.current_thread())
+        chosen.append(setup_env.requirements_for_machine(setup_env.vendor_dir()))  # the probe
+        return req  # an empty file keeps this test offline
+
+    setup = setup_env.EnvSetup(tmp_path / "env", pick, verify=())
+    assert setup.requirements is None  # not known before the thread runs
+    setup.start().join(180)
+    assert setup.poll() and setup.error is None, setup.error
+    assert [t.name for t in picked_on] == ["shape_e-setup"]
+    assert chosen[0].name in {"cpu.txt", "cuda.txt", "mps.txt"}
+    assert setup.requirements == req
 
 
 @pytest.mark.parametrize("online", [False, True])
