@@ -72,6 +72,11 @@ def main() -> int:
     jobs._active = None
     jobs.status = jobs.Status(state="done", message="Created a_red_chair", objects=["a"])
     state("done", draw_panel)
+    jobs.status.warnings = [
+        "skipped variant 0 (seed 41): no surface found: every grid point is inside the shape "
+        "(the field is positive) (try another seed or another prompt)"
+    ]
+    state("done-with-skipped-variants", draw_panel)
     jobs.status = jobs.Status(state="cancelled", message="Cancelled")
     state("cancelled", draw_panel)
     jobs.status = jobs.Status(

@@ -22,6 +22,7 @@ STATES = [
     "running",
     "cancelling",
     "done",
+    "done-with-skipped-variants",
     "cancelled",
     "error",
     "prefs-not-set-up",
