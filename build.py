@@ -78,10 +78,11 @@ def ensure_env(env: Path, requirements: Path) -> Path:
 def ensure_node_tools() -> None:
     """The Khronos glTF validator (npm) for the GLB export tests; skipped where npm is missing."""
     marker = NODE_DIR / "node_modules" / "gltf-validator" / "package.json"
-    if marker.exists() or shutil.which("npm") is None:
+    npm = shutil.which("npm")  # the full path: on Windows it is npm.cmd, which needs no shell then
+    if marker.exists() or npm is None:
         return
     NODE_DIR.mkdir(parents=True, exist_ok=True)
-    check(["npm", "install", "--no-audit", "--no-fund", "--prefix", NODE_DIR, GLTF_VALIDATOR])
+    check([npm, "install", "--no-audit", "--no-fund", "--prefix", NODE_DIR, GLTF_VALIDATOR])
 
 
 def cmd_setup(args: argparse.Namespace) -> int:

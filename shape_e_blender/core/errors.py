@@ -21,6 +21,7 @@ DEVICE_UNAVAILABLE = -32004
 JOB_FAILED = -32005
 WORKER_EXITED = -32006
 PROTOCOL_MISMATCH = -32007
+ENVIRONMENT_INCOMPLETE = -32008
 
 CODE_NAMES = {
     PARSE_ERROR: "parse_error",
@@ -36,6 +37,7 @@ CODE_NAMES = {
     JOB_FAILED: "job_failed",
     WORKER_EXITED: "worker_exited",
     PROTOCOL_MISMATCH: "protocol_mismatch",
+    ENVIRONMENT_INCOMPLETE: "environment_incomplete",
 }
 
 

@@ -403,8 +403,10 @@ def download(
     """Fetch what ``kind`` needs from ``repo_id`` into the cache; returns the snapshot folder.
 
     ``progress(done_bytes, total_bytes)`` runs as bytes arrive, across all files, never going
-    backwards, and ends at (total, total). Files already in the cache are not fetched again, and
-    a repo that is complete in the cache returns at once, without asking the hub.
+    backwards, and ends at (total, total). A ShapEError it raises (a cancel) stops the download
+    and propagates; files finished so far stay in the cache. Files already in the cache are not
+    fetched again, and a repo that is complete in the cache returns at once, without asking the
+    hub.
     """
     from huggingface_hub import hf_hub_download
 
@@ -430,6 +432,8 @@ def download(
                 cache_dir=cache,
                 tqdm_class=counter.bar_class,
             )
+        except ShapEError:  # raised by the progress callback: a cancel
+            raise
         except Exception as exc:
             raise _hub_error(exc, repo_id, kind, f"download {name} of") from exc
         counter.finish_file()

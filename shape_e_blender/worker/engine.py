@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core import protocol
-from ..core.errors import NO_SURFACE, ShapEError, invalid
+from ..core.errors import NO_SURFACE, ShapEError, cancelled, invalid
 from ..core.mesh import MESH_FILE, MeshData
 from ..core.params import GenerationParams
 from . import jobs
@@ -67,6 +67,19 @@ class Timings:
         self.values[name] = round(self.values.get(name, 0.0) + seconds, 4)
 
 
+def download_progress(
+    clock: StageClock, should_cancel: Callable[[], bool]
+) -> Callable[[int, int], None]:
+    """Byte progress for a download that also stops it (between chunks) on cancel."""
+
+    def progress(done: int, total: int) -> None:
+        if should_cancel():
+            raise cancelled()
+        clock("downloading", done, total)
+
+    return progress
+
+
 class Engine:
     """Holds the model cache, so models stay loaded from one job to the next."""
 
@@ -99,7 +112,7 @@ class Engine:
             kind=kind,
             allow_download=True,
             cache_dir=job.params.get("cache_dir") or self.cache_dir,
-            progress=lambda done, total: clock("downloading", done, total),
+            progress=download_progress(clock, job.cancel.is_set),
         )
         # stat() follows the hub cache's links to the blobs: the bytes really on disk.
         size = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
@@ -160,7 +173,7 @@ class Engine:
             from .images import prepare_image
 
             image = prepare_image(params.image or "")
-            image.save(job_dir / jobs.INPUT_IMAGE)
+            jobs.save_image(job_dir / jobs.INPUT_IMAGE, image)
         elif params.mode == "latent":
             latents = jobs.load_latents(params.latent or "")
         kind = {"text": "text", "image": "image", "latent": "renderer"}[params.mode]
@@ -169,7 +182,7 @@ class Engine:
             kind=kind,
             allow_download=request.allow_download,
             cache_dir=self.cache_dir,
-            progress=lambda done, total: clock("downloading", done, total),
+            progress=download_progress(clock, should_cancel),
         )
         resolved = {
             **params.to_json(),

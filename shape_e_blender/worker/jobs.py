@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import JOB_FAILED, ShapEError
+from ..core.errors import INVALID_PARAMS, JOB_FAILED, ShapEError
 
 REQUEST_FILE = "request.json"
 RESULT_FILE = "result.json"
@@ -81,23 +81,29 @@ def save_latent(path: Path, latent: np.ndarray) -> None:
     tmp.replace(path)
 
 
+def save_image(path: Path, image: Any) -> None:
+    tmp = path.with_name(path.name + ".part")
+    image.save(tmp, format="PNG")
+    tmp.replace(path)
+
+
 def load_latents(path: str | os.PathLike[str]) -> np.ndarray:
     """A saved latent as (N, rows, cols) float32; a (rows, cols) file is one variant."""
     p = Path(path).expanduser()
     hint = "pass the latent.npy of an earlier job (in its variant folder)"
     if not p.is_file():
-        raise ShapEError(JOB_FAILED, f"latent file not found: {p}", hint, "latent")
+        raise ShapEError(INVALID_PARAMS, f"latent file not found: {p}", hint, "latent")
     try:
         arr = np.load(p, allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise ShapEError(
-            JOB_FAILED, f"cannot read {p} as a .npy array: {exc}", hint, "latent"
+            INVALID_PARAMS, f"cannot read {p} as a .npy array: {exc}", hint, "latent"
         ) from None
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3 or not np.issubdtype(arr.dtype, np.floating):
         raise ShapEError(
-            JOB_FAILED,
+            INVALID_PARAMS,
             f"{p} holds a {arr.dtype} array of shape {arr.shape}, not latents",
             hint,
             "latent",

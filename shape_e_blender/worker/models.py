@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import pickle
 import platform
 import threading
 from collections.abc import Iterator
@@ -163,14 +164,19 @@ def device_report() -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
-            free, total = torch.cuda.mem_get_info(i)
+            props = torch.cuda.get_device_properties(i)
+            # Free memory needs a CUDA context on that device (hundreds of MB each): ask only
+            # where this process already has one, i.e. after a job ran there.
+            free = None
+            if torch.cuda.is_initialized() and torch.cuda.memory_reserved(i) > 0:
+                free = int(torch.cuda.mem_get_info(i)[0])
             out.append(
                 {
                     "name": f"cuda:{i}",
                     "type": "cuda",
-                    "label": torch.cuda.get_device_name(i),
-                    "memory_total": int(total),
-                    "memory_free": int(free),
+                    "label": props.name,
+                    "memory_total": int(props.total_memory),
+                    "memory_free": free,
                 }
             )
     if _mps_available():
@@ -243,7 +249,11 @@ def _loading(folder: Path, component: str) -> Iterator[None]:
         yield
     except ShapEError:
         raise
-    except Exception as exc:  # the libraries raise OSError, ValueError, RuntimeError, ...
+    except (OSError, ValueError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as exc:
+        # What unreadable, truncated or mismatched files raise (safetensors' errors derive from
+        # these too). Anything else (a TypeError from a library change, MemoryError) is a real
+        # failure and keeps its own type and traceback.
+        log.exception("loading %s from %s failed", component, folder)
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ShapEError(
             MODEL_UNAVAILABLE,
@@ -486,9 +496,10 @@ class ModelCache:
             return any(slot is not None and slot.folder == key for slot in slots)
 
     def loaded(self) -> list[str]:
-        with self._lock:
-            slots = (("text", self._text), ("image", self._image), ("renderer", self._renderer))
-            return [f"{kind}:{slot.folder}" for kind, slot in slots if slot is not None]
+        # No lock: the protocol's reader thread asks while a job may hold the lock for a whole
+        # load. Reading the three slot references is atomic; a load in progress shows up after.
+        slots = (("text", self._text), ("image", self._image), ("renderer", self._renderer))
+        return [f"{kind}:{slot.folder}" for kind, slot in slots if slot is not None]
 
     def clear(self) -> None:
         with self._lock:

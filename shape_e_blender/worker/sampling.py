@@ -50,7 +50,7 @@ def map_runtime_error(exc: BaseException, stage: str) -> ShapEError | None:
     if isinstance(exc, ShapEError):
         return exc
     text = str(exc).lower()
-    oom = isinstance(exc, torch.cuda.OutOfMemoryError) or (
+    oom = isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError) or (
         isinstance(exc, RuntimeError)
         and ("out of memory" in text or "can't allocate memory" in text)
     )

@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..core import protocol
 from ..core.errors import (
+    ENVIRONMENT_INCOMPLETE,
     INTERNAL_ERROR,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
@@ -59,7 +61,7 @@ class Output:
             try:
                 self._stream.write(data)
                 self._stream.flush()
-            except (BrokenPipeError, ValueError):
+            except (OSError, ValueError):  # BrokenPipeError; EINVAL on Windows
                 # The client went away; the jobs still finish and their files stay on disk.
                 log.warning("client closed the output pipe; dropping a message")
 
@@ -93,9 +95,10 @@ class Server:
     @property
     def engine(self):
         if self._engine is None:
-            from .engine import Engine
+            with _environment_check():
+                from .engine import Engine
 
-            self._engine = Engine(self.jobs_root)
+                self._engine = Engine(self.jobs_root)
         return self._engine
 
     def handlers(self) -> dict[str, Callable[[Job, Output], Any]]:
@@ -185,7 +188,8 @@ class Server:
     def hello(self) -> dict[str, Any]:
         if self._hello is not None:
             return self._hello()
-        from .models import device_report, versions
+        with _environment_check():
+            from .models import device_report, versions
 
         devices = device_report()
         return {
@@ -239,20 +243,25 @@ class Server:
                     break
                 job = self._queue.popleft()
                 self._running = job
-            try:
-                self.run_job(job)
-            finally:
-                with self._cond:
-                    self._running = None
+            answer = self.run_job(job)
+            # Not running any more before the answer goes out: a status or cancel sent after the
+            # answer arrived must not find the job still running.
+            with self._cond:
+                self._running = None
+            if job.cancel.is_set() and "result" in answer:
+                # cancel already answered {"cancelled": true}; the files stay in job_dir.
+                answer = protocol.error_response(job.id, cancelled())
+            self.out.send(answer)
         if self._shutdown_id is not None:
             self.out.send(protocol.response(self._shutdown_id, {}))
 
-    def run_job(self, job: Job) -> None:
+    def run_job(self, job: Job) -> dict[str, Any]:
+        """Run one job; returns its answer (a response or an error response)."""
         handler = self.handlers()[job.method]
         try:
-            result = handler(job, self.out)
+            return protocol.response(job.id, handler(job, self.out))
         except ShapEError as err:
-            self.out.send(protocol.error_response(job.id, err))
+            return protocol.error_response(job.id, err)
         except Exception as exc:
             log.exception("job %r failed", job.id)
             err = ShapEError(
@@ -260,9 +269,23 @@ class Server:
                 f"{type(exc).__name__}: {exc}",
                 "this is a bug in the worker; the traceback is in the job log and on stderr",
             )
-            self.out.send(protocol.error_response(job.id, err))
-        else:
-            self.out.send(protocol.response(job.id, result))
+            return protocol.error_response(job.id, err)
+
+
+@contextlib.contextmanager
+def _environment_check() -> Iterator[None]:
+    """A worker Python without torch, diffusers, ... gets an error that says how to fix it."""
+    try:
+        yield
+    except ImportError as exc:
+        log.exception("the worker environment is incomplete")
+        raise ShapEError(
+            ENVIRONMENT_INCOMPLETE,
+            f"the worker's Python cannot import {exc.name or exc}: {sys.executable}",
+            "set up the worker environment in the add-on's preferences, or point worker_python at "
+            "a Python with vendor/worker/*.txt installed",
+            "worker_python",
+        ) from exc
 
 
 def package_version() -> str:

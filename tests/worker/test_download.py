@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -92,6 +93,7 @@ class HubStandIn:
         self.drop_once: set[str] = set()  # first GET of these stops at drop_at, connection cut
         self.drop_at = 11_000_000
         self.fail: set[str] = set()  # a GET of these answers 500 (HEAD still works)
+        self.slow: dict[str, float] = {}  # a GET of these pauses this long after each MiB
         self._lock = threading.Lock()
         stand_in = self
 
@@ -185,6 +187,19 @@ class HubStandIn:
             req.wfile.flush()
             req.connection.shutdown(socket.SHUT_RDWR)  # the network fails mid-file
             req.close_connection = True
+            return None
+        if name in self.slow:
+            req.send_response(status)
+            for key, value in {**headers, "Content-Length": str(len(payload))}.items():
+                req.send_header(key, value)
+            req.end_headers()
+            for i in range(0, len(payload), 1 << 20):
+                try:
+                    req.wfile.write(payload[i : i + (1 << 20)])
+                    req.wfile.flush()
+                except OSError:  # the client hung up (a cancelled download)
+                    return None
+                time.sleep(self.slow[name])  # a slow network, not test synchronisation
             return None
         return self._send(req, status, payload, headers)
 
@@ -687,3 +702,36 @@ def test_cli_download_shows_the_plan_then_progress(tmp_path, hub):
     assert last.startswith("ready: ") and COMMIT in last
     assert "downloading" in proc.stderr  # the progress lines
     assert _files_under(Path(last.removeprefix("ready: "))) == TEXT_FILES
+
+
+def test_a_download_through_the_worker_stops_on_cancel(tmp_path, hub):
+    from shape_e_blender.core.errors import CANCELLED
+
+    from .workerproc import WorkerProcess
+
+    hub.slow[BIG] = 0.3  # 12 MB: about 4 s
+    env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "0"}
+    w = WorkerProcess(tmp_path, env_extra=env)
+    try:
+        rid = w.send("download", {"model": REPO_ID, "cache_dir": str(tmp_path / "cache")})
+        while True:  # until bytes are flowing
+            msg = w.next()
+            assert msg.get("id") != rid, msg
+            p = msg["params"]
+            if p["stage"] == "downloading" and 0 < p["step"] < p["total"]:
+                break
+        cancel_id = w.send("cancel", {"id": rid})
+        answers = {}
+        while rid not in answers:
+            msg = w.next()
+            if "method" not in msg:
+                answers[msg["id"]] = msg
+        assert answers[cancel_id]["result"] == {"cancelled": True}
+        err = answers[rid]["error"]
+        assert err["code"] == CANCELLED and err["data"]["hint"]
+        snapshots = list((tmp_path / "cache").glob("models--openai--shap-e/snapshots/*/prior"))
+        assert not any((s / BIG.split("/")[1]).exists() for s in snapshots)
+        status, _ = w.call("status")
+        assert status["result"]["running"] is None
+    finally:
+        w.kill()

@@ -362,3 +362,30 @@ def test_cache_moves_a_pipeline_to_the_requested_device(tiny_text_model: Path) -
     assert pipe.prior.device.type == "cuda" and pipe.shap_e_renderer.device.type == "cuda"
     assert cache.text_pipeline(tiny_text_model, CPU) is pipe
     assert pipe.prior.device.type == "cpu"
+
+
+def test_loaded_answers_while_a_load_holds_the_lock(tiny_text_model: Path) -> None:
+    """The reader thread's status must never wait for a model load on the job thread."""
+    import threading
+
+    cache = ModelCache()
+    cache.text_pipeline(tiny_text_model, resolve_device("cpu"))
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with cache._lock:  # what a long load does
+            holding.set()
+            release.wait(30)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    holding.wait(30)
+    try:
+        answer: list[list[str]] = []
+        reader = threading.Thread(target=lambda: answer.append(cache.loaded()))
+        reader.start()
+        reader.join(5)
+        assert answer == [[f"text:{tiny_text_model.resolve()}"]]
+    finally:
+        release.set()
+        t.join()

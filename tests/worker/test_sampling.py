@@ -275,6 +275,14 @@ def test_out_of_memory_maps_to_a_hint_per_stage() -> None:
     assert "decoding" in mapped.message and "grid_size" in mapped.hint
 
 
+def test_numpy_out_of_memory_maps_too() -> None:
+    # numpy's own allocation failure (a grid too large for this machine's memory) is MemoryError.
+    with pytest.raises(MemoryError) as real:
+        np.empty(1 << 62, dtype=np.uint8)
+    mapped = map_runtime_error(real.value, "decoding")
+    assert mapped is not None and mapped.code == OUT_OF_MEMORY and "grid_size" in mapped.hint
+
+
 def test_cuda_out_of_memory_constructed_here_maps_to_fp16_or_fewer_variants() -> None:
     # Constructed, not raised by a GPU: this machine may have none.
     exc = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

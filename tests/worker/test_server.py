@@ -1,10 +1,12 @@
 """The worker's protocol loop, run as a real subprocess (no model needed for these)."""
 
 import json
+import os
 
 import pytest
 
 from shape_e_blender.core.errors import (
+    ENVIRONMENT_INCOMPLETE,
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
@@ -55,18 +57,62 @@ def test_bad_generate_params_are_refused_before_queueing(worker):
 
 def test_notifications_get_no_answer(worker):
     worker.send("status", id=None)
-    msg, _ = worker.call("status")
-    assert "result" in msg  # the first message back answers the second request
+    msg, notes = worker.call("status")
+    assert "result" in msg
+    assert notes == []  # nothing came back for the notification
 
 
-def test_stdout_carries_only_protocol_lines(worker):
-    worker.call("status")
-    assert worker.close() == 0
-    # every line the reader thread parsed was JSON-RPC
-    while not worker.messages.empty():
-        msg = worker.messages.get()
-        if msg is not None:
-            assert msg["jsonrpc"] == "2.0"
+STRAY_WRITES = """
+import os, sys
+from shape_e_blender.worker.server import main
+_original = main
+def main_with_stray_output():
+    import threading
+    def stray():
+        print("stray print")
+        sys.stdout.flush()
+        os.write(1, b"stray write to fd 1\\n")
+    threading.Timer(0.2, stray).start()
+    return _original(sys.argv[1:])
+sys.exit(main_with_stray_output())
+"""
+
+
+def test_stdout_carries_only_protocol_lines(tmp_path):
+    """Libraries that print (or write to fd 1 from C) must not corrupt the protocol."""
+    w = WorkerProcess(tmp_path, code=STRAY_WRITES)
+    try:
+        import time
+
+        deadline = time.monotonic() + 60  # wait for the stray writes to have happened
+        while "stray write to fd 1" not in "".join(w.stderr) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        msg, notes = w.call("status")
+        assert "result" in msg and notes == []
+        assert w.close() == 0
+        assert w.not_json == []
+        stderr = "".join(w.stderr)
+        assert "stray print" in stderr and "stray write to fd 1" in stderr
+    finally:
+        w.kill()
+
+
+@pytest.mark.skipif(
+    not os.environ.get("SHAPE_E_BPY42_PYTHON"),
+    reason="needs a Python with numpy but no torch: build.py test names .venv-bpy42's",
+)
+def test_a_worker_python_without_torch_says_how_to_fix_it(tmp_path):
+    w = WorkerProcess(tmp_path, python=os.environ["SHAPE_E_BPY42_PYTHON"])
+    try:
+        msg, _ = w.call("hello")
+        err = msg["error"]
+        assert err["code"] == ENVIRONMENT_INCOMPLETE and err["data"]["field"] == "worker_python"
+        assert "torch" in err["message"] and "worker environment" in err["data"]["hint"]
+        msg, _ = w.call("generate", {"prompt": "a chair", "steps": 2, "grid_size": 32})
+        assert msg["error"]["code"] == ENVIRONMENT_INCOMPLETE
+        assert w.close() == 0
+    finally:
+        w.kill()
 
 
 def test_shutdown_answers_and_exits(worker):

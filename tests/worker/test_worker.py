@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shape_e_blender.core.errors import CANCELLED, JOB_FAILED, NO_SURFACE
+from shape_e_blender.core.errors import CANCELLED, INVALID_PARAMS, NO_SURFACE
 from shape_e_blender.core.mesh import MeshData
 from shape_e_blender.core.protocol import PROTOCOL_VERSION
 
@@ -224,7 +224,7 @@ def test_errors_inside_a_job_leave_the_worker_alive(worker, tiny_text_model, tmp
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((3, 5), np.float32))
     msg, _ = worker.call("generate", {"latent": str(bad), "model": str(tiny_text_model)})
-    assert msg["error"]["code"] in (JOB_FAILED, -32602)
+    assert msg["error"]["code"] == INVALID_PARAMS
     assert "latent" in msg["error"]["message"] or msg["error"]["data"].get("field") == "latent"
     # a latent whose field has no zero crossing: the projected MLP weights are all zero
     flat = tmp_path / "flat.npy"

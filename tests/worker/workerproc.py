@@ -15,12 +15,22 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class WorkerProcess:
-    def __init__(self, jobs_root: Path, *extra: str) -> None:
+    def __init__(
+        self,
+        jobs_root: Path,
+        *extra: str,
+        python: str = sys.executable,
+        env_extra: dict[str, str] | None = None,
+        code: str | None = None,
+    ) -> None:
+        """``code``, if given, runs instead of ``-m shape_e_blender.worker`` and calls its main."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         env["PYTHONPATH"] = str(REPO)
         env["HF_HUB_OFFLINE"] = "1"
+        env |= env_extra or {}
+        entry = ["-c", code] if code else ["-m", "shape_e_blender.worker"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shape_e_blender.worker", "--jobs-root", str(jobs_root), *extra],
+            [python, *entry, "--jobs-root", str(jobs_root), *extra],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -29,6 +39,7 @@ class WorkerProcess:
         )
         self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.stderr: list[str] = []
+        self.not_json: list[bytes] = []  # stdout lines that are not protocol messages
         self._next_id = 0
         threading.Thread(target=self._read_stdout, daemon=True).start()
         threading.Thread(target=self._read_stderr, daemon=True).start()
@@ -36,7 +47,10 @@ class WorkerProcess:
     def _read_stdout(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self.messages.put(json.loads(line))
+            try:
+                self.messages.put(json.loads(line))
+            except ValueError:
+                self.not_json.append(line)
         self.messages.put(None)
 
     def _read_stderr(self) -> None:
