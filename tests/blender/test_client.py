@@ -19,6 +19,7 @@ from shape_e_blender.blender.client import (
 )
 from shape_e_blender.core.errors import (
     CANCELLED,
+    ENVIRONMENT_INCOMPLETE,
     INVALID_PARAMS,
     PROTOCOL_MISMATCH,
     WORKER_EXITED,
@@ -289,7 +290,9 @@ def test_a_failed_hello_fails_the_queued_jobs_with_its_error_and_stops_the_worke
     with pytest.raises(ShapEError) as info:
         c.hello()
     hello_error = info.value
-    assert "torch" in hello_error.message, hello_error
+    assert hello_error.code == ENVIRONMENT_INCOMPLETE, hello_error
+    assert "torch" in hello_error.message and hello_error.field == "worker_python"
+    assert "worker environment" in hello_error.hint
     c.poll()
     # The job sent with it ends with the worker's own words: code, message, hint and field.
     assert job.done and job.error is not None
