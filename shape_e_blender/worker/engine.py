@@ -189,6 +189,11 @@ class Engine:
             "device": choice.device,
             "precision": choice.precision,
         }
+        if params.mode == "latent":
+            # Sampling settings did not make this mesh (the latent file did): leave them out
+            # rather than echo defaults that describe nothing.
+            for name in ("seed", "steps", "guidance_scale"):
+                resolved.pop(name, None)
         jobs.write_json(
             job_dir / jobs.REQUEST_FILE, {"request": request.to_json(), "resolved": resolved}
         )

@@ -122,6 +122,8 @@ def test_latent_decodes_again_at_another_grid(worker, tiny_text_model):
     )
     result = msg["result"]
     assert not [n for n in notes if n["params"]["stage"] == "sampling"]
+    assert result["params"]["latent"] == latent and "seed" not in result["params"]
+    assert "seed" not in result["meshes"][0]
     coarse, fine = _mesh(first["result"]), _mesh(result)
     ratio = fine.face_count / coarse.face_count
     assert 2.5 < ratio < 6.0, ratio  # a real surface: about 4x faces per grid doubling
