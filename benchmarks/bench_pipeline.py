@@ -33,6 +33,7 @@ import argparse
 import copy
 import gc
 import json
+import math
 import os
 import platform
 import shutil
@@ -67,7 +68,7 @@ from shape_e_blender.worker.models import (  # noqa: E402
     versions,
 )
 from shape_e_blender.worker.sampling import prior_calls, sample_latents  # noqa: E402
-from shape_e_blender.worker.stf import extract_mesh, grid_points  # noqa: E402
+from shape_e_blender.worker.stf import coarse_stride, extract_mesh, grid_points  # noqa: E402
 from shape_e_blender.worker.tiny import (  # noqa: E402
     CLIP_MAX_LENGTH,
     SCHEDULER_CONFIG,
@@ -121,8 +122,14 @@ CPU_BATCH = 65_536
 # --- building --------------------------------------------------------------------------------
 
 
-def build_pipeline(seed: int, tokenizer_dir: Path, kept_octaves: int) -> ShapEPipeline:
-    """The full-size text pipeline with random weights, float32 and in eval mode, on the cpu."""
+def build_pipeline(
+    seed: int, tokenizer_dir: Path, kept_octaves: int, sdf_gain: float
+) -> ShapEPipeline:
+    """The full-size text pipeline with random weights, float32 and in eval mode, on the cpu.
+
+    ``sdf_gain`` multiplies the renderer's raw signed-distance output: the surface (the zero
+    level set) stays exactly where it is, only the field gets steeper and saturates sooner.
+    """
     quiet_progress_bars()
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(seed)
@@ -139,6 +146,10 @@ def build_pipeline(seed: int, tokenizer_dir: Path, kept_octaves: int) -> ShapEPi
     ).eval()
     torch.manual_seed(seed + 2)
     renderer = shape_renderer(ShapERenderer().eval(), seed, kept_octaves=kept_octaves)
+    with torch.no_grad():
+        head = renderer.mlp.mlp[-1]  # row 0 is the SDF, tanh-squashed (field.SDF_CHANNEL)
+        head.weight[0] *= sdf_gain
+        head.bias[0] *= sdf_gain
     pipe = ShapEPipeline(
         prior=prior,
         text_encoder=encoder,
@@ -266,6 +277,18 @@ def time_prior(
 def surface_fraction(field: LatentField, device: str) -> float:
     """Share of a coarse 32^3 grid inside the surface: 0 or 1 means no surface to mesh."""
     return float((field.sdf(grid_points(32, device)) > 0).float().mean())
+
+
+def near_zero_fraction(field: LatentField, device: str, grid: int = 128) -> float:
+    """Share of a 64^3 grid where |sdf| is at most half a coarse cell's diagonal at ``grid``.
+
+    extract_mesh refines every coarse cell with such a corner (for a field no steeper than a
+    distance the surface may pass through it), so a shallow field, near zero over much of the
+    box, costs more fine evaluations than a distance-like or saturated one.
+    """
+    half_diagonal = 0.5 * math.sqrt(3.0) * coarse_stride(grid) * 2.0 / (grid - 1)
+    values = field.sdf(grid_points(64, device)).abs()
+    return float((values <= half_diagonal).float().mean())
 
 
 def dense_decode(field: LatentField, grid: int, device: str, batch: int) -> dict[str, Any]:
@@ -402,7 +425,9 @@ def time_decoding(
     dense: bool,
     seed: int,
     chunks: list[int],
+    keep: Callable[[dict[str, Any]], None],
 ) -> dict[str, Any]:
+    """All the decoding rows; ``keep(partial)`` is called after each, so a cut run keeps some."""
     batch = BATCH.get(torch.device(device).type, CPU_BATCH)
     source = "sampled by the prior"
     field = None
@@ -421,20 +446,26 @@ def time_decoding(
     out: dict[str, Any] = {
         "latent": source,
         "inside_fraction_32": round(surface_fraction(field, device), 4),
+        "near_zero_fraction_64": round(near_zero_fraction(field, device), 4),
         "batch_size": batch,
         "rows": [],
     }
     if chunks:
         out["field_chunks"] = time_chunks(renderer, latent, device, chunks)
+        keep(out)
+    runs: list[Callable[[], dict[str, Any]]] = []
     if dense:
-        out["rows"].append(diffusers_sdf_pass(renderer, latent, field, device))
-        out["rows"].append(dense_decode(field, 128, device, batch))
-    out["rows"].extend(ours_decode(field, grid, device, batch) for grid in grids)
-    base = out["rows"][1] if dense else out["rows"][0]
-    for row in out["rows"]:
-        row["evaluations_vs_base"] = round(row["evaluations"] / base["evaluations"], 3)
-        row["time_vs_base"] = round(row["wall_s"] / base["wall_s"], 3)
-    out["base"] = base["method"]
+        runs.append(lambda: diffusers_sdf_pass(renderer, latent, field, device))
+        runs.append(lambda: dense_decode(field, 128, device, batch))
+    runs.extend(lambda g=grid: ours_decode(field, g, device, batch) for grid in grids)
+    for run in runs:
+        out["rows"].append(run())
+        base = out["rows"][1 if dense and len(out["rows"]) > 1 else 0]
+        for row in out["rows"]:
+            row["evaluations_vs_base"] = round(row["evaluations"] / base["evaluations"], 3)
+            row["time_vs_base"] = round(row["wall_s"] / base["wall_s"], 3)
+        out["base"] = base["method"]
+        keep(out)
     return out
 
 
@@ -533,8 +564,9 @@ def print_tables(results: dict[str, Any]) -> None:
     decode = results.get("decode")
     if decode:
         print(
-            f"\ndecoding one latent ({decode['latent']}; batch {decode['batch_size']:,}; "
-            f"ratios against {decode['base']})"
+            f"\ndecoding one latent ({decode['latent']}; {decode['inside_fraction_32']:.0%} "
+            f"inside, {decode['near_zero_fraction_64']:.0%} near zero; batch "
+            f"{decode['batch_size']:,}; ratios against {decode['base']})"
         )
         for row in decode.get("field_chunks", []):
             print(
@@ -597,6 +629,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="positional-encoding octaves the random renderer keeps (tiny.shape_renderer): "
         "3 as the tiny models (much surface), 1 for simpler shapes",
     )
+    p.add_argument(
+        "--sdf-gain",
+        type=float,
+        default=1.0,
+        help="steepen the random field's signed distance by this factor (same surface)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     p.add_argument("--threads", type=int, default=0, help="torch threads on the cpu (0: leave)")
     p.add_argument("--work", type=Path, help="keep the saved pipeline and the job here")
@@ -635,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         tokenizer_dir = write_tiny_pipeline(work / "tiny", "text") / "tokenizer"
         start = time.perf_counter()
-        pipe = build_pipeline(args.seed, tokenizer_dir, args.kept_octaves)
+        pipe = build_pipeline(args.seed, tokenizer_dir, args.kept_octaves, args.sdf_gain)
         results["build_s"] = round(time.perf_counter() - start, 2)
         results["parameters"] = parameter_counts(pipe)
         print(
@@ -671,6 +709,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             save()
 
+        def keep_decode(partial: dict[str, Any]) -> None:
+            results["decode"] = partial
+            save()
+
         print("decoding ...", flush=True)
         results["decode"] = time_decoding(
             pipe.shap_e_renderer,
@@ -680,6 +722,7 @@ def main(argv: list[str] | None = None) -> int:
             not args.no_dense,
             args.seed,
             args.chunk_list,
+            keep_decode,
         )
         for row in results["decode"]["rows"]:
             faces = f", {row['faces']:,d} faces" if "faces" in row else ""

@@ -9,7 +9,9 @@
 # 3. runs the tests that need CUDA (skipped on a machine without it) and the doctor's self-test;
 # 4. generates with a tiny random model on cuda, text in fp16, fp32 and bf16, an image in fp16;
 # 5. runs benchmarks/bench_pipeline.py at full size on cuda (fp32, fp16, bf16; 127 prior calls;
-#    grids 128 and 256), writing $OUT/pipeline.json;
+#    grids 128 and 256), writing $OUT/pipeline.json, then its decoding part alone on simpler
+#    random shapes (grids 128 to 512), as shaped and 10x steeper, writing
+#    $OUT/decode-octaves1-gain{1,10}.json;
 # 6. if time is left, runs the whole worker test suite, where "auto" now means cuda.
 #
 # Each step has its own time limit, and no step starts past a shared deadline (DEADLINE seconds,
@@ -85,8 +87,16 @@ EOF
     ) || return 1
     [[ -n $needed ]] || { echo "no wheels in .whl/: see benchmarks/README.md"; return 1; }
     echo "installing into $SITE:" $needed
-    # shellcheck disable=SC2086  # one word per wheel path
-    "$PY" -m pip install -q --no-index --no-deps --target "$SITE" $needed || return 1
+    if "$PY" -m pip --version >/dev/null 2>&1; then
+        # shellcheck disable=SC2086  # one word per wheel path
+        "$PY" -m pip install -q --no-index --no-deps --target "$SITE" $needed || return 1
+    else
+        # No pip: a pure-Python wheel unpacked as it is is importable.
+        echo "no pip: unpacking the wheels"
+        # shellcheck disable=SC2086
+        "$PY" -c 'import sys, zipfile; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in sys.argv[2:]]' \
+            "$SITE" $needed || return 1
+    fi
     # Test workers are started with a clean environment (no PYTHONPATH): a .pth file in a
     # site folder this Python reads puts $SITE on their path too, after the machine's own.
     "$PY" - "$SITE" <<'EOF'
@@ -158,8 +168,19 @@ EOF
     return $rc
 }
 
+decode_runs() {
+    # The same surfaces with a shallow field (as shaped) and a 10x steeper one.
+    local rc=0 gain
+    for gain in 1 10; do
+        "$PY" benchmarks/bench_pipeline.py --device cuda --no-prior --no-engine --kept-octaves 1 \
+            --sdf-gain "$gain" --grids 128,256,512 --json "$OUT/decode-octaves1-gain$gain.json" ||
+            rc=1
+    done
+    return $rc
+}
+
 export PY SITE WORK OUT
-export -f install_wheels show_environment tiny_generations
+export -f install_wheels show_environment tiny_generations decode_runs
 
 echo "gpu_check: $(date -u +%FT%TZ) on $(hostname), repository $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 step "install carried wheels" 90 install_wheels
@@ -168,9 +189,11 @@ step "doctor on cuda" 120 "$PY" -m shape_e_blender doctor --device cuda
 step "CUDA tests (test_models, test_field)" 180 \
     "$PY" -m pytest -q -rs -p no:cacheprovider tests/worker/test_models.py tests/worker/test_field.py
 step "tiny generations on cuda" 150 tiny_generations
-step "full-size pipeline benchmark" 330 \
+step "full-size pipeline benchmark" 300 \
     "$PY" benchmarks/bench_pipeline.py --device cuda --precision fp32,fp16,bf16 --calls 127 \
-    --warmup 2 --grids 128,256 --json "$OUT/pipeline.json"
+    --warmup 2 --grids 128,256 --chunks 4096,16384,65536,262144,1048576 \
+    --json "$OUT/pipeline.json"
+step "decode benchmark, simpler shapes, shallow and steep" 150 decode_runs
 step "whole worker test suite (auto = cuda)" 240 \
     "$PY" -m pytest -q -rs -p no:cacheprovider tests/worker
 
