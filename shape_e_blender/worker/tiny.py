@@ -3,7 +3,7 @@
 They load through exactly the same code as the real weights (worker/models.py), so tests and
 offline runs exercise the real loading, sampling and decoding paths in seconds. The weights are
 random, but the renderer is shaped so that its implicit field has smooth surfaces (see
-``_shape_renderer``): a randomly initialised renderer has none.
+``shape_renderer``): a randomly initialised renderer has none.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def write_tiny_pipeline(
     # fork_rng: building the tiny model must not disturb the caller's global RNG.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        renderer = _shape_renderer(_renderer(sizes), seed)
+        renderer = shape_renderer(_renderer(sizes), seed)
         scheduler = HeunDiscreteScheduler(**SCHEDULER_CONFIG)
         if kind == "text":
             tokenizer = _tokenizer(folder / "tokenizer")
@@ -191,16 +191,22 @@ def _renderer(sizes: TinySizes) -> ShapERenderer:
 
 
 @torch.no_grad()
-def _shape_renderer(renderer: ShapERenderer, seed: int) -> ShapERenderer:
-    """Give a random renderer a field with smooth, closed surfaces.
+def shape_renderer(
+    renderer: ShapERenderer, seed: int = 0, *, kept_octaves: int = KEPT_OCTAVES
+) -> ShapERenderer:
+    """Give a random renderer of any size a field with smooth, closed surfaces, in place.
+
+    Used for the tiny test models and for the full-size random renderer of
+    benchmarks/bench_pipeline.py (the released config, ``ShapERenderer()``).
 
     Measured on random renderers: the tiny field is negative everywhere, and with all 15
     positional-encoding octaves it is noise at any size. The projection writes each of the first
     four layers' weight rows through a LayerNorm over the layer's input channels, so:
     - LayerNorm gain 3/sqrt(channels) and zero biases give every weight row a norm of about 3
       whatever the latent's scale;
-    - a zero gain on the first layer's posenc columns of octave >= KEPT_OCTAVES silences the high
-      frequencies (input layout [xyz (3), sin 3x15, cos 3x15], octave-major);
+    - a zero gain on the first layer's posenc columns of octave >= ``kept_octaves`` silences the
+      high frequencies (input layout [xyz (3), sin 3x15, cos 3x15], octave-major); fewer kept
+      octaves give simpler shapes with less surface;
     - the last layer's SDF bias is shifted so that about INSIDE_FRACTION of the box is inside.
     """
     proj = renderer.params_proj
@@ -210,7 +216,7 @@ def _shape_renderer(renderer: ShapERenderer, seed: int) -> ShapERenderer:
         layer.norm.bias.zero_()
         layer.proj.bias.zero_()
     first = proj.projections[proj.config.param_names[0].replace(".", "__")]
-    for octave in range(KEPT_OCTAVES, POSENC_OCTAVES):
+    for octave in range(kept_octaves, POSENC_OCTAVES):
         for d in range(3):
             first.norm.weight[3 + 3 * octave + d] = 0.0  # sin
             first.norm.weight[3 + 3 * POSENC_OCTAVES + 3 * octave + d] = 0.0  # cos
