@@ -268,14 +268,7 @@ def run_worker_side(
     offline: bool = False,
     model: str = REPO_ID,
 ) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE"))}
-    env.update(
-        HF_ENDPOINT=endpoint,
-        HF_HOME=str(tmp_path / "hf_home"),  # no token or settings from this machine
-        HF_HUB_DISABLE_TELEMETRY="1",
-        PYTHONPATH=str(REPO),
-    )
-    env.pop("TRANSFORMERS_OFFLINE", None)
+    env = hub_env(tmp_path, endpoint)
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
     args = {
@@ -285,18 +278,39 @@ def run_worker_side(
         "allow_download": allow_download,
         "cache_dir": str(tmp_path / "cache"),
     }
+    proc = run_python(["-c", DRIVER, json.dumps(args)], env, tmp_path)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def hub_env(tmp_path: Path, endpoint: str) -> dict[str, str]:
+    """This environment pointed at the stand-in hub, with no hub settings of this machine."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HF_", "HUGGINGFACE", "PYTHON", "TRANSFORMERS_OFFLINE"))
+    }
+    env.update(
+        HF_ENDPOINT=endpoint,
+        HF_HOME=str(tmp_path / "hf_home"),  # no token or settings from this machine
+        HF_HUB_DISABLE_TELEMETRY="1",
+        PYTHONPATH=str(REPO),
+    )
+    return env
+
+
+def run_python(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, "-c", DRIVER, json.dumps(args)],
+        [sys.executable, *args],
         capture_output=True,
         text=True,
         env=env,
-        cwd=tmp_path,
+        cwd=cwd,
         timeout=120,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return proc
 
 
 def _files_under(folder: Path) -> set[str]:
@@ -685,18 +699,8 @@ def test_vram_estimate_follows_the_parameter_counts():
 
 
 def test_cli_download_shows_the_plan_then_progress(tmp_path, hub):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "PYTHON"))}
-    env |= {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "shape_e_blender", "download", "--cache-dir", str(tmp_path / "c")],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+    cmd = ["-m", "shape_e_blender", "download", "--cache-dir", str(tmp_path / "c")]
+    proc = run_python(cmd, hub_env(tmp_path, hub.url), tmp_path)
     first, last = proc.stdout.strip().splitlines()[0], proc.stdout.strip().splitlines()[-1]
     assert first.startswith(f"{REPO_ID}: {len(TEXT_FILES)} files,") and "GiB of GPU memory" in first
     assert last.startswith("ready: ") and COMMIT in last
@@ -710,8 +714,7 @@ def test_a_download_through_the_worker_stops_on_cancel(tmp_path, hub):
     from .workerproc import WorkerProcess
 
     hub.slow[BIG] = 0.3  # 12 MB: about 4 s
-    env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "0"}
-    w = WorkerProcess(tmp_path, env_extra=env)
+    w = WorkerProcess(tmp_path, env_extra=hub_env(tmp_path, hub.url) | {"HF_HUB_OFFLINE": "0"})
     try:
         rid = w.send("download", {"model": REPO_ID, "cache_dir": str(tmp_path / "cache")})
         while True:  # until bytes are flowing
