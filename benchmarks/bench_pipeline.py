@@ -310,18 +310,9 @@ def dense_decode(field: LatentField, grid: int, device: str, batch: int) -> dict
     for i in range(0, len(world), batch):
         color(world[i : i + batch])
     seconds = time.perf_counter() - start
-    return {
-        "method": f"dense {grid} (diffusers' way)",
-        "grid": grid,
-        "sdf_evaluations": sdf.points,
-        "color_evaluations": color.points,
-        "evaluations": sdf.points + color.points,
-        "field_s": round(sdf.seconds + color.seconds, 3),
-        "wall_s": round(seconds, 3),
-        "vertices": len(verts),
-        "faces": len(faces),
-        "peak_gib": peak_gib(device),
-    }
+    return decode_record(
+        f"dense {grid} (diffusers' way)", grid, sdf, color, seconds, len(verts), len(faces), device
+    )
 
 
 def ours_decode(field: LatentField, grid: int, device: str, batch: int) -> dict[str, Any]:
@@ -331,16 +322,39 @@ def ours_decode(field: LatentField, grid: int, device: str, batch: int) -> dict[
     start = time.perf_counter()
     mesh = extract_mesh(sdf, color, grid, device=device, batch_size=batch)
     seconds = time.perf_counter() - start
+    return decode_record(
+        f"extract_mesh {grid}",
+        grid,
+        sdf,
+        color,
+        seconds,
+        mesh.vertex_count,
+        mesh.face_count,
+        device,
+    )
+
+
+def decode_record(
+    method: str,
+    grid: int,
+    sdf: Counted,
+    color: Counted,
+    seconds: float,
+    vertices: int,
+    faces: int,
+    device: str,
+) -> dict[str, Any]:
+    """One decoding row of the report (the same fields for every method)."""
     return {
-        "method": f"extract_mesh {grid}",
+        "method": method,
         "grid": grid,
         "sdf_evaluations": sdf.points,
         "color_evaluations": color.points,
         "evaluations": sdf.points + color.points,
         "field_s": round(sdf.seconds + color.seconds, 3),
         "wall_s": round(seconds, 3),
-        "vertices": mesh.vertex_count,
-        "faces": mesh.face_count,
+        "vertices": vertices,
+        "faces": faces,
         "peak_gib": peak_gib(device),
     }
 
