@@ -36,20 +36,37 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def run_child(
+    *args: str, timeout: float = 600, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run a child process from the repository root with child_env(); output captured as text."""
+    return subprocess.run(
+        list(args),
+        cwd=REPO,
+        env=child_env() | (env_extra or {}),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def process_gone(popen: subprocess.Popen, timeout: float = 30.0) -> bool:
+    """Whether the process has exited within ``timeout`` (something else reaps it)."""
+    deadline = time.monotonic() + timeout
+    while popen.poll() is None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def tiny_model(base: Path, kind: str) -> Path:
     """A tiny random pipeline written by the worker's interpreter (this one may lack torch)."""
     if kind not in _tiny_models:
         folder = base / f"tiny-{kind}"
         cmd = [WORKER_PYTHON, "-m", "shape_e_blender", "tiny-model", str(folder)]
-        proc = subprocess.run(
-            cmd + (["--image"] if kind == "image" else []),
-            cwd=REPO,
-            env=child_env(),
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
+        proc = run_child(*cmd, *(["--image"] if kind == "image" else []))
         assert proc.returncode == 0, proc.stderr[-3000:]
         _tiny_models[kind] = folder
     return _tiny_models[kind]

@@ -34,6 +34,7 @@ from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
     REPO,
     WORKER_PYTHON,
     kill_process,
+    process_gone,
     worker_text_model_fixture,
 )
 
@@ -254,15 +255,6 @@ def test_protocol_mismatch_with_a_worker_copy_of_another_version(tmp_path):
     assert c.threads_alive() == []
 
 
-def _gone(popen: subprocess.Popen, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while popen.poll() is None:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def _python_without_torch() -> str | None:
     """An interpreter with numpy but no torch, like Blender's own Python: this one under the
     Blender 4.2 tests, else the 4.2 test environment that build.py makes."""
@@ -302,7 +294,7 @@ def test_a_failed_hello_fails_the_queued_jobs_with_its_error_and_stops_the_worke
         hello_error.hint,
         hello_error.field,
     )
-    assert c.pid is None and _gone(popen)
+    assert c.pid is None and process_gone(popen)
     c.join()
     assert c.threads_alive() == []
 
@@ -344,7 +336,7 @@ def test_a_broken_output_stream_still_ends_the_jobs(client, worker_text_model):
     _wait_all(client, job, timeout=60)
     assert job.error is not None and job.error.code == WORKER_EXITED
     assert "reading the worker's output failed" in client.stderr_tail()
-    assert client.pid is None and _gone(popen)
+    assert client.pid is None and process_gone(popen)
 
 
 def test_stopping_without_waiting_returns_at_once_and_the_worker_goes(client, worker_text_model):
@@ -356,7 +348,7 @@ def test_stopping_without_waiting_returns_at_once_and_the_worker_goes(client, wo
     client.shutdown(wait=False)
     assert time.perf_counter() - started < 0.5
     assert client.pid is None
-    assert _gone(popen) and popen.returncode == 0  # it exited by itself, as asked
+    assert process_gone(popen) and popen.returncode == 0  # it exited by itself, as asked
 
     job = client.generate(_request(worker_text_model, steps=400))
     _until_stage(client, job, "sampling")
@@ -365,7 +357,7 @@ def test_stopping_without_waiting_returns_at_once_and_the_worker_goes(client, wo
     client.kill(wait=False)
     assert time.perf_counter() - started < 0.5
     assert job.error is not None and job.error.code == WORKER_EXITED
-    assert _gone(popen)
+    assert process_gone(popen)
     deadline = time.monotonic() + 30
     while client.threads_alive():
         assert time.monotonic() < deadline, client.threads_alive()

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import ast
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
     REPO,
     WORKER_PYTHON,
-    child_env,
+    run_child,
     worker_text_model_fixture,
 )
 
@@ -37,22 +36,14 @@ addon_utils.disable("shape_e_blender", default_set=True)
 def test_a_generation_imports_no_torch_diffusers_or_transformers_into_blender(
     tmp_path, worker_text_model
 ):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            CHILD,
-            str(tmp_path),
-            str(worker_text_model),
-            ",".join(HEAVY),
-            WORKER_PYTHON,
-        ],
-        cwd=REPO,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    proc = run_child(
+        sys.executable,
+        "-c",
+        CHILD,
+        str(tmp_path),
+        str(worker_text_model),
+        ",".join(HEAVY),
+        WORKER_PYTHON,
     )
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     assert proc.returncode == 0 and line, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,14 +18,14 @@ from shape_e_blender.core.protocol import GenerateRequest
 
 from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
     FAST,
-    REPO,
     WORKER_PYTHON,
     addon_fixture,
     bpy,
-    child_env,
     drain,
     kill_process,
     poll_until_stage,
+    process_gone,
+    run_child,
     scene_fixture,
     worker_image_model_fixture,
     worker_text_model_fixture,
@@ -219,21 +218,13 @@ def test_invalid_device_override_is_reported(scene, text_model):
 
 def test_camera_to_mesh_renders_the_camera_and_imports(tmp_path, worker_image_model):
     # Rendering needs Mesa's EGL and may abort a process without it: a child runs it.
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.blender.camera_to_mesh_job",
-            str(tmp_path / "jobs"),
-            str(worker_image_model),
-            WORKER_PYTHON,
-        ],
-        cwd=REPO,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    proc = run_child(
+        sys.executable,
+        "-m",
+        "tests.blender.camera_to_mesh_job",
+        str(tmp_path / "jobs"),
+        str(worker_image_model),
+        WORKER_PYTHON,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
@@ -250,16 +241,6 @@ def test_camera_to_mesh_renders_the_camera_and_imports(tmp_path, worker_image_mo
 # A UI call that stops a worker must return at once. This bounds a call that must not wait (a
 # worker with a model loaded takes over a second to exit); it is not a performance timing.
 UI_CALL_S = 0.5
-
-
-def _gone(popen: subprocess.Popen, timeout: float = 30.0) -> bool:
-    """Whether the process has exited within ``timeout`` (something else reaps it)."""
-    deadline = time.monotonic() + timeout
-    while popen.poll() is None:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def _threads_end(client, timeout: float = 30.0) -> bool:
@@ -343,7 +324,7 @@ def test_keep_alive_off_stops_the_worker_without_blocking_the_ui(scene, addon, t
     assert done is not None and done.error is None and "Mug" in bpy.data.objects
     assert took < UI_CALL_S, f"the UI thread waited {took:.2f} s for the worker to stop"
     assert client.pid is None
-    assert _gone(popen), "the worker did not exit after its shutdown request"
+    assert process_gone(popen), "the worker did not exit after its shutdown request"
     assert popen.returncode == 0  # it exited by itself, as asked
     assert _threads_end(client)
 
@@ -361,7 +342,7 @@ def test_release_and_a_changed_worker_preference_do_not_block_the_ui(
         new = prefs.client()  # another jobs folder: another client, the old worker stops
         took = time.perf_counter() - started
         assert new is not old and took < UI_CALL_S, f"waited {took:.2f} s"
-        assert _gone(old_popen) and _threads_end(old)
+        assert process_gone(old_popen) and _threads_end(old)
 
         # Release while a job samples: the call returns at once, the job fails on the next tick.
         bpy.ops.shape_e.text_to_mesh(prompt="a jar", steps=400, grid_size=32, blocking=False)
@@ -374,6 +355,6 @@ def test_release_and_a_changed_worker_preference_do_not_block_the_ui(
         done = drain()
         assert done.error is not None and done.error.code == WORKER_EXITED
         assert "released" in done.error.message
-        assert _gone(popen) and _threads_end(new)
+        assert process_gone(popen) and _threads_end(new)
     finally:
         addon.jobs_dir = jobs_dir

@@ -6,12 +6,11 @@ stderr must be free of Python tracebacks and of Blender's "property not found" r
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
 
-from .fixtures_client import REPO, WORKER_PYTHON, child_env
+from .fixtures_client import WORKER_PYTHON, run_child
 from .panel_draw_job import MARKER
 
 STATES = [
@@ -35,20 +34,13 @@ STATES = [
 
 @pytest.fixture(scope="module")
 def drawn(tmp_path_factory):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.blender.panel_draw_job",
-            str(tmp_path_factory.mktemp("jobs")),
-            WORKER_PYTHON,
-        ],
-        cwd=REPO,
-        env=child_env(),
-        capture_output=True,
-        text=True,
+    proc = run_child(
+        sys.executable,
+        "-m",
+        "tests.blender.panel_draw_job",
+        str(tmp_path_factory.mktemp("jobs")),
+        WORKER_PYTHON,
         timeout=300,
-        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     sections = {}

@@ -9,28 +9,20 @@ from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
     REPO,
     WORKER_PYTHON,
     bpy,
-    child_env,
+    run_child,
     worker_text_model_fixture,
 )
 
 
 def _run(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = child_env() | (env_extra or {})
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "shape_e_blender.blender.scene_cli",
-            *args,
-            "--worker-python",
-            WORKER_PYTHON,
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    return run_child(
+        sys.executable,
+        "-m",
+        "shape_e_blender.blender.scene_cli",
+        *args,
+        "--worker-python",
+        WORKER_PYTHON,
+        env_extra=env_extra,
     )
 
 
