@@ -26,6 +26,7 @@ from ..core.params import SEED_MAX
 
 COLOR_ATTRIBUTE = "Color"
 PROPERTY_KEY = "shape_e"  # obj["shape_e"] holds the generation settings as an ID-property group
+LATENT_FILE = "latent.npy"  # job_dir/<variant>/latent.npy (docs/protocol.md, "Job folder")
 DEFAULT_NAME = "Shap-E"
 NAME_MAX_CHARS = 40
 _INT32 = (-(2**31), 2**31 - 1)
@@ -92,6 +93,7 @@ def import_meshes(
     location: tuple[float, float, float] | None = None,
     spacing: float = 0.25,
     variants: Sequence[int] | None = None,
+    latents: Sequence[str | None] | None = None,
 ) -> list[bpy.types.Object]:
     """Add one object per mesh, side by side along +X, selected, the first one active.
 
@@ -101,8 +103,9 @@ def import_meshes(
     ID properties cannot hold exactly (ints beyond 32 bits, other objects) are stored as text.
     Objects are named ``name``, or ``name_0``, ``name_1``... for several variants. ``variants``
     gives each mesh's own variant number where some are missing (a variant with no surface): the
-    objects are then always numbered, and each stores its number's seed. All of them share one
-    material that shows the vertex colours. On any error every datablock made so far
+    objects are then always numbered, and each stores its number's seed. ``latents`` gives each
+    mesh's saved latent file, stored as ``latent`` (what shape_e.remesh decodes again). All of
+    them share one material that shows the vertex colours. On any error every datablock made so far
     is removed and the error is raised again: a failed import leaves the file as it was.
     """
     if threading.current_thread() is not threading.main_thread():
@@ -119,6 +122,13 @@ def import_meshes(
             f"{len(variants)} variant numbers for {len(meshes)} meshes",
             "pass one variant number per mesh",
         )
+    if latents is not None and len(latents) != len(meshes):
+        raise ShapEError(
+            INTERNAL_ERROR,
+            f"{len(latents)} latent paths for {len(meshes)} meshes",
+            "pass one latent path (or None) per mesh",
+        )
+    latent_paths = list(latents) if latents is not None else [None] * len(meshes)
     numbered = variants is not None or len(meshes) > 1
     indices = list(variants) if variants is not None else list(range(len(meshes)))
     name = name.strip() or DEFAULT_NAME
@@ -135,7 +145,7 @@ def import_meshes(
         material = _vertex_color_material(name)
         x = origin[0]
         prev_half_width: float | None = None
-        for index, data in zip(indices, meshes, strict=True):
+        for index, data, latent in zip(indices, meshes, latent_paths, strict=True):
             obj_name = f"{name}_{index}" if numbered else name
             vertices, half_width = _bottom_centred(data)
             mesh = bpy.data.meshes.new(obj_name)
@@ -148,7 +158,7 @@ def import_meshes(
                 x += prev_half_width + spacing + half_width
             prev_half_width = half_width
             obj.location = (x, origin[1], origin[2])
-            obj[PROPERTY_KEY] = _variant_properties(settings, index, job_dir)
+            obj[PROPERTY_KEY] = _variant_properties(settings, index, job_dir, latent)
             collection.objects.link(obj)
 
         # A freshly loaded file does not refresh view_layer.objects on link: without this the new
@@ -171,6 +181,56 @@ def import_meshes(
             bpy.data.materials.remove(material)
         raise
     return created_objects
+
+
+def settings_of(obj: bpy.types.ID | None) -> dict[str, Any] | None:
+    """The generation settings stored on a mesh object this add-on made, else None."""
+    if obj is None or getattr(obj, "type", None) != "MESH":
+        return None
+    group = obj.get(PROPERTY_KEY)
+    # An ID-property group reads back with to_dict(); anything else under the key is not ours.
+    to_dict = getattr(group, "to_dict", None)
+    return to_dict() if callable(to_dict) else None
+
+
+def replace_mesh(obj: bpy.types.Object, data: MeshData) -> bpy.types.Mesh:
+    """Give ``obj`` a new mesh built from ``data``, in place, and return it.
+
+    The object itself (name, transform, parent, collections, modifiers, custom properties) is
+    not touched. The new mesh stands on the object's origin like an imported one (bottom centre
+    at the origin), takes over the old mesh's materials and, once the old mesh has no other user
+    and is removed, its name. Everything is built before the object is switched to it: on any
+    error the new mesh is removed and the object keeps its old one. No undo step is pushed here.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        raise ShapEError(
+            INTERNAL_ERROR,
+            "the mesh replacement ran outside Blender's main thread",
+            "call it from an operator or a bpy.app.timers callback, never from a worker thread",
+        )
+    if obj.type != "MESH":
+        raise ShapEError(
+            INVALID_PARAMS, f"{obj.name!r} is not a mesh object", "pick a Shap-E mesh object"
+        )
+    vertices, _ = _bottom_centred(data)
+    old = obj.data
+    ensure_undo_baseline()
+    mesh = bpy.data.meshes.new(old.name)
+    try:
+        _fill_mesh(mesh, vertices, data.faces, data.colors)
+        for material in old.materials:
+            mesh.materials.append(material)
+        obj.data = mesh
+    except BaseException:
+        if obj.data == mesh:  # bpy wraps each access anew: compare with ==, not "is"
+            obj.data = old
+        bpy.data.meshes.remove(mesh)
+        raise
+    if old.users == 0:
+        name = old.name
+        bpy.data.meshes.remove(old)
+        mesh.name = name
+    return mesh
 
 
 def _bottom_centred(data: MeshData) -> tuple[np.ndarray, float]:
@@ -234,7 +294,7 @@ def _vertex_color_material(name: str) -> bpy.types.Material:
 
 
 def _variant_properties(
-    settings: Mapping[str, object], index: int, job_dir: str | None
+    settings: Mapping[str, object], index: int, job_dir: str | None, latent: str | None = None
 ) -> dict[str, Any]:
     props = _id_safe_dict(settings)
     seed = settings.get("seed")
@@ -243,6 +303,8 @@ def _variant_properties(
     props["variant"] = index
     if job_dir is not None:
         props["job_dir"] = str(job_dir)
+    if latent is not None:
+        props["latent"] = str(latent)
     return props
 
 

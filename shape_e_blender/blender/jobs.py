@@ -89,6 +89,7 @@ class Active:
     # Runs on the main thread once every request succeeded; returns the objects it created.
     finish: Callable[[Active, bpy.types.Context], list[Any]] | None = None
     keep_alive: bool = True
+    verb: str = "Created"  # the done message: "<verb> <object names>"
     blocking: bool = False  # run_blocking() drives it: stopping the worker after it may wait
     discard: bool = False  # the file changed under the job: do not import its result
     error: ShapEError | None = None
@@ -336,7 +337,7 @@ def _settle(job: Active) -> None:
             state="done",
             kind=job.kind,
             label=job.label,
-            message=f"Created {', '.join(names)}" if names else "Done",
+            message=f"{job.verb} {', '.join(names)}" if names else "Done",
             objects=names,
             warnings=list(job.warnings),
         )

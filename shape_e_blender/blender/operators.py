@@ -1,4 +1,4 @@
-"""The public operators: shape_e.text_to_mesh, camera_to_mesh, image_to_mesh and cancel.
+"""The public operators: shape_e.text_to_mesh, camera_to_mesh, image_to_mesh, remesh and cancel.
 
 Their generation parameters carry the protocol's names. No hard min/max on them: Blender would
 clamp a bad value silently, while GenerationParams.create names the field and says what to do.
@@ -12,6 +12,7 @@ once the objects are in the scene (selected, the first one active).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,6 +25,7 @@ from ..core.mesh import MeshData
 from ..core.params import (
     DEFAULT_GRID,
     DEFAULT_STEPS,
+    GRID_RANGE,
     IMAGE_GUIDANCE,
     SEED_MAX,
     TEXT_GUIDANCE,
@@ -33,6 +35,8 @@ from ..core.protocol import GenerateRequest
 from . import jobs, prefs
 
 _SKIP = {"SKIP_SAVE"}
+REMESH_GRID = 2 * DEFAULT_GRID  # re-meshing is for refining a shape made at a lower resolution
+REMESH_UNDO = "Shap-E re-mesh"
 IMAGE_GLOB = "*.png;*.jpg;*.jpeg;*.webp;*.bmp;*.tif;*.tiff;*.exr"
 
 
@@ -137,23 +141,10 @@ class _Generation:
             jobs.show_error(err, "generate", label)
             self.report({"ERROR"}, str(err))
             return {"CANCELLED"}
-        jobs.begin(
-            jobs.Active("generate", [request], label, finish=import_result, keep_alive=p.keep_alive)
+        job = jobs.Active(
+            "generate", [request], label, finish=import_result, keep_alive=p.keep_alive
         )
-        explicit = self.properties.is_property_set("blocking")
-        if not (self.blocking if explicit else bpy.app.background):
-            jobs.ensure_timer()
-            self.report({"INFO"}, f"Shap-E: generating {label!r}")
-            return {"FINISHED"}
-        done = jobs.run_blocking(context)
-        if done.error is not None:
-            level = "WARNING" if done.error.code == CANCELLED else "ERROR"
-            self.report({level}, str(done.error))
-            return {"CANCELLED"}
-        for warning in done.warnings:
-            self.report({"WARNING"}, warning)
-        self.report({"INFO"}, jobs.status.message)
-        return {"FINISHED"}
+        return run_job(self, context, job, f"Shap-E: generating {label!r}")
 
     def params(self, p: prefs.ShapEPreferences, source: dict[str, str]) -> GenerationParams:
         is_set = self.properties.is_property_set
@@ -169,6 +160,30 @@ class _Generation:
             device=(self.device if is_set("device") else p.device).lower(),
             precision=(self.precision if is_set("precision") else p.precision).lower(),
         )
+
+
+def run_job(
+    op: bpy.types.Operator, context: bpy.types.Context, job: jobs.Active, started: str
+) -> set[str]:
+    """Begin ``job``; in the UI return at once (a timer polls), else wait and report the end.
+
+    ``op.blocking`` decides when the caller set it; otherwise background mode blocks.
+    """
+    jobs.begin(job)
+    explicit = op.properties.is_property_set("blocking")
+    if not (op.blocking if explicit else bpy.app.background):
+        jobs.ensure_timer()
+        op.report({"INFO"}, started)
+        return {"FINISHED"}
+    done = jobs.run_blocking(context)
+    if done.error is not None:
+        level = "WARNING" if done.error.code == CANCELLED else "ERROR"
+        op.report({level}, str(done.error))
+        return {"CANCELLED"}
+    for warning in done.warnings:
+        op.report({"WARNING"}, warning)
+    op.report({"INFO"}, jobs.status.message)
+    return {"FINISHED"}
 
 
 def load_mesh(entry: dict[str, Any]) -> MeshData:
@@ -236,6 +251,7 @@ def import_result(job: jobs.Active, context: bpy.types.Context) -> list[bpy.type
         settings=object_settings(result),
         job_dir=result.get("job_dir"),
         variants=variants,
+        latents=[m.get("latent") for m in made],
     )
     importer.push_undo(f"Shap-E: {job.label}")
     job.warnings += [f"skipped {err}" for err in skipped]
@@ -357,6 +373,219 @@ class SHAPE_E_OT_camera_to_mesh(_Generation, bpy.types.Operator):
         return self.start(context, {"image": "camera.png"}, label, prepare=render)
 
 
+def latent_path(name: str, settings: dict[str, Any]) -> Path:
+    """The saved latent a Shap-E object was decoded from; raises when it is not on disk.
+
+    New objects store it as ``latent``. Objects imported before that was stored have only their
+    job folder and variant: the worker wrote the latent to ``job_dir/<variant>/latent.npy``.
+    """
+    from . import importer
+
+    stored = settings.get("latent")
+    job_dir = settings.get("job_dir")
+    if isinstance(stored, str) and stored:
+        path = Path(stored)
+    elif isinstance(job_dir, str) and job_dir:
+        path = Path(job_dir) / str(settings.get("variant", 0)) / importer.LATENT_FILE
+    else:
+        raise invalid(
+            "object_name",
+            f"{name!r} records no job folder, so its saved latent cannot be found",
+            "re-meshing decodes the saved latent: generate the object again with its seed",
+        )
+    if not path.is_file():
+        seed = settings.get("seed")
+        again = f" (seed {seed})" if seed is not None else ""
+        raise invalid(
+            "object_name",
+            f"the latent file of {name!r} is missing: {path} (its job folder was moved or deleted)",
+            f"re-meshing decodes that saved latent: generate the object again{again}, "
+            "or put the job folder back",
+        )
+    return path
+
+
+class SHAPE_E_OT_remesh(bpy.types.Operator):
+    """Extract a Shap-E object's mesh again at another resolution from its saved latent, without
+    sampling again (the object, its transform, modifiers and material stay)"""
+
+    bl_idname = "shape_e.remesh"
+    bl_label = "Re-mesh"
+    bl_options: ClassVar[set[str]] = {"REGISTER"}  # the finish step pushes its own undo step
+
+    object_name: StringProperty(
+        name="Object",
+        description="The Shap-E object to re-mesh; empty: the active object",
+        default="",
+        options=_SKIP,
+    )
+    grid_size: IntProperty(
+        name="Mesh Resolution",
+        description="Grid size per axis for the new mesh (32..512)",
+        default=REMESH_GRID,
+        soft_min=GRID_RANGE[0],
+        soft_max=GRID_RANGE[1],
+        options=_SKIP,
+    )
+    blocking: BoolProperty(
+        name="Blocking",
+        description=(
+            "Wait for the result before returning (default: on in background mode, off in the UI)"
+        ),
+        default=False,
+        options=_SKIP | {"HIDDEN"},
+    )
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        from . import importer
+
+        if importer.settings_of(context.active_object) is None:
+            cls.poll_message_set("The active object was not made by Shap-E: select one that was")
+            return False
+        return True
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        if jobs.busy():
+            self.report({"ERROR"}, jobs.BUSY_MESSAGE)
+            return {"CANCELLED"}
+        label = "Re-mesh"
+        try:
+            obj, settings = self.target(context)
+            label = f"Re-mesh {obj.name}"
+            latent = latent_path(obj.name, settings)
+            p = prefs.get(context)
+            default_model = p.image_model if "image" in settings else p.text_model
+            stored_model = settings.get("model")
+            model = stored_model if isinstance(stored_model, str) and stored_model else None
+            params = GenerationParams.create(
+                latent=str(latent),
+                model=model or default_model.strip() or None,
+                grid_size=self.grid_size,
+                device=p.device.lower(),
+                precision=p.precision.lower(),
+            )
+            client = prefs.client(context)
+            job_dir = jobs.new_job_dir(prefs.jobs_root(p), label)
+            request = client.generate(GenerateRequest(params, job_dir=str(job_dir)))
+        except ShapEError as err:
+            jobs.show_error(err, "generate", label)
+            self.report({"ERROR"}, str(err))
+            return {"CANCELLED"}
+        finish = functools.partial(
+            remesh_result,
+            obj.session_uid,
+            obj.name,
+            str(latent),
+            int(settings.get("variant", 0)),
+        )
+        job = jobs.Active(
+            "generate",
+            [request],
+            obj.name,
+            finish=finish,
+            keep_alive=p.keep_alive,
+            verb="Re-meshed",
+        )
+        return run_job(
+            self, context, job, f"Shap-E: re-meshing {obj.name!r} at grid {self.grid_size}"
+        )
+
+    def target(self, context: bpy.types.Context) -> tuple[bpy.types.Object, dict[str, Any]]:
+        """The object to re-mesh and its stored settings; raises when it cannot be re-meshed."""
+        from . import importer
+
+        name = self.object_name.strip()
+        if name:
+            obj = bpy.data.objects.get(name)
+            if obj is None:
+                raise invalid("object_name", f"there is no object {name!r}", "check the name")
+        else:
+            obj = context.active_object
+            if obj is None:
+                raise invalid(
+                    "object_name", "there is no active object", "select an object Shap-E made"
+                )
+        settings = importer.settings_of(obj)
+        if settings is None:
+            raise invalid(
+                "object_name",
+                f"{obj.name!r} was not made by Shap-E (it carries no Shap-E settings)",
+                "select an object that Generate made, then re-mesh it",
+            )
+        _check_editable(obj)
+        return obj, settings
+
+
+def _check_editable(obj: bpy.types.Object) -> None:
+    if obj.library is not None or obj.data.library is not None:
+        raise invalid(
+            "object_name",
+            f"{obj.name!r} is linked from another file, so its mesh cannot be replaced",
+            "re-mesh it in the file it comes from, or make it local first",
+        )
+    if obj.mode == "EDIT":
+        raise invalid(
+            "object_name",
+            f"{obj.name!r} is in Edit Mode",
+            "switch to Object Mode, then re-mesh",
+        )
+
+
+def remesh_result(
+    uid: int,
+    name: str,
+    latent: str,
+    variant: int,
+    job: jobs.Active,
+    context: bpy.types.Context,
+) -> list[bpy.types.Object]:
+    """Finish step of a re-mesh: swap the object's mesh for the new one, one undo step.
+
+    The object is found again by its session_uid, which survives renames and undo (a Python
+    reference would not survive undo). Every check runs before the object changes.
+    """
+    from . import importer
+
+    obj = next((o for o in bpy.data.objects if o.session_uid == uid), None)
+    result = job.requests[0].result
+    where = result.get("job_dir") if isinstance(result, dict) else None
+    if obj is None or importer.settings_of(obj) is None:
+        raise ShapEError(
+            JOB_FAILED,
+            f"{name!r} was deleted while it was being re-meshed",
+            f"the new mesh is in {where}; re-mesh the object again if you bring it back",
+        )
+    _check_editable(obj)
+    if not isinstance(result, dict) or not isinstance(result.get("meshes"), list):
+        raise ShapEError(
+            JOB_FAILED,
+            f"the worker's result has no mesh list: {str(result)[:200]}",
+            "update the worker environment so that it matches the add-on",
+        )
+    entries = [m for m in result["meshes"] if isinstance(m, dict)]
+    # A latent file of several variants (a script's own) decodes them all: take this object's.
+    if len(entries) > 1:
+        entries = [m for m in entries if m.get("variant") == variant]
+    if not entries:
+        raise ShapEError(
+            JOB_FAILED,
+            f"the worker's result has no mesh for variant {variant}",
+            f"the job folder {where} holds the worker's log",
+        )
+    if "error" in entries[0]:
+        raise skipped_variant(entries[0])
+    data = load_mesh(entries[0])
+    importer.replace_mesh(obj, data)
+    asked = job.requests[0].params
+    settings = obj[importer.PROPERTY_KEY]
+    settings["grid_size"] = int(asked["grid_size"])
+    settings["job_dir"] = str(where or asked.get("job_dir", ""))
+    settings["latent"] = latent  # the re-mesh's job folder holds no latent of its own
+    importer.push_undo(REMESH_UNDO)
+    return [obj]
+
+
 class SHAPE_E_OT_cancel(bpy.types.Operator):
     """Cancel the running Shap-E job"""
 
@@ -386,5 +615,6 @@ CLASSES = (
     SHAPE_E_OT_text_to_mesh,
     SHAPE_E_OT_image_to_mesh,
     SHAPE_E_OT_camera_to_mesh,
+    SHAPE_E_OT_remesh,
     SHAPE_E_OT_cancel,
 )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import random
 import textwrap
-from typing import ClassVar
+from pathlib import PurePath
+from typing import Any, ClassVar
 
 import bpy
 
 from ..core.params import SEED_MAX
-from . import jobs, operators
+from . import importer, jobs, operators
 
 
 class SHAPE_E_OT_generate(bpy.types.Operator):
@@ -115,6 +116,43 @@ def draw_panel(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
         _wrapped(col, st.error, "ERROR", width, max_lines=8)
         if st.hint:
             _wrapped(col, st.hint, "INFO", width, max_lines=4)
+
+    draw_active_object(layout, context)
+
+
+def draw_active_object(layout: bpy.types.UILayout, context: bpy.types.Context) -> bool:
+    """The active Shap-E object's settings and its Re-mesh button; False when there is none."""
+    obj = context.active_object
+    settings = importer.settings_of(obj)
+    if settings is None:
+        return False
+    box = layout.box()
+    col = box.column(align=True)
+    col.label(text=f"Active object: {obj.name}", icon="OBJECT_DATA")
+    col.label(text=source_text(settings)[:60])
+    seed, grid = settings.get("seed"), settings.get("grid_size")
+    details = ([f"Seed {seed}"] if seed is not None else []) + (
+        [f"Grid {grid}"] if grid is not None else []
+    )
+    if details:
+        col.label(text=", ".join(details))
+    row = box.row(align=True)
+    row.enabled = not jobs.busy()
+    row.prop(context.scene.shape_e, "remesh_grid_size", text="Grid")
+    op = row.operator(operators.SHAPE_E_OT_remesh.bl_idname, icon="MOD_REMESH")
+    op.grid_size = context.scene.shape_e.remesh_grid_size
+    op.object_name = obj.name
+    return True
+
+
+def source_text(settings: dict[str, Any]) -> str:
+    """What an object was generated from, in a few words."""
+    for key, label in (("prompt", "Prompt"), ("image", "Image"), ("latent", "Latent")):
+        value = settings.get(key)
+        if isinstance(value, str) and value:
+            shown = value if key == "prompt" else PurePath(value.replace("\\", "/")).name
+            return f"{label}: {shown}"
+    return "Source: unknown"
 
 
 def _wrapped(layout: bpy.types.UILayout, text: str, icon: str, width: int, max_lines: int) -> None:

@@ -92,6 +92,16 @@ class ShapESettings(bpy.types.PropertyGroup):
         soft_max=256,
         default=DEFAULT_GRID,
     )
+    remesh_grid_size: IntProperty(
+        name="Re-mesh Resolution",
+        description=(
+            "Grid size per axis when re-meshing the active Shap-E object from its saved latent "
+            "(no sampling: generate at a low resolution, refine the one you like)"
+        ),
+        min=GRID_RANGE[0],
+        max=GRID_RANGE[1],
+        default=2 * DEFAULT_GRID,
+    )
 
 
 CLASSES = (ShapESettings,)

@@ -43,6 +43,17 @@ def draw_panel() -> None:
     panel.SHAPE_E_PT_panel.draw(SimpleNamespace(layout=layout()), bpy.context)
 
 
+def draw_noting_box(name: str):
+    """Draw the panel, then say on stdout whether the active object's box is drawn."""
+
+    def draw() -> None:
+        draw_panel()
+        drawn = panel.draw_active_object(layout(), bpy.context)
+        print(f"active box in {name}: {drawn}", flush=True)
+
+    return draw
+
+
 def main() -> int:
     import addon_utils  # importable once bpy is
 
@@ -85,6 +96,35 @@ def main() -> int:
         hint="press Generate to start a new worker, or check worker_python",
     )
     state("error", draw_panel)
+
+    # The active object's box: a Shap-E object (text, then image with no seed), another object.
+    jobs.status = jobs.Status()
+    mesh = bpy.data.meshes.new("Red chair")
+    chair = bpy.data.objects.new("Red chair", mesh)
+    chair["shape_e"] = {
+        "prompt": "a red chair with a very long description " + "and more words " * 8,
+        "seed": 7,
+        "grid_size": 32,
+        "variant": 0,
+        "job_dir": str(Path(jobs_dir) / "job"),
+        "latent": str(Path(jobs_dir) / "job" / "0" / "latent.npy"),
+    }
+    scene.collection.objects.link(chair)
+    bpy.context.view_layer.objects.active = chair
+    scene.shape_e.remesh_grid_size = 64
+    state("active-shap-e-object", draw_noting_box("active-shap-e-object"))
+    jobs._active = jobs.Active("generate", [], "Red chair")
+    jobs.status = jobs.Status(state="running", kind="generate", stage="decoding", step=0, total=1)
+    state("active-shap-e-object-running", draw_noting_box("active-shap-e-object-running"))
+    jobs._active = None
+    jobs.status = jobs.Status()
+    chair["shape_e"] = {"image": str(Path(jobs_dir) / "lamp.png"), "variant": 1}
+    state("active-image-object-without-seed", draw_noting_box("active-image-object-without-seed"))
+    other = bpy.data.objects.new("Other", bpy.data.meshes.new("Other"))
+    scene.collection.objects.link(other)
+    bpy.context.view_layer.objects.active = other
+    state("active-other-object", draw_noting_box("active-other-object"))
+    bpy.context.view_layer.objects.active = None
 
     def draw_prefs() -> None:
         prefs.draw_preferences(p, layout())

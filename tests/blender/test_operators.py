@@ -68,6 +68,7 @@ def test_text_to_mesh_imports_a_coloured_object_with_its_settings_and_one_undo_s
     assert settings["device"] == "cpu" and "torch" in settings["versions"]
     job_dir = Path(settings["job_dir"])
     assert job_dir.parent == jobs.current_client().jobs_root
+    assert settings["latent"] == str(job_dir / "0" / "latent.npy")  # what shape_e.remesh decodes
     on_disk = MeshData.load(job_dir / "0" / "mesh.npz")
     assert len(mesh.vertices) == on_disk.vertex_count and len(mesh.polygons) > 0
     assert jobs.status.state == "done" and jobs.status.objects == ["Red chair"]
@@ -278,6 +279,7 @@ def test_a_variant_without_surface_is_skipped_and_the_others_imported(
     assert [o.name for o in done.objects] == ["Bowl again_1"]
     obj = bpy.data.objects["Bowl again_1"]
     assert obj["shape_e"]["variant"] == 1 and obj["shape_e"]["job_dir"] == str(job_dir)
+    assert obj["shape_e"]["latent"] == str(path)  # a latent job keeps its source file's path
     assert len(obj.data.vertices) == MeshData.load(entries[1]["path"]).vertex_count
     assert jobs.status.state == "done" and jobs.status.objects == ["Bowl again_1"]
     # The skipped variant is reported with the worker's own message and hint.

@@ -24,6 +24,10 @@ STATES = [
     "done-with-skipped-variants",
     "cancelled",
     "error",
+    "active-shap-e-object",
+    "active-shap-e-object-running",
+    "active-image-object-without-seed",
+    "active-other-object",
     "prefs-not-set-up",
     "prefs-setting-up",
     "prefs-checking",
@@ -64,3 +68,14 @@ def test_all_states_were_drawn_and_the_child_finished(drawn):
     assert list(sections) == [*STATES, "end"]
     assert "progress: Sampling 12/127, 3 s left" in stdout
     assert "'torch'" in stdout  # the preferences showed the real worker's versions
+
+
+def test_the_active_object_box_shows_only_for_shap_e_objects(drawn):
+    stdout, _ = drawn
+    for state in (
+        "active-shap-e-object",
+        "active-shap-e-object-running",
+        "active-image-object-without-seed",
+    ):
+        assert f"active box in {state}: True" in stdout
+    assert "active box in active-other-object: False" in stdout
