@@ -139,14 +139,13 @@ def test_remesh_of_an_object_shap_e_did_not_make_fails_cleanly(scene, addon, tex
     scene.collection.objects.link(cube)
     bpy.context.view_layer.objects.active = cube
     folders = _job_folders(addon)
-    assert not bpy.ops.shape_e.remesh.poll()
-    with pytest.raises(RuntimeError, match="not made by Shap-E"):
+    with pytest.raises(RuntimeError, match="'Cube' was not made by Shap-E"):
         bpy.ops.shape_e.remesh(grid_size=64)
+    assert jobs.status.error_field == "object_name"
 
     # Named explicitly while a Shap-E object is active: execute refuses it with a hint.
     chair = _generate()
     folders = _job_folders(addon)
-    assert bpy.ops.shape_e.remesh.poll()
     with pytest.raises(RuntimeError, match="'Cube' was not made by Shap-E"):
         bpy.ops.shape_e.remesh(object_name="Cube", grid_size=64)
     assert jobs.status.state == "error" and jobs.status.error_field == "object_name"
@@ -202,6 +201,22 @@ def test_an_object_without_a_stored_latent_uses_its_job_folder_and_variant(scene
     assert new["latent"] == str(job_dir / "1" / "latent.npy") and new["grid_size"] == 48
     assert new["variant"] == 1 and new["seed"] == 8
     assert _snapshot(cup0) == before0
+
+
+def test_a_script_names_the_object_with_nothing_active(scene, text_model):
+    # A headless pipeline: no active object, the object chosen by name.
+    _generate("a cup", variants=2)
+    cup1 = bpy.data.objects["Cup_1"]
+    before = len(cup1.data.polygons)
+    bpy.context.view_layer.objects.active = None
+    assert bpy.ops.shape_e.remesh(object_name="Cup_1", grid_size=48) == {"FINISHED"}
+    cup1 = bpy.data.objects["Cup_1"]
+    assert cup1["shape_e"]["grid_size"] == 48 and len(cup1.data.polygons) > before
+    assert bpy.data.objects["Cup_0"]["shape_e"]["grid_size"] == 32
+    # With nothing active and no name, the error names the field.
+    with pytest.raises(RuntimeError, match="no active object"):
+        bpy.ops.shape_e.remesh(grid_size=48)
+    assert jobs.status.error_field == "object_name"
 
 
 def test_non_blocking_remesh_is_finished_by_the_timer_like_the_ui(scene, text_model):
