@@ -40,7 +40,20 @@ REMESH_UNDO = "Shap-E re-mesh"
 IMAGE_GLOB = "*.png;*.jpg;*.jpeg;*.webp;*.bmp;*.tif;*.tiff;*.exr"
 
 
-class _Generation:
+class _Blocking:
+    """The ``blocking`` property every job operator shares (see run_job below)."""
+
+    blocking: BoolProperty(
+        name="Blocking",
+        description=(
+            "Wait for the result before returning (default: on in background mode, off in the UI)"
+        ),
+        default=False,
+        options=_SKIP | {"HIDDEN"},
+    )
+
+
+class _Generation(_Blocking):
     """Properties shared by the generation operators (the protocol's parameter names)."""
 
     seed: IntProperty(
@@ -94,14 +107,6 @@ class _Generation:
         items=prefs.PRECISION_ITEMS,
         default="AUTO",
         options=_SKIP,
-    )
-    blocking: BoolProperty(
-        name="Blocking",
-        description=(
-            "Wait for the result before returning (default: on in background mode, off in the UI)"
-        ),
-        default=False,
-        options=_SKIP | {"HIDDEN"},
     )
     allow_download: BoolProperty(
         name="Allow Download",
@@ -405,7 +410,7 @@ def latent_path(name: str, settings: dict[str, Any]) -> Path:
     return path
 
 
-class SHAPE_E_OT_remesh(bpy.types.Operator):
+class SHAPE_E_OT_remesh(_Blocking, bpy.types.Operator):
     """Extract a Shap-E object's mesh again at another resolution from its saved latent, without
     sampling again (the object, its transform, modifiers and material stay)"""
 
@@ -426,14 +431,6 @@ class SHAPE_E_OT_remesh(bpy.types.Operator):
         soft_min=GRID_RANGE[0],
         soft_max=GRID_RANGE[1],
         options=_SKIP,
-    )
-    blocking: BoolProperty(
-        name="Blocking",
-        description=(
-            "Wait for the result before returning (default: on in background mode, off in the UI)"
-        ),
-        default=False,
-        options=_SKIP | {"HIDDEN"},
     )
 
     # No poll(): a pipeline names its object with object_name whatever is active (or with nothing

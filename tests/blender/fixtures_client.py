@@ -107,6 +107,13 @@ def addon_fixture(tmp_path_factory):
     disable_addon()
 
 
+@pytest.fixture(name="text_model")
+def text_model_fixture(addon, worker_text_model) -> Path:
+    """The tiny text model, set as the add-on's text_model preference."""
+    addon.text_model = str(worker_text_model)
+    return worker_text_model
+
+
 @pytest.fixture(name="scene")
 def scene_fixture(addon):
     """An empty scene with undo enabled, and no job state left from an earlier test."""

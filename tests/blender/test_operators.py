@@ -27,15 +27,10 @@ from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
     process_gone,
     run_child,
     scene_fixture,
+    text_model_fixture,
     worker_image_model_fixture,
     worker_text_model_fixture,
 )
-
-
-@pytest.fixture
-def text_model(addon, worker_text_model):
-    addon.text_model = str(worker_text_model)
-    return worker_text_model
 
 
 def _pid() -> int | None:

@@ -24,14 +24,9 @@ from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
     drain,
     poll_until_stage,
     scene_fixture,
+    text_model_fixture,
     worker_text_model_fixture,
 )
-
-
-@pytest.fixture
-def text_model(addon, worker_text_model):
-    addon.text_model = str(worker_text_model)
-    return worker_text_model
 
 
 def _generate(prompt: str = "a red chair", **kwargs) -> bpy.types.Object:
