@@ -8,6 +8,7 @@ pytest then finds them by their names (``addon``, ``scene``, ``worker_text_model
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -49,6 +50,23 @@ def run_child(
         timeout=timeout,
         check=False,
     )
+
+
+@contextlib.contextmanager
+def frozen(popen: subprocess.Popen):
+    """The worker stopped (SIGSTOP) inside the block and let go (SIGCONT) after it.
+
+    A frozen worker cannot read a shutdown request nor exit, so a call that returns while it is
+    frozen and leaves it running has provably not waited for it to exit: no timing involved.
+    """
+    if not hasattr(signal, "SIGSTOP"):
+        pytest.skip("freezing a process needs POSIX signals")
+    os.kill(popen.pid, signal.SIGSTOP)
+    try:
+        yield popen
+    finally:
+        if popen.poll() is None:
+            os.kill(popen.pid, signal.SIGCONT)
 
 
 def process_gone(popen: subprocess.Popen, timeout: float = 30.0) -> bool:
