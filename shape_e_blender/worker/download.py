@@ -26,11 +26,12 @@ and within a component:
   ``torch.load(weights_only=True)``.
 - tokenizer/, scheduler/, image_processor/: every file except weights-like ones.
 
-Resuming: huggingface_hub 2.4 resumes a broken transfer inside one call (HTTP Range from the last
-whole 10 MiB chunk it wrote, up to five retries while data keeps arriving) and keeps every
-finished file in the cache, so a new call fetches only what is missing. A file that was cut off
-when the process itself stopped starts again from its beginning: since huggingface_hub 1.x the
-partial ``.incomplete`` file is private to one download and deleted on failure.
+Resuming: each file that is not in the cache is fetched by ``fetch.fetch`` into
+``blobs/<etag>.incomplete`` of the cache and continued from there with an HTTP Range request, by
+this call after a cut connection and by the next call after a cancel or a killed process; the
+finished file is checked (size, and sha256 for LFS files) before it joins the cache. Progress
+counts the bytes already on disk from the start. ``hf_hub_download`` then only links the file
+into the snapshot (and fetches, its own way, a file whose etag is not a hex digest). See fetch.py.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..core.errors import MODEL_UNAVAILABLE, ShapEError
+from . import fetch
 
 log = logging.getLogger(__name__)
 
@@ -276,11 +278,13 @@ class DownloadPlan:
     files: tuple[tuple[str, int], ...]  # (path in the repo, bytes)
     total_bytes: int
     revision: str = ""
-    cached_bytes: int = 0  # already in the cache at this revision
+    cached_bytes: int = 0  # whole files already in the cache at this revision
+    partial_bytes: int = 0  # bytes kept from cut-off downloads of the other files
+    on_disk: tuple[tuple[str, int], ...] = ()  # (path, bytes here) for cached and partial files
 
     @property
     def needed_bytes(self) -> int:
-        return self.total_bytes - self.cached_bytes
+        return self.total_bytes - self.cached_bytes - self.partial_bytes
 
 
 def resolve_model(
@@ -372,24 +376,31 @@ def plan_download(repo_id: str, *, kind: Kind, cache_dir: str | Path | None = No
             log.warning("%s: the hub did not answer (%s); using the cached copy", repo_id, exc)
             return local[1]
         raise _hub_error(exc, repo_id, kind, "list the files of") from exc
-    sizes = {
-        s.rfilename: int(s.lfs.size if s.lfs is not None else (s.size or 0))
-        for s in (info.siblings or [])
-    }
+    sizes, etags = {}, {}
+    for s in info.siblings or []:
+        sizes[s.rfilename] = int(s.lfs.size if s.lfs is not None else (s.size or 0))
+        # The etag the file is stored under: the sha256 for LFS files, else the git blob id.
+        etags[s.rfilename] = (s.lfs.sha256 if s.lfs is not None else s.blob_id) or ""
     files = select_files(sizes, kind, source=repo_id)
     revision = str(info.sha or "main")
     cache = _cache_str(cache_dir)
-    cached = sum(
-        sizes[f]
-        for f in files
-        if isinstance(try_to_load_from_cache(repo_id, f, cache_dir=cache, revision=revision), str)
-    )
+    storage = fetch.repo_storage(repo_id, cache)
+    cached, partial = {}, {}
+    for f in files:
+        if isinstance(try_to_load_from_cache(repo_id, f, cache_dir=cache, revision=revision), str):
+            cached[f] = sizes[f]
+        elif etags[f] and (part := fetch.partial_path(storage, etags[f])).is_file():
+            kept = part.stat().st_size
+            if kept <= sizes[f]:  # a longer one is of no use: fetch.py starts that file over
+                partial[f] = kept
     return DownloadPlan(
         repo_id=repo_id,
         files=tuple((f, sizes[f]) for f in files),
         total_bytes=sum(sizes[f] for f in files),
         revision=revision,
-        cached_bytes=cached,
+        cached_bytes=sum(cached.values()),
+        partial_bytes=sum(partial.values()),
+        on_disk=tuple((cached | partial).items()),
     )
 
 
@@ -403,12 +414,13 @@ def download(
     """Fetch what ``kind`` needs from ``repo_id`` into the cache; returns the snapshot folder.
 
     ``progress(done_bytes, total_bytes)`` runs as bytes arrive, across all files, never going
-    backwards, and ends at (total, total). A ShapEError it raises (a cancel) stops the download
-    and propagates; files finished so far stay in the cache. Files already in the cache are not
-    fetched again, and a repo that is complete in the cache returns at once, without asking the
-    hub.
+    backwards, and ends at (total, total); it starts from the bytes already on disk (cached files
+    and partial ones). A ShapEError it raises (a cancel) stops the download and propagates;
+    finished files stay in the cache, and the file in progress resumes on the next call. Files
+    already in the cache are not fetched again, and a repo that is complete in the cache returns
+    at once, without asking the hub.
     """
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     local = _complete_snapshot(repo_id, kind, cache_dir)
     if local is not None:
@@ -417,14 +429,20 @@ def download(
         return local[0]
     plan = plan_download(repo_id, kind=kind, cache_dir=cache_dir)
     _check_disk(plan, cache_dir)
-    counter = _ByteCounter(plan.total_bytes, progress)
+    counter = _ByteCounter(plan, progress)
     cache = _cache_str(cache_dir)
     folder: Path | None = None
     log.info("downloading %s (%d files, %d bytes)", repo_id, len(plan.files), plan.needed_bytes)
-    for name, size in plan.files:
-        counter.start_file(size)
+    for name, _size in plan.files:
+        counter.start_file(name)
         try:
-            # Pinned to the listed commit, so every file comes from the same snapshot.
+            cached = try_to_load_from_cache(repo_id, name, cache_dir=cache, revision=plan.revision)
+            if not isinstance(cached, str) and not fetch.fetch(
+                repo_id, name, commit=plan.revision, cache_dir=cache, report=counter.set_file
+            ):
+                counter.set_file(0)  # hf_hub_download fetches it from byte zero
+            # With the file in place this only links it into the snapshot. Pinned to the listed
+            # commit, so every file comes from the same snapshot.
             local = hf_hub_download(
                 repo_id,
                 name,
@@ -463,44 +481,60 @@ def _complete_snapshot(
         (f, (folder / f).stat().st_size) for f in select_files(present, kind, source=repo_id)
     )
     total = sum(size for _, size in files)
-    plan = DownloadPlan(repo_id, files, total, revision=folder.name, cached_bytes=total)
+    plan = DownloadPlan(
+        repo_id, files, total, revision=folder.name, cached_bytes=total, on_disk=files
+    )
     return folder, plan
 
 
 class _ByteCounter:
-    """Sums per-file progress bars into one monotonic (done, total) over the whole download."""
+    """One monotonic (done, total) over the whole download: bytes on disk, file by file.
 
-    def __init__(self, total: int, callback: Progress | None) -> None:
-        self.total = total
+    It starts from what the plan found on disk (cached files, partial ones). A file that starts
+    over (a damaged partial, a server that ignored a range) lowers its own count; the total
+    reported then waits until the bytes are back, so it never goes backwards.
+    """
+
+    def __init__(self, plan: DownloadPlan, callback: Progress | None) -> None:
+        self.sizes = dict(plan.files)
+        self.total = plan.total_bytes
         self.callback = callback
-        self.base = 0
-        self.size = 0
-        self.current = 0
+        self.done = {name: min(n, self.sizes[name]) for name, n in plan.on_disk}
+        self.name = ""
         self.reported = -1
         self.lock = threading.Lock()  # a Xet transfer may report from its own threads
         self.bar_class = _bar_class(self)
-        self._emit(0)
+        self._emit()
 
-    def start_file(self, size: int) -> None:
-        self.size, self.current = size, 0
+    def start_file(self, name: str) -> None:
+        self.name = name
+
+    def set_file(self, n: int) -> None:
+        """The current file has ``n`` bytes on disk now (called per chunk: a cancel point)."""
+        with self.lock:
+            self.done[self.name] = min(max(n, 0), self.sizes[self.name])
+            self._emit(force=True)
 
     def add(self, n: int) -> None:
         # A retry that restarts a file reports negative updates: clamp, never go backwards.
         with self.lock:
-            self.current = min(max(self.current + n, 0), self.size)
-            self._emit(self.base + self.current)
+            self.done[self.name] = min(
+                max(self.done.get(self.name, 0) + n, 0), self.sizes[self.name]
+            )
+            self._emit()
 
     def finish_file(self) -> None:
         with self.lock:
-            self.base += self.size
-            self.size = self.current = 0
-            self._emit(self.base)
+            self.done[self.name] = self.sizes[self.name]
+            self._emit()
 
-    def _emit(self, done: int) -> None:
-        if done > self.reported:
-            self.reported = done
+    def _emit(self, force: bool = False) -> None:
+        """Report a new high; with ``force``, also repeat the last one, so a cancel is seen."""
+        done = sum(self.done.values())
+        if done > self.reported or (force and self.reported >= 0):
+            self.reported = max(done, self.reported)
             if self.callback is not None:
-                self.callback(done, self.total)
+                self.callback(self.reported, self.total)
 
 
 def _bar_class(counter: _ByteCounter) -> type:
@@ -601,7 +635,10 @@ def _hub_error(exc: BaseException, repo_id: str, kind: str, action: str) -> Shap
 
     http = _http_module()
     endpoint = constants.ENDPOINT
-    retry = f"run `{_download_command(repo_id, kind)}` again: finished files are kept"
+    retry = (
+        f"run `{_download_command(repo_id, kind)}` again: finished files are kept and a cut-off "
+        "file resumes where it stopped"
+    )
     if isinstance(exc, OfflineModeIsEnabled):
         msg, hint = (
             "offline mode is on (HF_HUB_OFFLINE)",
@@ -631,6 +668,13 @@ def _hub_error(exc: BaseException, repo_id: str, kind: str, action: str) -> Shap
     elif http is not None and isinstance(exc, http.HTTPError):
         msg = f"cannot reach the hub at {endpoint} ({type(exc).__name__}: {exc})"
         hint = f"check the network or proxy and {retry}, " + _local_hint(repo_id)
+    elif isinstance(exc, fetch.DamagedDownload):
+        msg = str(exc)
+        hint = (
+            f"run `{_download_command(repo_id, kind)}` again to fetch it afresh; if that fails "
+            f"the same way, a proxy or mirror between here and {endpoint} alters the download, "
+            + _local_hint(repo_id)
+        )
     elif isinstance(exc, OSError):  # disk full, permissions, a size mismatch after a transfer
         msg, hint = f"{type(exc).__name__}: {exc}", f"check free disk space and {retry}"
     else:

@@ -2,7 +2,8 @@
 
 The stand-in is a stdlib HTTP server on 127.0.0.1 serving the endpoints huggingface_hub 2.4 calls
 for ``HfApi.model_info(files_metadata=True)`` and ``hf_hub_download``: ``/api/models/{repo}``
-(siblings with sizes) and ``/{repo}/resolve/{revision}/{file}`` (HEAD and GET, ETag,
+(siblings with sizes, and LFS sha256 for weights) and ``/{repo}/resolve/{revision}/{file}`` (HEAD
+and GET, ETag: the sha256 for weights as for LFS files, the git blob id for the others,
 X-Repo-Commit, Content-Length, Range). It never sends Xet headers, so plain HTTP is used.
 huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE when it is imported, so every call that may
 touch the network runs in a subprocess with its own environment.
@@ -20,17 +21,21 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pytest
 
-from shape_e_blender.core.errors import MODEL_UNAVAILABLE, ShapEError
+from shape_e_blender.core.errors import CANCELLED, MODEL_UNAVAILABLE, ShapEError
 from shape_e_blender.worker import download as dl
+from shape_e_blender.worker import fetch
 
 REPO = Path(__file__).resolve().parents[2]
 REPO_ID = "openai/shap-e"
 COMMIT = "5c2e5c2e5c2e5c2e5c2e5c2e5c2e5c2e5c2e5c2e"
+NEW_COMMIT = "7d3f7d3f7d3f7d3f7d3f7d3f7d3f7d3f7d3f7d3f"
+MIB = fetch.CHUNK_BYTES
 BIG = "prior/diffusion_pytorch_model.fp16.safetensors"
 
 # Laid out like the real openai/shap-e main branch: fp32 weights only as pickles, fp16 as
@@ -85,15 +90,22 @@ def write_repo(root: Path, files: dict[str, int] = FAKE_FILES) -> Path:
 
 
 class HubStandIn:
-    """A few hub endpoints over a folder; records every request."""
+    """A few hub endpoints over a folder; records every request and the body bytes it sent."""
 
     def __init__(self, repos: dict[str, Path]) -> None:
         self.repos = repos
+        self.commit = COMMIT
         self.log: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
+        self.sent: dict[str, int] = {}  # body bytes written per file
         self.drop_once: set[str] = set()  # first GET of these stops at drop_at, connection cut
         self.drop_at = 11_000_000
+        # first GET of these stops after that many bytes and waits for the event, then cuts
+        self.stall: dict[str, tuple[int, threading.Event]] = {}
         self.fail: set[str] = set()  # a GET of these answers 500 (HEAD still works)
         self.slow: dict[str, float] = {}  # a GET of these pauses this long after each MiB
+        self.ignore_range: set[str] = set()  # answered 200 with the whole file
+        self.refuse_range: set[str] = set()  # a range request answers 416
+        self.damage: set[str] = set()  # the body's first byte is flipped
         self._lock = threading.Lock()
         stand_in = self
 
@@ -116,12 +128,18 @@ class HubStandIn:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def close(self) -> None:
+        for _, event in self.stall.values():
+            event.set()
         self.server.shutdown()
         self.server.server_close()
         self.thread.join()
 
     def gets(self, prefix: str = "/") -> list[str]:
         return [p for m, p, _ in self.log if m == "GET" and p.startswith(prefix)]
+
+    def ranges(self, name: str) -> list[str | None]:
+        """The Range header of each GET of ``name``."""
+        return [r for m, p, r in self.log if m == "GET" and p.endswith(f"/{name}")]
 
     # -- routing ------------------------------------------------------------------------------
 
@@ -140,13 +158,20 @@ class HubStandIn:
     def _model_info(self, req: BaseHTTPRequestHandler, rest: str) -> None:
         repo_id, _, revision = rest.partition("/revision/")
         root = self.repos.get(repo_id)
-        if root is None or revision not in ("", "main", COMMIT):
+        if root is None or revision not in ("", "main", self.commit):
             return self._send(req, 404, b"{}", {"X-Error-Code": "RepoNotFound"})
         siblings = []
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
             name = path.relative_to(root).as_posix()
-            siblings.append({"rfilename": name, "size": path.stat().st_size, "blobId": _sha1(path)})
-        info = {"id": repo_id, "sha": COMMIT, "private": False, "siblings": siblings}
+            data = path.read_bytes()
+            entry = {"rfilename": name, "size": len(data), "blobId": _git_oid(data)}
+            if _is_lfs(name):  # the hub lists the pointer's blob id and the file's sha256
+                entry["blobId"] = _git_oid(
+                    b"version https://git-lfs.github.com/spec/v1 " + data[:8]
+                )
+                entry["lfs"] = {"sha256": _sha256(data), "size": len(data), "pointerSize": 134}
+            siblings.append(entry)
+        info = {"id": repo_id, "sha": self.commit, "private": False, "siblings": siblings}
         self._send(req, 200, json.dumps(info).encode(), {"Content-Type": "application/json"})
 
     def _resolve(
@@ -156,73 +181,84 @@ class HubStandIn:
         if root is None:
             return self._send(req, 404, b"", {"X-Error-Code": "RepoNotFound"})
         file = root / name
-        if revision not in ("main", COMMIT) or not file.is_file():
+        if revision not in ("main", self.commit) or not file.is_file():
             return self._send(req, 404, b"", {"X-Error-Code": "EntryNotFound"})
         if body and name in self.fail:
             return self._send(req, 500, b"server error", {})
         data = file.read_bytes()
         headers = {
-            "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
-            "X-Repo-Commit": COMMIT,
+            "ETag": f'"{_sha256(data) if _is_lfs(name) else _git_oid(data)}"',
+            "X-Repo-Commit": self.commit,
             "Accept-Ranges": "bytes",
             "Content-Type": "application/octet-stream",
         }
         status, start = 200, 0
         wanted = req.headers.get("Range")
-        if wanted and wanted.startswith("bytes=") and wanted.endswith("-"):
+        if wanted and name in self.refuse_range:
+            return self._send(req, 416, b"", {"Content-Range": f"bytes */{len(data)}"})
+        if wanted and name not in self.ignore_range:
+            assert wanted.startswith("bytes=") and wanted.endswith("-"), wanted
             start = int(wanted[len("bytes=") : -1])
             status = 206
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
         payload = data[start:]
+        if name in self.damage:
+            payload = bytes([payload[0] ^ 0xFF]) + payload[1:]
+        headers["Content-Length"] = str(len(payload))
         if not body:
-            headers["Content-Length"] = str(len(payload))
-            return self._send(req, status, b"", headers, length_set=True)
+            return self._send(req, status, b"", headers)
+        req.send_response(status)
+        for key, value in headers.items():
+            req.send_header(key, value)
+        req.end_headers()
+        stop, event = len(payload), None
         if name in self.drop_once:
             self.drop_once.discard(name)
-            req.send_response(status)
-            for key, value in {**headers, "Content-Length": str(len(payload))}.items():
-                req.send_header(key, value)
-            req.end_headers()
-            req.wfile.write(payload[: self.drop_at])
-            req.wfile.flush()
+            stop = self.drop_at
+        elif name in self.stall:
+            stop, event = self.stall.pop(name)
+        for i in range(0, stop, 1 << 20):
+            piece = payload[i : min(i + (1 << 20), stop)]
+            try:
+                req.wfile.write(piece)
+                req.wfile.flush()
+            except OSError:  # the client hung up (a cancelled or killed download)
+                return None
+            with self._lock:
+                self.sent[name] = self.sent.get(name, 0) + len(piece)
+            if name in self.slow:
+                time.sleep(self.slow[name])  # a slow network, not test synchronisation
+        if stop < len(payload):
+            if event is not None:
+                event.wait(60)  # until the test has killed the client
             req.connection.shutdown(socket.SHUT_RDWR)  # the network fails mid-file
             req.close_connection = True
-            return None
-        if name in self.slow:
-            req.send_response(status)
-            for key, value in {**headers, "Content-Length": str(len(payload))}.items():
-                req.send_header(key, value)
-            req.end_headers()
-            for i in range(0, len(payload), 1 << 20):
-                try:
-                    req.wfile.write(payload[i : i + (1 << 20)])
-                    req.wfile.flush()
-                except OSError:  # the client hung up (a cancelled download)
-                    return None
-                time.sleep(self.slow[name])  # a slow network, not test synchronisation
-            return None
-        return self._send(req, status, payload, headers)
+        return None
 
     @staticmethod
     def _send(
-        req: BaseHTTPRequestHandler,
-        status: int,
-        payload: bytes,
-        headers: dict[str, str],
-        length_set: bool = False,
+        req: BaseHTTPRequestHandler, status: int, payload: bytes, headers: dict[str, str]
     ) -> None:
         req.send_response(status)
         for key, value in headers.items():
             req.send_header(key, value)
-        if not length_set:
+        if "Content-Length" not in headers:
             req.send_header("Content-Length", str(len(payload)))
         req.end_headers()
         if payload:
             req.wfile.write(payload)
 
 
-def _sha1(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
+def _is_lfs(name: str) -> bool:
+    return name.endswith((".bin", ".safetensors"))
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _git_oid(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 @pytest.fixture
@@ -233,24 +269,32 @@ def hub(tmp_path):
 
 
 DRIVER = r"""
-import json, sys
-from shape_e_blender.core.errors import ShapEError
+import json, logging, sys
+from shape_e_blender.core.errors import ShapEError, cancelled
 from shape_e_blender.worker import download as dl
 args = json.loads(sys.argv[1])
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 events = []
+def progress(done, total):
+    events.append([done, total])
+    if args["stream"]:
+        print(json.dumps([done, total]), flush=True)
+    if args["cancel_at"] is not None and done >= args["cancel_at"]:
+        raise cancelled()
 try:
     if args["call"] == "download":
         path = dl.download(args["model"], kind=args["kind"], cache_dir=args["cache_dir"],
-                           progress=lambda done, total: events.append([done, total]))
+                           progress=progress)
         out = {"path": str(path)}
     elif args["call"] == "plan":
         plan = dl.plan_download(args["model"], kind=args["kind"], cache_dir=args["cache_dir"])
         out = {"files": plan.files, "total": plan.total_bytes, "cached": plan.cached_bytes,
+               "partial": plan.partial_bytes, "needed": plan.needed_bytes,
                "revision": plan.revision}
     else:
         path = dl.resolve_model(args["model"], kind=args["kind"],
                                 allow_download=args["allow_download"], cache_dir=args["cache_dir"],
-                                progress=lambda done, total: events.append([done, total]))
+                                progress=progress)
         out = {"path": str(path)}
     print(json.dumps({"ok": out, "progress": events}))
 except ShapEError as err:
@@ -258,27 +302,41 @@ except ShapEError as err:
 """
 
 
-def run_worker_side(
+def driver_args(
     tmp_path: Path,
-    endpoint: str,
     *,
     call: str = "resolve",
     kind: str = "text",
     allow_download: bool = True,
-    offline: bool = False,
     model: str = REPO_ID,
-) -> dict:
-    env = hub_env(tmp_path, endpoint)
-    if offline:
-        env["HF_HUB_OFFLINE"] = "1"
+    cancel_at: int | None = None,
+    stream: bool = False,
+) -> list[str]:
+    """The command line of DRIVER; ``cancel_at``: a cancel once progress reaches that many bytes."""
     args = {
         "call": call,
         "model": model,
         "kind": kind,
         "allow_download": allow_download,
         "cache_dir": str(tmp_path / "cache"),
+        "cancel_at": cancel_at,
+        "stream": stream,
     }
-    proc = run_python(["-c", DRIVER, json.dumps(args)], env, tmp_path)
+    return ["-c", DRIVER, json.dumps(args)]
+
+
+def run_worker_side(
+    tmp_path: Path,
+    endpoint: str,
+    *,
+    offline: bool = False,
+    env_extra: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> dict:
+    env = hub_env(tmp_path, endpoint) | (env_extra or {})
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    proc = run_python(driver_args(tmp_path, **kwargs), env, tmp_path)
     assert "Traceback" not in proc.stderr, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -317,11 +375,34 @@ def _files_under(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
 
 
-def _assert_progress(events: list[list[int]], total: int) -> None:
+def _assert_progress(events: list[list[int]], total: int, start: int = 0) -> None:
     done = [d for d, _ in events]
     assert all(t == total for _, t in events)
     assert done == sorted(done), "progress went backwards"
-    assert done[0] == 0 and done[-1] == total
+    assert done[0] == start and done[-1] == total
+
+
+def _remote(tmp_path: Path, name: str) -> bytes:
+    return (tmp_path / "remote" / name).read_bytes()
+
+
+def _total(tmp_path: Path) -> int:
+    return sum((tmp_path / "remote" / name).stat().st_size for name in TEXT_FILES)
+
+
+def _bytes_before(tmp_path: Path, name: str) -> int:
+    """Bytes of the files that a text download fetches before ``name``."""
+    order = dl.select_files(FAKE_FILES, "text", source=REPO_ID)
+    return sum((tmp_path / "remote" / n).stat().st_size for n in order[: order.index(name)])
+
+
+def _blobs(tmp_path: Path) -> Path:
+    return tmp_path / "cache" / "models--openai--shap-e" / "blobs"
+
+
+def _partial(tmp_path: Path, data: bytes) -> Path:
+    """Where the bytes so far of the LFS file holding ``data`` are kept."""
+    return _blobs(tmp_path) / f"{_sha256(data)}.incomplete"
 
 
 # ---- file selection (no network) -------------------------------------------------------------
@@ -535,11 +616,10 @@ def test_a_dropped_connection_resumes_with_a_range_request(tmp_path, hub):
     ranges = [r for m, p, r in hub.log if m == "GET" and p.endswith(BIG) and r]
     assert len(ranges) == 1
     start = int(ranges[0].removeprefix("bytes=").rstrip("-"))
-    # huggingface_hub writes in 10 MiB chunks: it resumes after the last whole chunk it received.
-    assert start == 10 * 2**20 and start < hub.drop_at < size
-    _assert_progress(
-        out["progress"], sum((tmp_path / "remote" / n).stat().st_size for n in TEXT_FILES)
-    )
+    # Whole chunks are written: it resumes after the last complete one that arrived.
+    assert start == hub.drop_at // MIB * MIB and start < hub.drop_at < size
+    assert hub.sent[BIG] == hub.drop_at + size - start
+    _assert_progress(out["progress"], _total(tmp_path))
 
 
 def test_a_failed_download_keeps_finished_files_for_the_next_call(tmp_path, hub):
@@ -556,6 +636,179 @@ def test_a_failed_download_keeps_finished_files_for_the_next_call(tmp_path, hub)
     assert "ok" in second, second
     assert _files_under(Path(second["ok"]["path"])) == TEXT_FILES
     assert [p.rsplit("/", 2)[-2:] for p in hub.gets("/openai/")] == [renderer.split("/")]
+
+
+def test_a_killed_download_resumes_in_a_new_process_from_its_partial_file(tmp_path, hub):
+    data, cut, before = _remote(tmp_path, BIG), 5 * MIB, _bytes_before(tmp_path, BIG)
+    release = threading.Event()
+    hub.stall[BIG] = (cut, release)  # the hub sends 5 MiB, then nothing until the kill
+    proc = subprocess.Popen(
+        [sys.executable, *driver_args(tmp_path, call="download", stream=True)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=hub_env(tmp_path, hub.url),
+        cwd=tmp_path,
+    )
+    try:
+        for line in proc.stdout:  # progress is reported once the bytes are in the file
+            if json.loads(line)[0] >= before + cut:
+                break
+        else:
+            pytest.fail("the download ended before reaching the stall")
+    finally:
+        proc.kill()  # as if Blender or the worker were killed
+        proc.wait(timeout=60)
+        proc.stdout.close()
+        release.set()
+    part = _partial(tmp_path, data)
+    assert part.read_bytes() == data[:cut]
+
+    hub.log.clear()
+    hub.sent.clear()
+    out = run_worker_side(tmp_path, hub.url, call="download")
+    assert "ok" in out, out
+    assert hub.ranges(BIG) == [f"bytes={cut}-"]
+    assert hub.sent[BIG] == len(data) - cut  # only the missing bytes crossed the network
+    fetched = (Path(out["ok"]["path"]) / BIG).read_bytes()
+    assert hashlib.sha256(fetched).hexdigest() == _sha256(data)
+    assert not part.exists()
+    # The two files before it were finished, and 5 MiB of it were on disk: the bar starts there.
+    _assert_progress(out["progress"], _total(tmp_path), start=before + cut)
+
+
+def test_a_cancelled_download_keeps_its_partial_file_and_the_plan_counts_it(tmp_path, hub):
+    data, cut, before = _remote(tmp_path, BIG), 3 * MIB, _bytes_before(tmp_path, BIG)
+    first = run_worker_side(tmp_path, hub.url, call="download", cancel_at=before + cut)
+    assert first["error"]["code"] == CANCELLED
+    part = _partial(tmp_path, data)
+    assert part.read_bytes() == data[:cut]
+    assert not (_blobs(tmp_path) / _sha256(data)).exists()
+
+    plan = run_worker_side(tmp_path, hub.url, call="plan")["ok"]
+    assert plan["cached"] == before and plan["partial"] == cut
+    assert plan["needed"] == _total(tmp_path) - before - cut  # what the disk check asks for
+
+    hub.log.clear()
+    hub.sent.clear()
+    out = run_worker_side(tmp_path, hub.url, call="download")
+    assert hub.ranges(BIG) == [f"bytes={cut}-"] and hub.sent[BIG] == len(data) - cut
+    assert (Path(out["ok"]["path"]) / BIG).read_bytes() == data
+    _assert_progress(out["progress"], _total(tmp_path), start=before + cut)
+
+
+def test_a_partial_file_of_a_version_since_replaced_is_not_continued(tmp_path, hub):
+    old, cut, before = _remote(tmp_path, BIG), 3 * MIB, _bytes_before(tmp_path, BIG)
+    run_worker_side(tmp_path, hub.url, call="download", cancel_at=before + cut)
+    new = np.random.default_rng(8).bytes(len(old))  # a new commit changes the weights
+    (tmp_path / "remote" / BIG).write_bytes(new)
+    hub.commit = NEW_COMMIT
+
+    hub.log.clear()
+    hub.sent.clear()
+    out = run_worker_side(tmp_path, hub.url, call="download")
+    assert "ok" in out, out
+    assert Path(out["ok"]["path"]).name == NEW_COMMIT
+    assert hub.ranges(BIG) == [None] and hub.sent[BIG] == len(new)
+    assert (Path(out["ok"]["path"]) / BIG).read_bytes() == new
+    assert _partial(tmp_path, old).read_bytes() == old[:cut]  # not appended to, not used
+
+
+@pytest.mark.parametrize(
+    ("server", "ranges"),
+    [("ignores", [f"bytes={3 * MIB}-"]), ("refuses", [f"bytes={3 * MIB}-", None])],
+)
+def test_a_server_without_ranges_still_gives_the_right_file(tmp_path, hub, server, ranges):
+    data, cut, before = _remote(tmp_path, BIG), 3 * MIB, _bytes_before(tmp_path, BIG)
+    run_worker_side(tmp_path, hub.url, call="download", cancel_at=before + cut)
+    # "ignores" answers 200 with the whole file, "refuses" answers 416
+    (hub.ignore_range if server == "ignores" else hub.refuse_range).add(BIG)
+    hub.log.clear()
+    hub.sent.clear()
+    out = run_worker_side(tmp_path, hub.url, call="download")
+    assert "ok" in out, out
+    assert hub.ranges(BIG) == ranges and hub.sent[BIG] == len(data)
+    assert (Path(out["ok"]["path"]) / BIG).read_bytes() == data
+    assert not _partial(tmp_path, data).exists()
+    _assert_progress(out["progress"], _total(tmp_path), start=before + cut)
+
+
+@pytest.mark.parametrize("kept", ["damaged", "too long"])
+def test_a_bad_partial_file_is_dropped_and_the_file_fetched_whole(tmp_path, hub, kept):
+    data = _remote(tmp_path, BIG)
+    part = _partial(tmp_path, data)
+    part.parent.mkdir(parents=True)
+    # "damaged": zeros where data should be, as a crash of the machine can leave a file
+    part.write_bytes(bytes(3 * MIB) if kept == "damaged" else data + b"more")
+    out = run_worker_side(tmp_path, hub.url, call="download")
+    assert "ok" in out, out
+    assert (Path(out["ok"]["path"]) / BIG).read_bytes() == data
+    assert not part.exists()
+    if kept == "damaged":  # resumed, failed the sha256 check, fetched again from the start
+        assert hub.ranges(BIG) == [f"bytes={3 * MIB}-", None]
+        assert hub.sent[BIG] == len(data) - 3 * MIB + len(data)
+        _assert_progress(out["progress"], _total(tmp_path), start=3 * MIB)
+    else:  # longer than the file: not resumable
+        assert hub.ranges(BIG) == [None] and hub.sent[BIG] == len(data)
+        _assert_progress(out["progress"], _total(tmp_path))
+
+
+def test_damaged_bytes_from_the_hub_are_a_clear_error_and_not_kept(tmp_path, hub):
+    data = _remote(tmp_path, BIG)
+    hub.damage.add(BIG)
+    out = run_worker_side(tmp_path, hub.url, call="download")
+    err = out["error"]
+    assert err["code"] == MODEL_UNAVAILABLE and err["data"]["field"] == "model"
+    assert f"download {BIG} of {REPO_ID}" in err["message"] and "sha256" in err["message"]
+    assert "again" in err["data"]["hint"] and "proxy" in err["data"]["hint"]
+    assert hub.ranges(BIG) == [None]  # fresh bytes that fail the check are not fetched twice
+    assert not list(_blobs(tmp_path).glob(f"{_sha256(data)}*"))  # neither blob nor partial
+
+
+def test_without_symlinks_each_file_is_moved_into_the_snapshot_not_copied(tmp_path, hub):
+    out = run_worker_side(
+        tmp_path, hub.url, call="download", env_extra={"HF_HUB_DISABLE_SYMLINKS": "1"}
+    )
+    folder = Path(out["ok"]["path"])
+    for name in TEXT_FILES:
+        assert not (folder / name).is_symlink()
+        assert (folder / name).read_bytes() == _remote(tmp_path, name)
+    assert not [p.name for p in _blobs(tmp_path).iterdir()]  # one copy of each file on disk
+
+
+def test_a_second_process_waits_for_the_one_writing_the_file_then_continues_it(tmp_path, hub):
+    from filelock import FileLock
+
+    data, held = _remote(tmp_path, BIG), 4 * MIB
+    lock_path = tmp_path / "cache" / ".locks" / "models--openai--shap-e" / f"{_sha256(data)}.lock"
+    lock_path.parent.mkdir(parents=True)
+    part = _partial(tmp_path, data)
+    part.parent.mkdir(parents=True)
+    with FileLock(lock_path):  # another process is downloading that file
+        proc = subprocess.Popen(
+            [sys.executable, *driver_args(tmp_path, call="download")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=hub_env(tmp_path, hub.url),
+            cwd=tmp_path,
+        )
+        watchdog = threading.Timer(90, proc.kill)  # a process that waits without saying so
+        watchdog.start()
+        for line in proc.stderr:
+            if "another process is downloading it; waiting" in line:
+                break
+        else:
+            pytest.fail(f"it did not say that it waits: {proc.communicate()}")
+        watchdog.cancel()
+        assert not part.exists()  # the waiting process does not touch the file
+        part.write_bytes(data[:held])  # what the other process got before it stopped
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    out = json.loads(stdout.strip().splitlines()[-1])
+    assert "ok" in out, out
+    assert hub.ranges(BIG) == [f"bytes={held}-"]
+    assert (Path(out["ok"]["path"]) / BIG).read_bytes() == data
 
 
 def test_a_complete_cache_is_found_offline_without_any_request(tmp_path, hub):
