@@ -140,8 +140,15 @@ def cmd_download(args: argparse.Namespace) -> int:
     printer = ProgressPrinter()
     try:
         plan = plan_download(repo, kind=kind, cache_dir=args.cache_dir)
+        kept = ""
+        if plan.cached_bytes or plan.partial_bytes:
+            kept = (
+                f" ({plan.needed_bytes / 1e6:.1f} MB to fetch: "
+                f"{plan.cached_bytes / 1e6:.1f} MB cached, "
+                f"{plan.partial_bytes / 1e6:.1f} MB kept from an interrupted download)"
+            )
         print(
-            f"{repo}: {len(plan.files)} files, {plan.total_bytes / 1e9:.2f} GB on disk; "
+            f"{repo}: {len(plan.files)} files, {plan.total_bytes / 1e9:.2f} GB on disk{kept}; "
             f"generation needs about {vram_estimate(kind) / 2**30:.1f} GiB of GPU memory"
         )
         path = download(

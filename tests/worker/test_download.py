@@ -688,13 +688,27 @@ def test_a_cancelled_download_keeps_its_partial_file_and_the_plan_counts_it(tmp_
     plan = run_worker_side(tmp_path, hub.url, call="plan")["ok"]
     assert plan["cached"] == before and plan["partial"] == cut
     assert plan["needed"] == _total(tmp_path) - before - cut  # what the disk check asks for
-
     hub.log.clear()
     hub.sent.clear()
     out = run_worker_side(tmp_path, hub.url, call="download")
     assert hub.ranges(BIG) == [f"bytes={cut}-"] and hub.sent[BIG] == len(data) - cut
     assert (Path(out["ok"]["path"]) / BIG).read_bytes() == data
     _assert_progress(out["progress"], _total(tmp_path), start=before + cut)
+
+
+def test_the_cli_says_what_is_kept_then_fetches_only_the_rest(tmp_path, hub):
+    data, cut, before = _remote(tmp_path, BIG), 3 * MIB, _bytes_before(tmp_path, BIG)
+    run_worker_side(tmp_path, hub.url, call="download", cancel_at=before + cut)
+    hub.log.clear()
+    hub.sent.clear()
+    cmd = ["-m", "shape_e_blender", "download", "--cache-dir", str(tmp_path / "cache")]
+    proc = run_python(cmd, hub_env(tmp_path, hub.url), tmp_path)
+    first = proc.stdout.strip().splitlines()[0]
+    assert f"{(_total(tmp_path) - before - cut) / 1e6:.1f} MB to fetch" in first
+    assert f"{cut / 1e6:.1f} MB kept from an interrupted download" in first
+    assert hub.ranges(BIG) == [f"bytes={cut}-"] and hub.sent[BIG] == len(data) - cut
+    ready = Path(proc.stdout.strip().splitlines()[-1].removeprefix("ready: "))
+    assert (ready / BIG).read_bytes() == data
 
 
 def test_a_partial_file_of_a_version_since_replaced_is_not_continued(tmp_path, hub):
