@@ -122,7 +122,7 @@ def scan(
         try:
             out.append(read_job(path, running=is_active, running_label=active_label))
         except ShapEError as err:
-            _note_skipped(path, err.message)
+            _note_skipped(path, err.message.removeprefix(f"{err.field}: "))
             continue
         if len(out) >= limit:
             break
