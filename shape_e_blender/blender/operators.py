@@ -1,4 +1,5 @@
-"""The public operators: shape_e.text_to_mesh, camera_to_mesh, image_to_mesh, remesh and cancel.
+"""The public operators: shape_e.text_to_mesh, camera_to_mesh, image_to_mesh, remesh, import_job
+and cancel.
 
 Their generation parameters carry the protocol's names. No hard min/max on them: Blender would
 clamp a bad value silently, while GenerationParams.create names the field and says what to do.
@@ -33,6 +34,7 @@ from ..core.params import (
 )
 from ..core.protocol import GenerateRequest
 from . import jobs, prefs
+from .client import Job as WorkerJob
 
 _SKIP = {"SKIP_SAVE"}
 REMESH_GRID = 2 * DEFAULT_GRID  # re-meshing is for refining a shape made at a lower resolution
@@ -247,8 +249,11 @@ def import_result(job: jobs.Active, context: bpy.types.Context) -> list[bpy.type
             "generate again; the job folder holds the worker's log",
         )
     meshes = [load_mesh(m) for m in made]
-    # With variants missing, names and stored seeds follow each mesh's own variant number.
-    variants = [int(m.get("variant", i)) for i, m in enumerate(made)] if skipped else None
+    # With variants missing (no surface, or one imported alone from its job folder), names and
+    # stored seeds follow each mesh's own variant number.
+    asked = (result.get("params") or {}).get("variants")
+    partial = bool(skipped) or (isinstance(asked, int) and len(made) < asked)
+    variants = [int(m.get("variant", i)) for i, m in enumerate(made)] if partial else None
     objects = importer.import_meshes(
         context,
         meshes,
@@ -578,6 +583,60 @@ def remesh_result(
     return [obj]
 
 
+class SHAPE_E_OT_import_job(bpy.types.Operator):
+    """Import a finished job's meshes from its job folder, as the generation itself would have
+    (after a crash, a file closed unsaved, an undo past the import, or a job that ended later)"""
+
+    bl_idname = "shape_e.import_job"
+    bl_label = "Import Job"
+    bl_options: ClassVar[set[str]] = {"REGISTER"}  # import_result pushes its own undo step
+
+    job_dir: StringProperty(
+        name="Job Folder",
+        description="The job's folder (under the jobs folder: request.json, result.json, 0/...)",
+        default="",
+        subtype="DIR_PATH",
+        options=_SKIP,
+    )
+    variant: IntProperty(
+        name="Variant",
+        description="Which variant to import; -1: all of them",
+        default=-1,
+        soft_min=-1,
+        soft_max=15,
+        options=_SKIP,
+    )
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        from . import history, importer
+
+        text = self.job_dir.strip()
+        try:
+            active, _ = history.active_job()
+            record, result = history.load_result(
+                bpy.path.abspath(text) if text else "", self.variant, active=active
+            )
+            label = importer.object_name_for(record.name_source)
+            # The job as its folder recorded it: the same finish step as a fresh generation.
+            done = WorkerJob(
+                id=0,
+                method="generate",
+                params={"job_dir": str(record.path)},
+                generation=0,
+                result=result,
+                done=True,
+            )
+            job = jobs.Active("generate", [done], label)
+            objects = import_result(job, context)
+        except ShapEError as err:
+            self.report({"ERROR"}, str(err))
+            return {"CANCELLED"}
+        for warning in job.warnings:
+            self.report({"WARNING"}, warning)
+        self.report({"INFO"}, f"Imported {', '.join(o.name for o in objects)}")
+        return {"FINISHED"}
+
+
 class SHAPE_E_OT_cancel(bpy.types.Operator):
     """Cancel the running Shap-E job"""
 
@@ -608,5 +667,6 @@ CLASSES = (
     SHAPE_E_OT_image_to_mesh,
     SHAPE_E_OT_camera_to_mesh,
     SHAPE_E_OT_remesh,
+    SHAPE_E_OT_import_job,
     SHAPE_E_OT_cancel,
 )

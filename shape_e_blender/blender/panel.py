@@ -1,16 +1,30 @@
-"""The 3D viewport sidebar panel (tab "Shap-E") and its Generate button."""
+"""The 3D viewport sidebar panel (tab "Shap-E"), its Generate button, and the Recent Jobs list."""
 
 from __future__ import annotations
 
 import random
+import sys
 import textwrap
+import time
+import traceback
 from pathlib import PurePath
 from typing import Any, ClassVar
 
 import bpy
 
+from ..core.errors import ShapEError
 from ..core.params import SEED_MAX
-from . import importer, jobs, operators
+from . import history, importer, jobs, operators
+
+RECENT_SHOWN = 8  # jobs listed in the panel; the jobs folder holds the rest
+STATE_ICONS = {
+    history.DONE: "CHECKMARK",
+    history.FAILED: "ERROR",
+    history.CANCELLED: "CANCEL",
+    history.RUNNING: "TIME",
+    history.INTERRUPTED: "QUESTION",
+}
+_draw_failures: set[str] = set()  # errors reading the list, printed once each
 
 
 class SHAPE_E_OT_generate(bpy.types.Operator):
@@ -155,10 +169,65 @@ def source_text(settings: dict[str, Any]) -> str:
     return "Source: unknown"
 
 
+class SHAPE_E_PT_recent(bpy.types.Panel):
+    """The last jobs in the jobs folder: import a finished one again, or open its folder."""
+
+    bl_idname = "SHAPE_E_PT_recent"
+    bl_label = "Recent Jobs"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Shap-E"
+    bl_parent_id = SHAPE_E_PT_panel.bl_idname
+    bl_options: ClassVar[set[str]] = {"DEFAULT_CLOSED"}  # closed, it costs no folder scan
+
+    def draw(self, context: bpy.types.Context) -> None:
+        draw_recent(self.layout, context)
+
+
+def draw_recent(layout: bpy.types.UILayout, context: bpy.types.Context) -> int:
+    """The recent jobs list; returns how many jobs it shows. Reading the folder never raises
+    here: an unexpected error is printed (once) and shown as a line, not a half-drawn sidebar."""
+    width = max(24, int(context.region.width / 7)) if context.region else 48
+    try:
+        root, found = history.recent(context)
+    except ShapEError as err:  # the jobs folder preference cannot be used
+        _wrapped(layout.column(align=True), str(err), "ERROR", width, max_lines=6)
+        return 0
+    except Exception as exc:
+        text = f"{type(exc).__name__}: {exc}"
+        if text not in _draw_failures:
+            _draw_failures.add(text)
+            print("shape_e: reading the recent jobs failed:", file=sys.stderr)
+            traceback.print_exc()
+        _wrapped(layout.column(align=True), text, "ERROR", width, max_lines=4)
+        return 0
+    if not found:
+        layout.label(text="No jobs yet", icon="INFO")
+    now = time.time()
+    for job in found[:RECENT_SHOWN]:
+        col = layout.box().column(align=True)
+        row = col.row(align=True)
+        row.label(text=job.label[:60] or job.path.name, icon=STATE_ICONS.get(job.state, "DOT"))
+        if job.importable:
+            op = row.operator(operators.SHAPE_E_OT_import_job.bl_idname, text="", icon="IMPORT")
+            op.job_dir = str(job.path)
+        row.operator("wm.path_open", text="", icon="FILE_FOLDER").filepath = str(job.path)
+        details = job.details()
+        when = f"{job.state.capitalize()}, {history.age_text(job.started, now)}"
+        col.label(text=f"{when}: {details}" if details else when)
+        if job.message:
+            _wrapped(col, job.message, "BLANK1", width, max_lines=3)
+    row = layout.row()
+    if len(found) > RECENT_SHOWN:
+        row.label(text="Older jobs:")
+    row.operator("wm.path_open", text="Open Jobs Folder", icon="FILE_FOLDER").filepath = str(root)
+    return min(len(found), RECENT_SHOWN)
+
+
 def _wrapped(layout: bpy.types.UILayout, text: str, icon: str, width: int, max_lines: int) -> None:
     lines = [w for part in text.splitlines() for w in textwrap.wrap(part, width) or [""]]
     for i, line in enumerate(lines[:max_lines]):
         layout.label(text=line, icon=icon if i == 0 else "BLANK1")
 
 
-CLASSES = (SHAPE_E_OT_generate, SHAPE_E_PT_panel)
+CLASSES = (SHAPE_E_OT_generate, SHAPE_E_PT_panel, SHAPE_E_PT_recent)

@@ -8,11 +8,15 @@ leak a little memory, which Blender reports at exit: that is why this runs in it
 Blender reports a bad property in ``layout.prop`` on stderr instead of raising, so each state
 writes a marker line to stderr first; the test reads the section after each marker. Usage:
 
-    python -m tests.blender.panel_draw_job JOBS_DIR WORKER_PYTHON
+    python -m tests.blender.panel_draw_job JOBS_DIR WORKER_PYTHON RECENT_DIR
+
+RECENT_DIR holds a finished and a failed job written by the worker (test_panel.py makes them);
+the Recent Jobs states add folders of other kinds next to them.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 import traceback
@@ -21,7 +25,10 @@ from types import SimpleNamespace
 
 import bpy
 
-from shape_e_blender.blender import jobs, panel, prefs, setup_env
+from shape_e_blender.blender import history, jobs, panel, prefs, setup_env
+from shape_e_blender.blender.client import Job
+
+from .job_folders import foreign_folders
 
 MARKER = "=== state: "
 
@@ -54,10 +61,53 @@ def draw_noting_box(name: str):
     return draw
 
 
+def draw_recent_noting(name: str):
+    """Draw the Recent Jobs sub-panel, then say on stdout how many jobs it listed, and which."""
+
+    def draw() -> None:
+        history.forget()  # the folder changed since the last state: no cached list
+        panel.SHAPE_E_PT_recent.draw(SimpleNamespace(layout=layout()), bpy.context)
+        shown = panel.draw_recent(layout(), bpy.context)
+        print(f"recent jobs in {name}: {shown}", flush=True)
+        if shown:
+            _, found = history.recent(bpy.context)
+            for job in found[:shown]:
+                print(f"recent job in {name}: {job.state} {job.label}", flush=True)
+
+    return draw
+
+
+def draw_recent_states(p: prefs.ShapEPreferences, jobs_dir: str, recent: Path) -> None:
+    """Recent Jobs: empty, every kind of folder, many folders, and a jobs folder it cannot use."""
+    p.jobs_dir = str(Path(jobs_dir) / "no-jobs-yet")
+    state("recent-empty", draw_recent_noting("recent-empty"))
+    p.jobs_dir = str(recent)
+    done = next(f for f in recent.iterdir() if (f / "result.json").is_file())
+    foreign_folders(recent)
+    interrupted = recent / "20250101-000010-interrupted"
+    interrupted.mkdir()
+    shutil.copy(done / "request.json", interrupted / "request.json")
+    # The add-on's own running job, before the worker wrote anything into its folder.
+    running = recent / "20250101-000011-a-red-chair"
+    running.mkdir()
+    request = Job(id=1, method="generate", params={"job_dir": str(running)}, generation=1)
+    jobs._active = jobs.Active("generate", [request], "Red chair")
+    state("recent-jobs", draw_recent_noting("recent-jobs"))
+    jobs._active = None
+    for i in range(25):
+        folder = recent / f"20250101-{i:06d}-old"
+        folder.mkdir()
+        shutil.copy(done / "request.json", folder / "request.json")
+    state("recent-many", draw_recent_noting("recent-many"))
+    p.jobs_dir = "//relative-to-an-unsaved-file"
+    state("recent-unusable-jobs-folder", draw_recent_noting("recent-unusable-jobs-folder"))
+    p.jobs_dir = jobs_dir
+
+
 def main() -> int:
     import addon_utils  # importable once bpy is
 
-    jobs_dir, worker_python = sys.argv[1], sys.argv[2]
+    jobs_dir, worker_python, recent_dir = sys.argv[1:4]
     bpy.ops.wm.read_homefile(use_empty=True)
     assert addon_utils.enable("shape_e_blender", default_set=True) is not None
     p = prefs.get()
@@ -147,6 +197,8 @@ def main() -> int:
     state("prefs-worker-info", draw_prefs)
     jobs.status = jobs.Status(state="error", kind="download", error="no hub", hint="go online")
     state("prefs-download-error", draw_prefs)
+    jobs.status = jobs.Status()
+    draw_recent_states(p, jobs_dir, Path(recent_dir))
     print(MARKER + "end", file=sys.stderr, flush=True)
     addon_utils.disable("shape_e_blender", default_set=True)
     return 0

@@ -10,7 +10,12 @@ import sys
 
 import pytest
 
-from .fixtures_client import WORKER_PYTHON, run_child
+from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
+    WORKER_PYTHON,
+    run_child,
+    worker_text_model_fixture,
+)
+from .job_folders import TINY, failed_job, finished_job
 from .panel_draw_job import MARKER
 
 STATES = [
@@ -33,17 +38,27 @@ STATES = [
     "prefs-checking",
     "prefs-worker-info",
     "prefs-download-error",
+    "recent-empty",
+    "recent-jobs",
+    "recent-many",
+    "recent-unusable-jobs-folder",
 ]
 
 
 @pytest.fixture(scope="module")
-def drawn(tmp_path_factory):
+def drawn(tmp_path_factory, worker_text_model):
+    recent = tmp_path_factory.mktemp("recent")
+    finished_job(
+        recent / "20250101-120000-a-red-chair", worker_text_model, "--prompt", "a red chair", *TINY
+    )
+    failed_job(recent / "20250101-120100-broken", worker_text_model)
     proc = run_child(
         sys.executable,
         "-m",
         "tests.blender.panel_draw_job",
         str(tmp_path_factory.mktemp("jobs")),
         WORKER_PYTHON,
+        str(recent),
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -79,3 +94,20 @@ def test_the_active_object_box_shows_only_for_shap_e_objects(drawn):
     ):
         assert f"active box in {state}: True" in stdout
     assert "active box in active-other-object: False" in stdout
+
+
+def test_the_recent_jobs_list_shows_each_kind_of_job_and_at_most_eight(drawn):
+    stdout, _ = drawn
+    assert "recent jobs in recent-empty: 0" in stdout
+    assert "recent jobs in recent-jobs: 4" in stdout  # the foreign folders are left out
+    listed = [
+        ln.split(": ", 1)[1] for ln in stdout.splitlines() if "recent job in recent-jobs" in ln
+    ]
+    assert listed == [
+        "failed Latent 20250101-120100-broken-bad-latent.npy",
+        "done a red chair",
+        "running Red chair",
+        "interrupted a red chair",
+    ]
+    assert "recent jobs in recent-many: 8" in stdout
+    assert "recent jobs in recent-unusable-jobs-folder: 0" in stdout

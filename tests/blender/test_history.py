@@ -1,0 +1,368 @@
+"""Recent jobs and shape_e.import_job: results come back from their job folders.
+
+Real bpy, the real worker subprocess and its CLI, tiny random Shap-E models. The job folders are
+written by the worker itself: behind the add-on, behind a Blender that crashed mid-job, by the
+worker's CLI, by a failed, a cancelled and a killed run. Hand-written folders appear only as
+what they stand for: folders that are not jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shape_e_blender.blender import history, jobs, operators, prefs
+from shape_e_blender.core.errors import WORKER_EXITED
+from shape_e_blender.core.mesh import MeshData
+from shape_e_blender.core.params import GenerationParams
+from shape_e_blender.core.protocol import GenerateRequest
+
+from .crash_job import CRASH_STATUS
+from .crash_job import SETTINGS as CRASH_SETTINGS
+from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
+    FAST,
+    WORKER_PYTHON,
+    addon_fixture,
+    bpy,
+    drain,
+    kill_process,
+    poll_until_stage,
+    run_child,
+    scene_fixture,
+    text_model_fixture,
+    worker_text_model_fixture,
+)
+from .job_folders import TINY, finished_job, foreign_folders
+from .proc import RESULT_PREFIX
+
+# A job still busy for seconds once sampling starts, so a cancel or a kill lands mid-job.
+LONG = {key: CRASH_SETTINGS[key] for key in ("steps", "grid_size", "variants")}
+
+
+@pytest.fixture(scope="module")
+def cli_job(tmp_path_factory, worker_text_model) -> Path:
+    """A finished two-variant job written by the worker's CLI, with no Blender involved."""
+    root = tmp_path_factory.mktemp("cli-jobs")
+    job = root / "20250102-030405-a-green-teapot-1a2b3c"
+    return finished_job(
+        job,
+        worker_text_model,
+        "--prompt",
+        "a green teapot",
+        "--seed",
+        "5",
+        "--variants",
+        "2",
+        *TINY,
+    )
+
+
+def _positions(mesh: bpy.types.Mesh) -> np.ndarray:
+    out = np.empty(len(mesh.vertices) * 3, np.float32)
+    mesh.vertices.foreach_get("co", out)
+    return out.reshape(-1, 3)
+
+
+def _colors(mesh: bpy.types.Mesh) -> np.ndarray:
+    attr = mesh.color_attributes["Color"]
+    assert (attr.data_type, attr.domain) == ("FLOAT_COLOR", "POINT")
+    out = np.empty(len(attr.data) * 4, np.float32)
+    attr.data.foreach_get("color", out)
+    return out.reshape(-1, 4)[:, :3]
+
+
+def _scene_data() -> tuple:
+    """What a refused import must leave exactly as it was."""
+    return (
+        sorted(bpy.data.objects.keys()),
+        sorted(bpy.data.meshes.keys()),
+        sorted(bpy.data.materials.keys()),
+    )
+
+
+def _new_folder(root: Path, before: set[str]) -> Path:
+    (name,) = {p.name for p in root.iterdir() if p.is_dir()} - before
+    return root / name
+
+
+def _refused(job_dir: str, *expected: str, **kwargs) -> str:
+    """import_job's error text (background mode raises it); nothing may have been imported."""
+    before = _scene_data()
+    with pytest.raises(RuntimeError) as info:
+        bpy.ops.shape_e.import_job(job_dir=job_dir, **kwargs)
+    text = str(info.value)
+    for part in expected:
+        assert part in text, text
+    assert _scene_data() == before
+    return text
+
+
+def test_a_generation_deleted_with_its_file_comes_back_the_same_in_one_undo_step(
+    scene, addon, text_model
+):
+    assert bpy.ops.shape_e.text_to_mesh(prompt="a red chair", seed=7, **FAST) == {"FINISHED"}
+    made = bpy.data.objects["Red chair"]
+    settings = made["shape_e"].to_dict()
+    positions, colors = _positions(made.data), _colors(made.data)
+    polygons, location = len(made.data.polygons), tuple(made.location)
+    job_dir = Path(settings["job_dir"])
+    # The panel's list shows it at once (a job that ended re-reads the folder).
+    root, found = history.recent(bpy.context)
+    assert root == Path(addon.jobs_dir) and found[0].path == job_dir
+    assert (found[0].state, found[0].label, found[0].seed) == ("done", "a red chair", 7)
+    assert found[0].meshes == (0,) and found[0].importable
+
+    bpy.ops.wm.read_homefile(use_empty=True)  # the file is closed without saving
+    assert "Red chair" not in bpy.data.objects
+    assert bpy.ops.shape_e.import_job(job_dir=str(job_dir)) == {"FINISHED"}
+
+    obj = bpy.data.objects["Red chair"]
+    assert bpy.context.view_layer.objects.active == obj and obj.select_get()
+    on_disk = MeshData.load(job_dir / "0" / "mesh.npz")
+    assert len(obj.data.vertices) == on_disk.vertex_count == len(positions)
+    assert len(obj.data.polygons) == polygons > 0
+    assert np.array_equal(_positions(obj.data), positions)
+    assert np.allclose(_colors(obj.data), on_disk.colors) and np.array_equal(
+        _colors(obj.data), colors
+    )
+    assert tuple(obj.location) == location
+    bsdf = obj.data.materials[0].node_tree.nodes["Principled BSDF"]
+    assert bsdf.inputs["Base Color"].links[0].from_node.bl_idname == "ShaderNodeVertexColor"
+    # Every stored setting, as the generation stored it: prompt, seed, grid, model, versions,
+    # the job folder and the latent that shape_e.remesh decodes.
+    assert obj["shape_e"].to_dict() == settings
+    assert settings["prompt"] == "a red chair" and settings["seed"] == 7
+
+    bpy.ops.ed.undo()
+    assert "Red chair" not in bpy.data.objects
+    bpy.ops.ed.redo()
+    assert "Red chair" in bpy.data.objects
+
+
+def test_a_cli_job_imports_one_variant_or_all_of_them(scene, cli_job):
+    (found,) = history.scan(cli_job.parent)
+    assert (found.path, found.state, found.label) == (cli_job, "done", "a green teapot")
+    assert (found.seed, found.grid_size, found.variants, found.meshes) == (5, 32, 2, (0, 1))
+
+    assert bpy.ops.shape_e.import_job(job_dir=str(cli_job), variant=1) == {"FINISHED"}
+    assert [o.name for o in bpy.context.scene.objects] == ["Green teapot_1"]
+    one = bpy.data.objects["Green teapot_1"]["shape_e"]
+    assert (one["seed"], one["variant"], one["job_dir"]) == (6, 1, str(cli_job))
+    assert one["latent"] == str(cli_job / "1" / "latent.npy")
+    assert one["prompt"] == "a green teapot" and one["grid_size"] == 32
+    vertices = MeshData.load(cli_job / "1" / "mesh.npz").vertex_count
+    assert len(bpy.data.objects["Green teapot_1"].data.vertices) == vertices
+    bpy.ops.ed.undo()
+    assert "Green teapot_1" not in bpy.data.objects
+
+    _refused(str(cli_job), "variant", "has no variant 2 (it has 0, 1)", variant=2)
+    _refused(str(cli_job), "variant", "-2 is not a variant", variant=-2)
+    assert bpy.ops.shape_e.import_job(job_dir=str(cli_job)) == {"FINISHED"}
+    objs = [bpy.data.objects["Green teapot_0"], bpy.data.objects["Green teapot_1"]]
+    assert [o["shape_e"]["seed"] for o in objs] == [5, 6]
+    assert objs[1].location.x > objs[0].location.x  # side by side, like a fresh generation
+    assert set(bpy.context.selected_objects) == set(objs)
+
+
+def test_a_moved_job_folder_imports_from_where_it_is_now_and_a_missing_mesh_is_refused(
+    scene, cli_job, tmp_path
+):
+    moved = tmp_path / "elsewhere" / cli_job.name
+    shutil.copytree(cli_job, moved)
+    assert bpy.ops.shape_e.import_job(job_dir=str(moved), variant=0) == {"FINISHED"}
+    settings = bpy.data.objects["Green teapot_0"]["shape_e"]
+    assert settings["job_dir"] == str(moved)
+    assert settings["latent"] == str(moved / "0" / "latent.npy")
+
+    (moved / "1" / "mesh.npz").unlink()
+    (found,) = history.scan(moved.parent)
+    assert (found.state, found.meshes, found.missing) == ("done", (0,), (1,))
+    assert "1 missing" in found.details()
+    _refused(str(moved), "job_dir", str(moved / "1" / "mesh.npz"), "missing")
+    assert bpy.ops.shape_e.import_job(job_dir=str(moved), variant=0) == {"FINISHED"}
+
+
+def test_a_job_that_finished_after_blender_crashed_is_listed_done_and_imports(
+    scene, worker_text_model, tmp_path
+):
+    jobs_dir = tmp_path / "jobs"
+    proc = run_child(
+        sys.executable,
+        "-m",
+        "tests.blender.crash_job",
+        str(jobs_dir),
+        WORKER_PYTHON,
+        str(worker_text_model),
+        timeout=300,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
+    assert proc.returncode == CRASH_STATUS and lines, proc.stderr[-4000:]
+    crash = json.loads(lines[-1][len(RESULT_PREFIX) :])
+    job_dir, pid = Path(crash["job_dir"]), crash["worker_pid"]
+    assert not crash["result_at_crash"]  # Blender died before the job was done
+    # The worker outlived Blender and finishes on its own (bounded wait, then it exits).
+    deadline = time.monotonic() + 300
+    while not (job_dir / "result.json").exists() or _alive(pid):
+        assert time.monotonic() < deadline, (job_dir, pid)
+        time.sleep(0.1)
+
+    (found,) = history.scan(jobs_dir)
+    assert (found.path, found.state, found.label) == (job_dir, "done", "a blue vase")
+    assert found.meshes == (0, 1, 2) and found.seed == CRASH_SETTINGS["seed"]
+    assert bpy.ops.shape_e.import_job(job_dir=str(job_dir)) == {"FINISHED"}
+    for i in range(3):
+        obj = bpy.data.objects[f"Blue vase_{i}"]
+        assert len(obj.data.vertices) == MeshData.load(job_dir / str(i) / "mesh.npz").vertex_count
+        assert obj["shape_e"]["seed"] == CRASH_SETTINGS["seed"] + i
+        assert obj["shape_e"]["grid_size"] == CRASH_SETTINGS["grid_size"]
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (not ours to wait for: Blender, its parent, is gone)."""
+    if os.name == "nt":
+        return False  # os.kill would terminate it there; result.json is written last anyway
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # an exited process nobody has reaped yet is a zombie: it runs no more
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def test_a_failed_job_shows_the_workers_message_and_import_job_refuses_with_it(
+    scene, addon, text_model
+):
+    assert bpy.ops.shape_e.text_to_mesh(prompt="a red chair", seed=3, **FAST) == {"FINISHED"}
+    latent = Path(bpy.context.active_object["shape_e"]["latent"])
+    latent.write_bytes(b"not a numpy file")  # the saved latent is damaged
+    root = Path(addon.jobs_dir)
+    before = {p.name for p in root.iterdir() if p.is_dir()}
+    with pytest.raises(RuntimeError) as info:
+        bpy.ops.shape_e.remesh(grid_size=64)
+    failed = _new_folder(root, before)
+    assert "cannot read" in str(info.value)
+
+    job = history.read_job(failed)
+    assert job.state == "failed" and not job.importable
+    assert job.label == "Re-mesh of a red chair"
+    assert f"cannot read {latent} as a .npy array" in job.message
+    assert job.message.split(" (")[0] in str(info.value)  # the message the operator showed
+    assert any(j.path == failed and j.state == "failed" for j in history.scan(root))
+    _refused(str(failed), "job_dir", "failed", f"cannot read {latent} as a .npy array")
+
+
+def test_a_running_job_is_listed_running_then_interrupted_once_its_worker_was_killed(
+    scene, addon, text_model
+):
+    root = Path(addon.jobs_dir)
+    bpy.ops.shape_e.text_to_mesh(prompt="a tall lamp", seed=9, blocking=False, **LONG)
+    poll_until_stage("sampling")
+    job_dir, _ = history.active_job()
+    history.forget()
+    _, found = history.recent(bpy.context)
+    assert (found[0].path, found[0].state, found[0].label) == (job_dir, "running", "a tall lamp")
+    _refused(str(job_dir), "job_dir", "has not finished yet")
+
+    kill_process(jobs.current_client().pid)
+    done = drain()
+    assert done.error is not None and done.error.code == WORKER_EXITED
+    job = next(j for j in history.scan(root) if j.path == job_dir)
+    assert (job.state, job.seed, job.grid_size, job.variants) == ("interrupted", 9, 128, 3)
+    assert "3 variants" in job.details()
+    _refused(str(job_dir), "job_dir", "has no result", "with seed 9")
+
+
+def test_a_cancelled_job_is_listed_cancelled(scene, addon, text_model):
+    bpy.ops.shape_e.text_to_mesh(prompt="a short lamp", blocking=False, **LONG)
+    poll_until_stage("sampling")
+    job_dir, _ = history.active_job()
+    assert bpy.ops.shape_e.cancel() == {"FINISHED"}
+    assert drain().cancelled
+    job = history.read_job(job_dir)
+    assert (job.state, job.label) == ("cancelled", "a short lamp")
+    assert job.message.startswith("cancelled")
+    _refused(str(job_dir), "job_dir", "was cancelled")
+
+
+def test_a_variant_without_surface_is_listed_and_the_rest_imports_with_a_warning(
+    scene, addon, text_model, tmp_path
+):
+    assert bpy.ops.shape_e.text_to_mesh(prompt="a bowl", seed=4, **FAST) == {"FINISHED"}
+    source = Path(bpy.context.active_object["shape_e"]["job_dir"])
+    latent = np.load(source / "0" / "latent.npy")
+    # An all-zero latent gives the tiny model no surface: the worker skips that variant.
+    both = tmp_path / "latents.npy"
+    np.save(both, np.stack([np.zeros_like(latent), latent]))
+    root = Path(addon.jobs_dir)
+    before = {p.name for p in root.iterdir() if p.is_dir()}
+    # A script's own latent file decoded through the add-on's worker (what re-mesh sends).
+    params = GenerationParams.create(latent=str(both), model=str(text_model), grid_size=32)
+    job_dir = jobs.new_job_dir(root, "latents")
+    request = prefs.client().generate(GenerateRequest(params, job_dir=str(job_dir)))
+    jobs.begin(jobs.Active("generate", [request], "Latents", finish=operators.import_result))
+    drain()
+    assert _new_folder(root, before) == job_dir
+    bpy.ops.wm.read_homefile(use_empty=True)
+
+    job = history.read_job(job_dir)
+    assert (job.state, job.meshes, job.skipped, job.label) == (
+        "done",
+        (1,),
+        (0,),
+        "Latent latents.npy",
+    )
+    assert "1 without surface" in job.details()
+    assert bpy.ops.shape_e.import_job(job_dir=str(job_dir)) == {"FINISHED"}
+    assert [o.name for o in bpy.context.scene.objects] == ["Latents_1"]
+    _refused(str(job_dir), "no surface", variant=0)
+
+
+def test_foreign_and_damaged_folders_are_skipped_once_and_never_imported(
+    scene, cli_job, tmp_path, capsys
+):
+    root = tmp_path / "jobs"
+    foreign = foreign_folders(root)
+    shutil.copytree(cli_job, root / "20250101-000000-teapot")
+    interrupted = root / "20250101-000009-request-only"
+    interrupted.mkdir()
+    shutil.copy(cli_job / "request.json", interrupted / "request.json")
+    found = history.scan(root)
+    # Newest first by the folders' time stamps; the foreign ones are left out.
+    assert [(j.path.name, j.state) for j in found] == [
+        ("20250101-000009-request-only", "interrupted"),
+        ("20250101-000000-teapot", "done"),
+    ]
+    assert found[0].label == "a green teapot" and found[0].seed == 5
+    skipped = [ln for ln in capsys.readouterr().err.splitlines() if "skipped" in ln]
+    assert (
+        sorted(Path(ln.split("skipped ", 1)[1].split(": ", 1)[0]).name for ln in skipped) == foreign
+    )
+    assert history.scan(root, limit=1) == found[:1]
+    assert "skipped" not in capsys.readouterr().err  # reported once, not on every redraw
+
+    for name in foreign:
+        _refused(str(root / name), "job_dir")
+    _refused(str(root / "20250101-000003-garbage-result"), "result.json cannot be read")
+    _refused(str(root / "20250101-000001-empty"), "not a Shap-E job folder")
+    _refused(str(root / "missing"), "job_dir", "there is no folder")
+    _refused("", "job_dir", "no job folder given")
+    _refused(str(interrupted), "job_dir", "has no result", "with seed 5")
+    assert history.scan(tmp_path / "no-such-root") == []
+
+
+def test_age_text():
+    now = 1_000_000.0
+    assert history.age_text(now + 30, now) == "just now"  # a clock that moved back
+    assert history.age_text(now - 59, now) == "just now"
+    assert history.age_text(now - 600, now) == "10 min ago"
+    assert history.age_text(now - 3 * 3600, now) == "3 h ago"
+    assert history.age_text(now - 5 * 86400, now) == "5 days ago"
