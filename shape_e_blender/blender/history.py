@@ -6,8 +6,8 @@ Blender crash, a file closed unsaved, an undo past the import, or a job that end
 quit; this module finds it again. What the worker leaves behind tells each job's state:
 
 - ``result.json`` (written last): done, with its variants' ``N/mesh.npz`` files;
-- no result, and the job log's last job record is "job failed: <error>": failed (or cancelled).
-  The worker writes no result on error: the log is the one place that keeps the message;
+- ``error.json`` instead of a result: failed, or cancelled (its code says which), with the
+  worker's message and hint;
 - no result and no failure: running when it is the add-on's current job, else interrupted (the
   worker was killed, or Blender quit and the worker is still finishing it: it shows as done once
   the worker wrote its result).
@@ -29,11 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
+from ..core.errors import CANCELLED as CANCELLED_CODE
 from ..core.errors import ShapEError, invalid
 
 REQUEST_FILE = "request.json"
 RESULT_FILE = "result.json"
-LOG_FILE = "job.log"
+ERROR_FILE = "error.json"
 MESH_FILE = "mesh.npz"
 LATENT_FILE = "latent.npy"
 CAMERA_IMAGE = "camera.png"  # what shape_e.camera_to_mesh renders into its job folder
@@ -47,14 +48,8 @@ INTERRUPTED = "interrupted"
 MAX_JOBS = 20  # the list's length: older jobs stay on disk, reachable through the folder
 MAX_TRIED = 200  # folders looked at per scan, so a root full of foreign folders stays cheap
 RESCAN_S = 2.0  # the panel draws many times a second; the folder is read at most this often
-LOG_TAIL_BYTES = 64 * 1024
 
 _STAMP = re.compile(r"^(\d{8}-\d{6})")  # both sides name job folders "YYYYmmdd-HHMMSS-..."
-# One record of the worker's job log: "2025-01-31 12:00:00,123 LEVEL logger: message".
-_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \w+ ([\w.]+): ", re.M)
-_JOB_LOGGER = "shape_e_blender.job"
-_FAILED_PREFIX = "job failed"
-_CANCELLED_MESSAGE = "cancelled"  # core.errors.cancelled()'s message
 
 
 @dataclass(frozen=True)
@@ -294,10 +289,10 @@ def _read(path: Path, running: bool, running_label: str) -> tuple[RecentJob, dic
     params = _params(result, resolved, sent)
     if result is not None:
         return _done(path, params, result), result
-    failure = _failure(path / LOG_FILE)
+    failure = _failure(path / ERROR_FILE)
     if failure is not None:
-        state = CANCELLED if failure.split(" (", 1)[0] == _CANCELLED_MESSAGE else FAILED
-        return _record(path, state, params, message=failure), None
+        state = CANCELLED if failure.code == CANCELLED_CODE else FAILED
+        return _record(path, state, params, message=str(failure)), None
     return _record(path, RUNNING if running else INTERRUPTED, params), None
 
 
@@ -387,33 +382,12 @@ def _label(path: Path, params: dict[str, Any], depth: int = 0) -> tuple[str, str
     return path.name, path.name
 
 
-def _failure(log: Path) -> str | None:
-    """The worker's error when the job log's last job record is a failure, else None."""
-    try:
-        with log.open("rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - LOG_TAIL_BYTES))
-            text = f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return None
-    starts = list(_RECORD.finditer(text))
-    job_records = [
-        (m, starts[i + 1].start() if i + 1 < len(starts) else len(text))
-        for i, m in enumerate(starts)
-        if m.group(1) == _JOB_LOGGER
-    ]
-    if not job_records:
-        return None
-    match, end = job_records[-1]
-    record = text[match.end() : end].strip()
-    if not record.startswith(_FAILED_PREFIX):
-        return None
-    rest = record[len(_FAILED_PREFIX) :]
-    if rest.startswith(": "):
-        return rest[2:].strip() or "unknown error"
-    # An unexpected exception: "job failed" and a traceback, whose last line names the error.
-    lines = [ln.strip() for ln in rest.splitlines() if ln.strip()]
-    return lines[-1] if lines else "unknown error (see job.log)"
+def _failure(path: Path) -> ShapEError | None:
+    """The worker's error for a job that failed or was cancelled (its error.json), else None."""
+    written = _json(path)
+    if isinstance(written, dict) and isinstance(written.get("error"), dict):
+        return ShapEError.from_json(written["error"])
+    return None
 
 
 def _not_done(job: RecentJob) -> ShapEError:

@@ -83,6 +83,15 @@ def invalid(field: str, message: str, hint: str) -> ShapEError:
     return ShapEError(INVALID_PARAMS, f"{field}: {message}", hint, field)
 
 
+def unexpected(exc: BaseException) -> ShapEError:
+    """What an exception the worker did not expect becomes, for the client and the job folder."""
+    return ShapEError(
+        INTERNAL_ERROR,
+        f"{type(exc).__name__}: {exc}",
+        "this is a bug in the worker; the traceback is in the job log and on stderr",
+    )
+
+
 def cancelled() -> ShapEError:
     """The one error every cancelled job answers with, wherever it stopped."""
     return ShapEError(CANCELLED, "cancelled", "the job was stopped on request; run it again")

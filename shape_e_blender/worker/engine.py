@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core import protocol
-from ..core.errors import NO_SURFACE, ShapEError, cancelled, invalid
+from ..core.errors import NO_SURFACE, ShapEError, cancelled, invalid, unexpected
 from ..core.mesh import MESH_FILE, MeshData
 from ..core.params import GenerationParams
 from . import jobs
@@ -143,9 +143,11 @@ class Engine:
                 result = self._generate(params, request, job_dir, clock, should_cancel)
             except ShapEError as err:
                 jlog.error("job failed: %s", err)
+                _write_error(job_dir, err)
                 raise
-            except Exception:
+            except Exception as exc:
                 jlog.exception("job failed")
+                _write_error(job_dir, unexpected(exc))
                 raise
             jobs.write_json(
                 job_dir / jobs.RESULT_FILE,
@@ -350,3 +352,11 @@ def _quiet_libraries() -> None:
     from diffusers.utils import logging as dlogging
 
     dlogging.disable_progress_bar()
+
+
+def _write_error(job_dir: Path, err: ShapEError) -> None:
+    """The job's error beside its request, so that a reader of the folder alone learns it."""
+    try:
+        jobs.write_json(job_dir / jobs.ERROR_FILE, {"error": err.to_json()})
+    except OSError:  # a full disk must not hide the job's own error
+        log.exception("could not write %s", job_dir / jobs.ERROR_FILE)

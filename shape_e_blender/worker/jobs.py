@@ -21,6 +21,7 @@ from ..core.errors import INVALID_PARAMS, JOB_FAILED, ShapEError
 
 REQUEST_FILE = "request.json"
 RESULT_FILE = "result.json"
+ERROR_FILE = "error.json"  # instead of result.json when the job failed or was cancelled
 LOG_FILE = "job.log"
 LATENT_FILE = "latent.npy"
 INPUT_IMAGE = "input.png"

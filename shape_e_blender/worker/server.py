@@ -34,6 +34,7 @@ from ..core.errors import (
     ShapEError,
     cancelled,
     invalid,
+    unexpected,
 )
 from .jobs import default_jobs_root
 
@@ -264,12 +265,7 @@ class Server:
             return protocol.error_response(job.id, err)
         except Exception as exc:
             log.exception("job %r failed", job.id)
-            err = ShapEError(
-                INTERNAL_ERROR,
-                f"{type(exc).__name__}: {exc}",
-                "this is a bug in the worker; the traceback is in the job log and on stderr",
-            )
-            return protocol.error_response(job.id, err)
+            return protocol.error_response(job.id, unexpected(exc))
 
 
 @contextlib.contextmanager

@@ -170,8 +170,9 @@ def test_image_jobs(worker, tiny_image_model, tmp_path, kind):
     assert any(n["params"]["stage"] == "encoding" for n in notes)
 
 
-def test_cancel_mid_sampling_then_a_good_job(worker, tiny_text_model):
+def test_cancel_mid_sampling_then_a_good_job(worker, tiny_text_model, tmp_path):
     slow = {"prompt": "a long job", "model": str(tiny_text_model), "steps": 400, "grid_size": 32}
+    slow["job_dir"] = str(tmp_path / "cancelled")
     rid = worker.send("generate", slow)
     while True:  # wait until sampling is under way
         msg = worker.next()
@@ -192,6 +193,10 @@ def test_cancel_mid_sampling_then_a_good_job(worker, tiny_text_model):
             after_ack += acked
     assert acked
     assert msg["error"]["code"] == CANCELLED and msg["error"]["data"]["hint"]
+    # The job folder says so too, in place of a result.
+    written = json.loads((tmp_path / "cancelled" / "error.json").read_text())
+    assert written == {"error": msg["error"]}
+    assert not (tmp_path / "cancelled" / "result.json").exists()
     # it stops within one prior call of the cancel, long before the 799 calls asked for
     assert after_ack <= 1
     assert max(steps) < 2 * 400 - 1
@@ -232,8 +237,12 @@ def test_errors_inside_a_job_leave_the_worker_alive(worker, tiny_text_model, tmp
     flat = tmp_path / "flat.npy"
     shape = np.load(_any_latent(worker, tiny_text_model)).shape
     np.save(flat, np.zeros(shape, np.float32))
-    msg, _ = worker.call("generate", {"latent": str(flat), "model": str(tiny_text_model)})
+    flat_job = tmp_path / "flat-job"
+    msg, _ = worker.call(
+        "generate", {"latent": str(flat), "model": str(tiny_text_model), "job_dir": str(flat_job)}
+    )
     assert msg["error"]["code"] == NO_SURFACE
+    assert json.loads((flat_job / "error.json").read_text()) == {"error": msg["error"]}
     assert "no surface" in msg["error"]["message"] and "seed" in msg["error"]["data"]["hint"]
     hello, _ = worker.call("hello")
     assert hello["result"]["protocol"] == PROTOCOL_VERSION
