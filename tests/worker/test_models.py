@@ -152,6 +152,44 @@ def test_renderer_from_the_pickled_bin_equals_the_safetensors_one(
     assert isinstance(load_text_pipeline(tiny_text_model_bin).shap_e_renderer, ShapERenderer)
 
 
+def _mapped_from(path: Path) -> list[tuple[int, int]]:
+    """The address ranges this process has mapped from ``path`` (Linux: /proc/self/maps)."""
+    real = str(path.resolve())
+    ranges = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == real:
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            ranges.append((start, end))
+    return ranges
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="needs Linux's /proc/self/maps")
+@pytest.mark.parametrize(
+    ("fixture", "weights"),
+    [
+        ("tiny_text_model_bin", "diffusion_pytorch_model.bin"),
+        ("tiny_text_model", "diffusion_pytorch_model.safetensors"),
+    ],
+)
+def test_renderer_weights_stay_memory_mapped_from_the_bin_as_from_safetensors(
+    fixture: str, weights: str, request: pytest.FixtureRequest
+) -> None:
+    """Why the hub's .bin is not converted to safetensors (docs/performance.md, renderer loading).
+
+    diffusers maps a zip-format .bin just as it maps safetensors, and the parameters point into
+    the mapped file, so both load alike. If a library update changed that for the .bin, loads
+    would read the whole file into memory again, and that decision would need measuring again.
+    """
+    folder: Path = request.getfixturevalue(fixture)
+    renderer = load_renderer(folder)
+    ranges = _mapped_from(folder / "shap_e_renderer" / weights)
+    assert ranges, f"{weights} is not memory-mapped"
+    params = list(renderer.parameters())
+    outside = [p.shape for p in params if not any(lo <= p.data_ptr() < hi for lo, hi in ranges)]
+    assert not outside, f"{len(outside)} of {len(params)} parameters were copied out of the file"
+
+
 class _Payload:
     """Pickles as a call to Path.touch: what a malicious checkpoint could run on load."""
 
