@@ -62,6 +62,59 @@ class SHAPE_E_OT_generate(bpy.types.Operator):
         )
 
 
+class SHAPE_E_OT_use_settings(bpy.types.Operator):
+    """Put a Shap-E object's prompt or image, seed and settings into the panel, with Random Seed
+    off: Generate then makes that object again, or a variation once something is changed"""
+
+    bl_idname = "shape_e.use_settings"
+    bl_label = "Use These Settings"
+    bl_options: ClassVar[set[str]] = {"REGISTER", "UNDO"}  # the panel's settings live in the file
+
+    object_name: bpy.props.StringProperty(
+        name="Object",
+        description="The Shap-E object to take the settings from; empty: the active object",
+        default="",
+        options={"SKIP_SAVE"},
+    )
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        name = self.object_name.strip()
+        obj = bpy.data.objects.get(name) if name else context.active_object
+        settings = importer.settings_of(obj)
+        if settings is None:
+            which = repr(name) if name else "the active object"
+            self.report({"ERROR"}, f"object_name: {which} was not made by Shap-E")
+            return {"CANCELLED"}
+        s = context.scene.shape_e
+        prompt, image = settings.get("prompt"), settings.get("image")
+        guidance = settings.get("guidance_scale")
+        if isinstance(prompt, str) and prompt:
+            s.source, s.prompt = "TEXT", prompt
+            if isinstance(guidance, (int, float)):
+                s.text_guidance_scale = guidance
+        elif isinstance(image, str) and image:
+            # A camera job's render is kept in its job folder: generating from it repeats the job.
+            s.source, s.image_path = "IMAGE", image
+            if isinstance(guidance, (int, float)):
+                s.image_guidance_scale = guidance
+        else:
+            self.report(
+                {"ERROR"},
+                f"{obj.name!r} was made from a latent file, not a prompt or an image: there is "
+                "nothing to generate from (Re-mesh decodes its latent again)",
+            )
+            return {"CANCELLED"}
+        for key in ("seed", "steps", "grid_size"):
+            value = settings.get(key)
+            if isinstance(value, int):
+                setattr(s, key, value)
+        # The object's seed is its own variant's (seed + i): one variant remakes exactly it.
+        s.variants = 1
+        s.random_seed = False
+        self.report({"INFO"}, f"Settings of {obj.name} are in the panel (Random Seed off)")
+        return {"FINISHED"}
+
+
 class SHAPE_E_PT_panel(bpy.types.Panel):
     bl_idname = "SHAPE_E_PT_panel"
     bl_label = "Shap-E"
@@ -156,6 +209,10 @@ def draw_active_object(layout: bpy.types.UILayout, context: bpy.types.Context) -
     op = row.operator(operators.SHAPE_E_OT_remesh.bl_idname, icon="MOD_REMESH")
     op.grid_size = context.scene.shape_e.remesh_grid_size
     op.object_name = obj.name
+    row = box.row()
+    row.enabled = not jobs.busy()
+    op = row.operator(SHAPE_E_OT_use_settings.bl_idname, icon="PASTEDOWN")
+    op.object_name = obj.name
     return True
 
 
@@ -230,4 +287,4 @@ def _wrapped(layout: bpy.types.UILayout, text: str, icon: str, width: int, max_l
         layout.label(text=line, icon=icon if i == 0 else "BLANK1")
 
 
-CLASSES = (SHAPE_E_OT_generate, SHAPE_E_PT_panel, SHAPE_E_PT_recent)
+CLASSES = (SHAPE_E_OT_generate, SHAPE_E_OT_use_settings, SHAPE_E_PT_panel, SHAPE_E_PT_recent)
