@@ -10,6 +10,7 @@ Main thread only. The render blocks Blender for a moment: the caller says so in 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,16 @@ class _Settings:
     def restore(self) -> None:
         for owner, attr, value in self._saved:
             setattr(owner, attr, value)
+
+
+def render_file_name(camera_name: str) -> str:
+    """The render's file name in the job folder: "<camera> view.png", safe on every system.
+
+    Characters that Windows, macOS or Linux refuse in a file name become "_" (which the object
+    name reads as a space).
+    """
+    safe = re.sub(r'[<>:"/\\|?*\x00-\x1f]', "_", camera_name).strip(" .")[:60] or "Camera"
+    return f"{safe} view.png"
 
 
 def render_camera_image(

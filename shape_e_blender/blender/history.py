@@ -37,7 +37,6 @@ RESULT_FILE = "result.json"
 ERROR_FILE = "error.json"
 MESH_FILE = "mesh.npz"
 LATENT_FILE = "latent.npy"
-CAMERA_IMAGE = "camera.png"  # what shape_e.camera_to_mesh renders into its job folder
 
 DONE = "done"
 FAILED = "failed"
@@ -367,10 +366,8 @@ def _label(path: Path, params: dict[str, Any], depth: int = 0) -> tuple[str, str
         text = " ".join(prompt.split())
         return text, text
     if isinstance(image, str) and image:
-        name = _file_name(image)
-        if name == CAMERA_IMAGE:
-            return "Camera view", "Camera view"
-        return name, image
+        # A camera job's render is named "<camera> view.png": the objects are named after it.
+        return _file_name(image), image
     if isinstance(latent, str) and latent:
         # A re-mesh decodes <job>/<variant>/latent.npy: name it after that job (read once).
         source = Path(latent).parent.parent

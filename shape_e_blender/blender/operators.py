@@ -366,21 +366,24 @@ class SHAPE_E_OT_camera_to_mesh(_Generation, bpy.types.Operator):
             jobs.show_error(err)
             self.report({"ERROR"}, str(err))
             return {"CANCELLED"}
-        label = importer.object_name_for(f"{cam.name} view")
+        # The render is named after the camera, so that the job folder alone names the objects
+        # the same way (Recent Jobs names them after the image file).
+        render_name = camera.render_file_name(cam.name)
+        label = importer.object_name_for(render_name)
         selected_only = self.selected_only
 
         def render(params: GenerationParams, job_dir: Path) -> GenerationParams:
             _status_text(context, "Shap-E: rendering the camera view (Blender pauses briefly)")
             try:
                 path = camera.render_camera_image(
-                    context, job_dir / "camera.png", selected_only=selected_only
+                    context, job_dir / render_name, selected_only=selected_only
                 )
             finally:
                 _status_text(context, None)
             return dataclasses.replace(params, image=str(path))
 
         # The source is the render; it does not exist yet, so validate with its future name.
-        return self.start(context, {"image": "camera.png"}, label, prepare=render)
+        return self.start(context, {"image": render_name}, label, prepare=render)
 
 
 def latent_path(name: str, settings: dict[str, Any]) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import bpy
 from mathutils import Vector
@@ -21,7 +22,7 @@ def build_scene() -> None:
     scene = bpy.context.scene
     bpy.ops.mesh.primitive_plane_add(size=20.0)
     bpy.ops.object.light_add(type="SUN", location=(2.0, -3.0, 6.0))
-    cam = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+    cam = bpy.data.objects.new("Front Cam/2", bpy.data.cameras.new("Camera"))
     scene.collection.objects.link(cam)
     cam.location = (0.0, -5.0, 3.0)
     cam.rotation_euler = (
@@ -40,7 +41,7 @@ def main() -> int:
     jobs_dir, model, worker_python = sys.argv[1:4]
     build_scene()
     assert addon_utils.enable("shape_e_blender", default_set=True) is not None
-    from shape_e_blender.blender import jobs, prefs
+    from shape_e_blender.blender import history, importer, jobs, prefs
 
     p = prefs.get()
     p.worker_python, p.jobs_dir, p.image_model = worker_python, jobs_dir, model
@@ -57,6 +58,12 @@ def main() -> int:
         "settings": settings,
         "job_dir": settings.get("job_dir"),
         "render_restored": before == after,
+        # What Recent Jobs would name the objects when importing this job from its folder.
+        "from_folder": importer.object_name_for(
+            history.read_job(Path(settings["job_dir"])).name_source
+        )
+        if objects
+        else None,
     }
     print("RESULT " + json.dumps(out, default=str), flush=True)
     addon_utils.disable("shape_e_blender", default_set=True)

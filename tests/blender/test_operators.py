@@ -226,10 +226,13 @@ def test_camera_to_mesh_renders_the_camera_and_imports(tmp_path, worker_image_mo
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
     result = json.loads(line[len("RESULT ") :])
-    assert result["objects"] == ["Camera view"]
+    # Named after the camera ("Front Cam/2"), also when imported again from its job folder,
+    # whose render carries the name (a file-name-safe spelling of it).
+    assert result["objects"] == ["Front Cam 2 view"]
+    assert result["from_folder"] == "Front Cam 2 view"
     assert result["polygons"] > 0
     image = Path(result["settings"]["image"])
-    assert image.name == "camera.png" and image.parent == Path(result["job_dir"])
+    assert image.name == "Front Cam_2 view.png" and image.parent == Path(result["job_dir"])
     assert (image.parent / "0" / "mesh.npz").is_file()
     assert result["settings"]["guidance_scale"] == 3.0
     assert result["render_restored"], "the scene's render settings must come back"
