@@ -66,7 +66,7 @@ class RecentJob:
     meshes: tuple[int, ...] = ()  # variants whose mesh file is on disk
     missing: tuple[int, ...] = ()  # variants the result lists whose mesh file is gone
     skipped: tuple[int, ...] = ()  # variants the worker made no mesh for (no surface)
-    message: str = ""  # failed or cancelled: the worker's error, from the job log
+    message: str = ""  # failed or cancelled: the worker's error, from its error.json
 
     @property
     def importable(self) -> bool:
