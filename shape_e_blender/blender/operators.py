@@ -27,9 +27,12 @@ from ..core.params import (
     DEFAULT_GRID,
     DEFAULT_STEPS,
     GRID_RANGE,
+    GUIDANCE_RANGE,
     IMAGE_GUIDANCE,
     SEED_MAX,
+    STEPS_RANGE,
     TEXT_GUIDANCE,
+    VARIANTS_RANGE,
     GenerationParams,
 )
 from ..core.protocol import GenerateRequest
@@ -40,6 +43,18 @@ _SKIP = {"SKIP_SAVE"}
 REMESH_GRID = 2 * DEFAULT_GRID  # re-meshing is for refining a shape made at a lower resolution
 REMESH_UNDO = "Shap-E re-mesh"
 IMAGE_GLOB = "*.png;*.jpg;*.jpeg;*.webp;*.bmp;*.tif;*.tiff;*.exr"
+
+
+def _guidance(default: float, what: str) -> Any:
+    """The guidance_scale property of a generation operator; ``what`` it follows, and how."""
+    return FloatProperty(
+        name="Guidance Scale",
+        description=f"How closely to follow {what}",
+        default=default,
+        soft_min=GUIDANCE_RANGE[0],
+        soft_max=GUIDANCE_RANGE[1],
+        options=_SKIP,
+    )
 
 
 class _Blocking:
@@ -70,24 +85,24 @@ class _Generation(_Blocking):
         name="Steps",
         description="Sampling steps (64 is the paper's setting; fewer is faster)",
         default=DEFAULT_STEPS,
-        soft_min=1,
-        soft_max=1000,
+        soft_min=STEPS_RANGE[0],
+        soft_max=STEPS_RANGE[1],
         options=_SKIP,
     )
     grid_size: IntProperty(
         name="Mesh Resolution",
         description="Grid size per axis for mesh extraction (32..512)",
         default=DEFAULT_GRID,
-        soft_min=32,
-        soft_max=512,
+        soft_min=GRID_RANGE[0],
+        soft_max=GRID_RANGE[1],
         options=_SKIP,
     )
     variants: IntProperty(
         name="Variants",
         description="How many meshes to generate (1..16), side by side",
         default=1,
-        soft_min=1,
-        soft_max=16,
+        soft_min=VARIANTS_RANGE[0],
+        soft_max=VARIANTS_RANGE[1],
         options=_SKIP,
     )
     model: StringProperty(
@@ -278,14 +293,7 @@ class SHAPE_E_OT_text_to_mesh(_Generation, bpy.types.Operator):
     }  # the import pushes its own undo step when it lands
 
     prompt: StringProperty(name="Prompt", description="What to generate", options=_SKIP)
-    guidance_scale: FloatProperty(
-        name="Guidance Scale",
-        description="How closely to follow the prompt (15 suits text)",
-        default=TEXT_GUIDANCE,
-        soft_min=0.0,
-        soft_max=100.0,
-        options=_SKIP,
-    )
+    guidance_scale: _guidance(TEXT_GUIDANCE, "the prompt (15 suits text)")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         from . import importer
@@ -303,14 +311,7 @@ class SHAPE_E_OT_image_to_mesh(_Generation, bpy.types.Operator):
 
     filepath: StringProperty(name="Image", subtype="FILE_PATH", options=_SKIP)
     filter_glob: StringProperty(default=IMAGE_GLOB, options={"HIDDEN", "SKIP_SAVE"})
-    guidance_scale: FloatProperty(
-        name="Guidance Scale",
-        description="How closely to follow the image (3 suits images)",
-        default=IMAGE_GUIDANCE,
-        soft_min=0.0,
-        soft_max=100.0,
-        options=_SKIP,
-    )
+    guidance_scale: _guidance(IMAGE_GUIDANCE, "the image (3 suits images)")
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         if self.filepath:
@@ -348,14 +349,7 @@ class SHAPE_E_OT_camera_to_mesh(_Generation, bpy.types.Operator):
         default=False,
         options=_SKIP,
     )
-    guidance_scale: FloatProperty(
-        name="Guidance Scale",
-        description="How closely to follow the image (3 suits images)",
-        default=IMAGE_GUIDANCE,
-        soft_min=0.0,
-        soft_max=100.0,
-        options=_SKIP,
-    )
+    guidance_scale: _guidance(IMAGE_GUIDANCE, "the image (3 suits images)")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         from . import camera, importer
@@ -606,7 +600,7 @@ class SHAPE_E_OT_import_job(bpy.types.Operator):
         description="Which variant to import; -1: all of them",
         default=-1,
         soft_min=-1,
-        soft_max=15,
+        soft_max=VARIANTS_RANGE[1] - 1,
         options=_SKIP,
     )
 

@@ -9,6 +9,7 @@ from ..core.params import (
     DEFAULT_GRID,
     DEFAULT_STEPS,
     GRID_RANGE,
+    GUIDANCE_RANGE,
     IMAGE_GUIDANCE,
     SEED_MAX,
     STEPS_RANGE,
@@ -58,15 +59,15 @@ class ShapESettings(bpy.types.PropertyGroup):
     text_guidance_scale: FloatProperty(
         name="Guidance Scale",
         description="How closely to follow the prompt (15 suits text)",
-        min=0.0,
-        max=100.0,
+        min=GUIDANCE_RANGE[0],
+        max=GUIDANCE_RANGE[1],
         default=TEXT_GUIDANCE,
     )
     image_guidance_scale: FloatProperty(
         name="Guidance Scale",
         description="How closely to follow the image (3 suits images)",
-        min=0.0,
-        max=100.0,
+        min=GUIDANCE_RANGE[0],
+        max=GUIDANCE_RANGE[1],
         default=IMAGE_GUIDANCE,
     )
     steps: IntProperty(
