@@ -31,6 +31,21 @@ def _material(name: str, color: tuple[float, float, float, float]) -> bpy.types.
     return mat
 
 
+def add_camera(
+    scene: bpy.types.Scene,
+    name: str,
+    location: tuple[float, float, float],
+    target: tuple[float, float, float],
+) -> bpy.types.Object:
+    """A camera at ``location`` looking at ``target``, made the scene's active camera."""
+    camera = bpy.data.objects.new(name, bpy.data.cameras.new("Camera"))
+    scene.collection.objects.link(camera)
+    camera.location = location
+    camera.rotation_euler = (Vector(target) - camera.location).to_track_quat("-Z", "Y").to_euler()
+    scene.camera = camera
+    return camera
+
+
 def build_scene() -> None:
     bpy.ops.wm.read_homefile(use_empty=True)
     scene = bpy.context.scene
@@ -43,14 +58,7 @@ def build_scene() -> None:
     bpy.context.active_object.hide_render = True  # the user's own choice: must stay hidden
     bpy.ops.object.light_add(type="SUN", location=(2.0, -3.0, 6.0), rotation=(0.6, 0.2, 0.3))
     bpy.context.active_object.data.energy = 4.0
-    camera_data = bpy.data.cameras.new("Camera")
-    camera = bpy.data.objects.new("Camera", camera_data)
-    scene.collection.objects.link(camera)
-    camera.location = (0.0, -6.0, 3.5)
-    camera.rotation_euler = (
-        (Vector((0.0, 0.0, 0.6)) - camera.location).to_track_quat("-Z", "Y").to_euler()
-    )
-    scene.camera = camera
+    add_camera(scene, "Camera", (0.0, -6.0, 3.5), (0.0, 0.0, 0.6))
     bpy.ops.mesh.primitive_cube_add(size=1.2, location=(0.0, 0.0, 0.6))
     cube = bpy.context.active_object
     cube.name = "Cube"

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 import bpy
-from mathutils import Vector
+
+from tests.blender.camera_job import add_camera
 
 
 def build_scene() -> None:
@@ -22,13 +23,7 @@ def build_scene() -> None:
     scene = bpy.context.scene
     bpy.ops.mesh.primitive_plane_add(size=20.0)
     bpy.ops.object.light_add(type="SUN", location=(2.0, -3.0, 6.0))
-    cam = bpy.data.objects.new("Front Cam/2", bpy.data.cameras.new("Camera"))
-    scene.collection.objects.link(cam)
-    cam.location = (0.0, -5.0, 3.0)
-    cam.rotation_euler = (
-        (Vector((0.0, 0.0, 0.5)) - cam.location).to_track_quat("-Z", "Y").to_euler()
-    )
-    scene.camera = cam
+    add_camera(scene, "Front Cam/2", (0.0, -5.0, 3.0), (0.0, 0.0, 0.5))
     bpy.ops.mesh.primitive_cube_add(size=1.0, location=(0.0, 0.0, 0.5))
     cube = bpy.context.active_object
     for obj in scene.objects:
