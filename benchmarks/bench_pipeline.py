@@ -508,18 +508,18 @@ def time_engine(
     except ShapEError as err:
         return {"error": str(err), "wall_s": round(time.perf_counter() - start, 3)}
     wall = time.perf_counter() - start
-    mesh = result["meshes"][0]
+    mesh = result.meshes[0]
     return {
-        "device": result["params"]["device"],
-        "precision": result["params"]["precision"],
+        "device": result.params["device"],
+        "precision": result.params["precision"],
         "steps": steps,
         "grid": grid,
-        "timings_s": result["timings"],
+        "timings_s": result.timings,
         "wall_s": round(wall, 3),
-        "vertices": mesh.get("vertices"),
-        "faces": mesh.get("faces"),
-        "mesh_error": mesh.get("error", {}).get("message"),
-        "peak_gib": peak_gib(result["params"]["device"]),
+        "vertices": mesh.vertices if mesh.made else None,
+        "faces": mesh.faces if mesh.made else None,
+        "mesh_error": mesh.error.message if mesh.error else None,
+        "peak_gib": peak_gib(result.params["device"]),
     }
 
 

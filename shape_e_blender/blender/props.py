@@ -1,21 +1,83 @@
-"""The panel's settings, stored on the scene (``scene.shape_e``) and saved with the file."""
+"""Blender properties built from core's table of generation fields, and the panel's settings.
+
+``prop(name)`` turns a ``core.params.Setting`` into a ``bpy.props`` property with the table's
+label, description, default, range and enum values, so a field is declared once for the protocol,
+the CLIs and Blender. Operators take their generation fields with ``generation_properties``.
+
+The panel's settings are stored on the scene (``scene.shape_e``) and saved with the file.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
-from ..core.params import (
-    DEFAULT_GRID,
-    DEFAULT_STEPS,
-    GRID_RANGE,
-    GUIDANCE_RANGE,
-    IMAGE_GUIDANCE,
-    SEED_MAX,
-    STEPS_RANGE,
-    TEXT_GUIDANCE,
-    VARIANTS_RANGE,
-)
+from ..core.params import SETTINGS, Setting
+
+SKIP_SAVE = {"SKIP_SAVE"}
+_KINDS = {int: IntProperty, float: FloatProperty, str: StringProperty}
+
+
+def enum_items(setting: Setting) -> list[tuple[str, str, str]]:
+    """A setting's choices as EnumProperty items: upper-case identifiers (AUTO, CUDA, ...)."""
+    return [(c.identifier, c.label, c.description) for c in setting.choices]
+
+
+def from_blender(name: str, value: Any) -> Any:
+    """A property's value as the protocol spells it: enum identifiers lower case, "" as None."""
+    if SETTINGS[name].choices and isinstance(value, str):
+        return value.lower()
+    return value
+
+
+def prop(name: str, *, panel: bool = False, mode: str = "", **overrides: Any) -> Any:
+    """The ``bpy.props`` property for setting ``name``.
+
+    ``panel``: hard limits from the table's range, for a stored setting. Otherwise (an operator's
+    property) soft limits only: Blender would clamp a bad value silently, while
+    GenerationParams.create refuses it with the field named, and the value is not remembered
+    between calls (a script gets exactly what it passes). ``mode`` picks a mode's default
+    (guidance: 15 for text, 3 for images). ``overrides`` go to the property as they are.
+    """
+    s = SETTINGS[name]
+    kwargs: dict[str, Any] = {"name": s.label, "description": s.description}
+    default = s.default_for(mode)
+    if s.choices:
+        factory: Callable[..., Any] = EnumProperty
+        kwargs["items"] = enum_items(s)
+        kwargs["default"] = str(default).upper()
+    else:
+        factory = _KINDS[s.kind]
+        if default is not None:
+            kwargs["default"] = s.kind(default)
+        if s.range is not None:
+            lo, hi = s.range
+            kwargs.update({"min": lo, "max": hi} if panel else {"soft_min": lo, "soft_max": hi})
+            if panel and s.soft_max is not None:
+                kwargs["soft_max"] = s.soft_max
+    if not panel:
+        kwargs["options"] = SKIP_SAVE
+    kwargs.update(overrides)
+    return factory(**kwargs)
+
+
+def generation_properties(names: Iterable[str], **per_name: Mapping[str, Any]) -> Callable:
+    """A class decorator that adds the operator properties of these settings.
+
+    ``per_name`` gives a setting's prop() arguments, e.g. ``guidance_scale={"mode": "text"}``.
+    Properties the class declares itself win.
+    """
+
+    def add(cls: type) -> type:
+        own = dict(cls.__dict__.get("__annotations__", {}))
+        cls.__annotations__ = {n: prop(n, **per_name.get(n, {})) for n in names} | own
+        return cls
+
+    return add
+
 
 SOURCE_ITEMS = [
     ("TEXT", "Text", "Generate from a text prompt", "FONT_DATA", 0),
@@ -34,14 +96,16 @@ SOURCE_ITEMS = [
         2,
     ),
 ]
+# What the panel's Generate passes on to the operators, under the same names (guidance_scale is
+# per source: text_guidance_scale, image_guidance_scale).
+PANEL_SETTINGS = ("seed", "steps", "grid_size", "variants")
+REMESH_GRID = 256  # re-meshing is for refining a shape made at a lower resolution
 
 
 class ShapESettings(bpy.types.PropertyGroup):
     source: EnumProperty(name="Source", items=SOURCE_ITEMS, default="TEXT")
-    prompt: StringProperty(name="Prompt", description="What to generate", default="")
-    image_path: StringProperty(
-        name="Image", description="Image of one object on a plain background", subtype="FILE_PATH"
-    )
+    prompt: prop("prompt", panel=True)
+    image_path: prop("image", panel=True, subtype="FILE_PATH")
     selected_only: BoolProperty(
         name="Selected Objects Only",
         description=(
@@ -50,59 +114,31 @@ class ShapESettings(bpy.types.PropertyGroup):
         ),
         default=True,
     )
-    seed: IntProperty(name="Seed", min=0, max=SEED_MAX, default=0)
+    seed: prop("seed", panel=True)
     random_seed: BoolProperty(
         name="Random Seed",
         description="Pick a new seed for each generation (the seed used is kept above)",
         default=True,
     )
-    text_guidance_scale: FloatProperty(
-        name="Guidance Scale",
-        description="How closely to follow the prompt (15 suits text)",
-        min=GUIDANCE_RANGE[0],
-        max=GUIDANCE_RANGE[1],
-        default=TEXT_GUIDANCE,
-    )
-    image_guidance_scale: FloatProperty(
-        name="Guidance Scale",
-        description="How closely to follow the image (3 suits images)",
-        min=GUIDANCE_RANGE[0],
-        max=GUIDANCE_RANGE[1],
-        default=IMAGE_GUIDANCE,
-    )
-    steps: IntProperty(
-        name="Steps",
-        description="Sampling steps (64 is the paper's setting; fewer is faster)",
-        min=STEPS_RANGE[0],
-        max=STEPS_RANGE[1],
-        soft_max=128,
-        default=DEFAULT_STEPS,
-    )
-    variants: IntProperty(
-        name="Variants",
-        description="How many meshes to generate, side by side",
-        min=VARIANTS_RANGE[0],
-        max=VARIANTS_RANGE[1],
-        default=1,
-    )
-    grid_size: IntProperty(
-        name="Mesh Resolution",
-        description="Grid size per axis for mesh extraction; 128 is the usual",
-        min=GRID_RANGE[0],
-        max=GRID_RANGE[1],
-        soft_max=256,
-        default=DEFAULT_GRID,
-    )
-    remesh_grid_size: IntProperty(
+    text_guidance_scale: prop("guidance_scale", panel=True, mode="text")
+    image_guidance_scale: prop("guidance_scale", panel=True, mode="image")
+    steps: prop("steps", panel=True)
+    variants: prop("variants", panel=True)
+    grid_size: prop("grid_size", panel=True)
+    remesh_grid_size: prop(
+        "grid_size",
+        panel=True,
         name="Re-mesh Resolution",
         description=(
             "Grid size per axis when re-meshing the active Shap-E object from its saved latent "
             "(no sampling: generate at a low resolution, refine the one you like)"
         ),
-        min=GRID_RANGE[0],
-        max=GRID_RANGE[1],
-        default=2 * DEFAULT_GRID,
+        default=REMESH_GRID,
     )
+
+    def guidance_name(self) -> str:
+        """The guidance property of the current source."""
+        return "text_guidance_scale" if self.source == "TEXT" else "image_guidance_scale"
 
 
 CLASSES = (ShapESettings,)

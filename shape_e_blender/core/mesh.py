@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-MESH_FILE = "mesh.npz"
+from .files import atomic_write
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,12 +73,7 @@ class MeshData:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically: a reader never sees half a file, even if the worker dies."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".part")
-        tmp.write_bytes(self.to_bytes())
-        tmp.replace(path)
-        return path
+        return atomic_write(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> MeshData:

@@ -1,33 +1,145 @@
-"""Generation parameters: one set of names for the protocol, the CLI, the operators and the worker.
+"""Generation parameters: the one table of fields, and their validation.
+
+``GenerationParams`` is the table. Each field is declared once, here, with its type, default,
+range, UI label, description and (for enums) its values; every front end is built from it:
+
+- the protocol's validation (``GenerationParams.create`` / ``from_json``);
+- the CLIs' arguments (``add_arguments``: ``--grid-size`` for ``grid_size``);
+- Blender's properties (``blender/props.py`` turns a ``Setting`` into a ``bpy.props`` property);
+- ``docs/protocol.md``'s parameter table, which a test checks against ``SETTINGS``.
 
 Validation happens here, once, at the boundary. Every error names the field and says what to do.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
-from dataclasses import asdict, dataclass, fields, replace
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from .errors import invalid
 
 DEFAULT_TEXT_MODEL = "openai/shap-e"
 DEFAULT_IMAGE_MODEL = "openai/shap-e-img2img"
-
 SEED_MAX = 2**31 - 1  # Blender's IntProperty and ID properties hold no more.
-STEPS_RANGE = (1, 1000)
-GRID_RANGE = (32, 512)
-VARIANTS_RANGE = (1, 16)
-GUIDANCE_RANGE = (0.0, 100.0)
-DEFAULT_STEPS = 64  # the paper's; the pipelines' own default is 25
-DEFAULT_GRID = 128
-TEXT_GUIDANCE = 15.0
-IMAGE_GUIDANCE = 3.0
+SOURCES = ("prompt", "image", "latent")  # exactly one of them says what to generate from
 
-DEVICES = ("auto", "cuda", "mps", "cpu")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+@dataclass(frozen=True)
+class Choice:
+    """One value of an enum setting: the protocol spells it lower case, Blender upper case."""
+
+    value: str
+    label: str
+    description: str
+
+    @property
+    def identifier(self) -> str:
+        return self.value.upper()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Everything a front end needs to offer, check and explain one generation parameter."""
+
+    name: str
+    kind: type  # str, int or float (from the field's annotation)
+    default: Any  # None: no value (sources, model) or the mode's default (mode_defaults)
+    label: str
+    description: str
+    hint: str = ""  # what to do when a value is refused
+    range: tuple[Any, Any] | None = None  # inclusive; values outside are refused
+    soft_max: Any = None  # sliders stop here; larger values can still be typed
+    choices: tuple[Choice, ...] = ()
+    pattern: str = ""  # further accepted values of an enum setting (e.g. cuda:N), a regex
+    mode_defaults: Mapping[str, Any] = field(default_factory=dict)  # by mode: text, image
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        return tuple(c.value for c in self.choices)
+
+    def default_for(self, mode: str) -> Any:
+        return self.mode_defaults.get(mode, self.default)
+
+    def check(self, value: Any) -> Any:
+        """``value`` validated (None and "" give the default); raises ShapEError naming it."""
+        if value is None or (value == "" and self.kind is str):
+            return self.default
+        if self.kind is int:
+            return self._int(value)
+        if self.kind is float:
+            return self._float(value)
+        if not isinstance(value, str):
+            raise invalid(self.name, f"must be text, not {type(value).__name__}", self.hint)
+        if self.choices:
+            lowered = value.lower()
+            if lowered not in self.values and not (
+                self.pattern and re.fullmatch(self.pattern, lowered)
+            ):
+                raise invalid(self.name, f"{value!r} is not a {self.name}", self.hint)
+            return lowered
+        return value
+
+    def _int(self, value: Any) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise invalid(self.name, f"must be a whole number, not {value!r}", self.hint)
+        self._in_range(value)
+        return value
+
+    def _float(self, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise invalid(self.name, "must be a number", self.hint)
+        value = float(value)
+        if not math.isfinite(value):
+            raise invalid(self.name, f"{value} is not a finite number", self.hint)
+        self._in_range(value)
+        return value
+
+    def _in_range(self, value: Any) -> None:
+        if self.range is not None and not self.range[0] <= value <= self.range[1]:
+            raise invalid(self.name, f"{value} is outside {self.range_text}", self.hint)
+
+    @property
+    def range_text(self) -> str:
+        """ "32..512", "0..100": the range as the errors, the CLI and the docs write it."""
+        if self.range is None:
+            return ""
+        return "..".join(f"{v:g}" if isinstance(v, float) else str(v) for v in self.range)
+
+
+_META = "shape_e_setting"
+
+
+def _setting(default: Any, label: str, description: str, **extra: Any) -> Any:
+    """A GenerationParams field that carries its Setting (completed in ``_table`` below)."""
+    return field(
+        default=default, metadata={_META: {"label": label, "description": description, **extra}}
+    )
+
+
+DEVICE_CHOICES = (
+    Choice("auto", "Auto", "CUDA if present, then Apple MPS, then the CPU"),
+    Choice("cuda", "CUDA", "An NVIDIA GPU"),
+    Choice("mps", "Apple MPS", "Apple silicon's GPU"),
+    Choice("cpu", "CPU", "No GPU: a full generation takes about 20 minutes"),
+)
+PRECISION_CHOICES = (
+    Choice("auto", "Auto", "fp16 autocast on CUDA, fp32 elsewhere"),
+    Choice("fp32", "FP32", "Full precision everywhere"),
+    Choice("fp16", "FP16", "Half precision for the prior and the text/image encoder"),
+    Choice("bf16", "BF16", "bfloat16 for the prior and the text/image encoder"),
+)
 
 
 @dataclass(frozen=True)
@@ -39,17 +151,81 @@ class GenerationParams:
     text, 3 for images). ``model`` None means the mode's default hub repo.
     """
 
-    prompt: str | None = None
-    image: str | None = None
-    latent: str | None = None
-    model: str | None = None
-    seed: int = 0
-    steps: int = DEFAULT_STEPS
-    guidance_scale: float | None = None
-    grid_size: int = DEFAULT_GRID
-    variants: int = 1
-    device: str = "auto"
-    precision: str = "auto"
+    prompt: str | None = _setting(
+        None, "Prompt", "What to generate", hint="describe the object, e.g. 'a red chair'"
+    )
+    image: str | None = _setting(
+        None,
+        "Image",
+        "Image of one object on a plain background",
+        hint="choose a PNG or JPEG of one object on a plain background",
+    )
+    latent: str | None = _setting(
+        None,
+        "Latent",
+        "A latent.npy saved by an earlier job: decode it again, without sampling",
+        hint="pass the latent.npy of an earlier job (in its variant folder)",
+    )
+    model: str | None = _setting(
+        None,
+        "Model",
+        f"Hub repo id or local folder (default {DEFAULT_TEXT_MODEL}; {DEFAULT_IMAGE_MODEL} for "
+        "images)",
+        hint="e.g. openai/shap-e",
+    )
+    seed: int = _setting(
+        0,
+        "Seed",
+        "Variant i uses seed + i; the same seed gives the same shape",
+        range=(0, SEED_MAX),
+        hint="pick a seed between 0 and 2147483647",
+    )
+    steps: int = _setting(
+        64,  # the paper's; the pipelines' own default is 25
+        "Steps",
+        "Sampling steps (64 is the paper's setting; fewer is faster)",
+        range=(1, 1000),
+        soft_max=128,
+        hint="64 is the paper's setting; fewer is faster",
+    )
+    guidance_scale: float | None = _setting(
+        None,
+        "Guidance Scale",
+        "How closely to follow the prompt or the image (15 suits text, 3 suits images)",
+        range=(0.0, 100.0),
+        mode_defaults={"text": 15.0, "image": 3.0},
+        hint="15 suits text, 3 suits images",
+    )
+    grid_size: int = _setting(
+        128,
+        "Mesh Resolution",
+        "Grid size per axis for mesh extraction (128 is the usual; up to 512)",
+        range=(32, 512),
+        soft_max=256,
+        hint="128 is the usual mesh resolution",
+    )
+    variants: int = _setting(
+        1,
+        "Variants",
+        "How many meshes to generate, side by side",
+        range=(1, 16),
+        hint="generate at most 16 variants per request",
+    )
+    device: str = _setting(
+        "auto",
+        "Device",
+        "Where the model runs: auto picks CUDA, then MPS, then the CPU",
+        choices=DEVICE_CHOICES,
+        pattern=r"cuda:\d+",
+        hint="use auto, cuda, cuda:N, mps or cpu",
+    )
+    precision: str = _setting(
+        "auto",
+        "Precision",
+        "Auto: fp16 autocast on CUDA, fp32 elsewhere; the renderer always runs in fp32",
+        choices=PRECISION_CHOICES,
+        hint="use auto, fp32, fp16 or bf16",
+    )
 
     @property
     def mode(self) -> str:
@@ -63,7 +239,9 @@ class GenerationParams:
     def effective_guidance(self) -> float:
         if self.guidance_scale is not None:
             return self.guidance_scale
-        return IMAGE_GUIDANCE if self.mode == "image" else TEXT_GUIDANCE
+        # A latent's own sampling is done: only the mesh is made again, as for text.
+        mode = "image" if self.mode == "image" else "text"
+        return float(SETTINGS["guidance_scale"].default_for(mode))
 
     @property
     def effective_model(self) -> str:
@@ -72,8 +250,9 @@ class GenerationParams:
         return DEFAULT_IMAGE_MODEL if self.mode == "image" else DEFAULT_TEXT_MODEL
 
     def variant_seeds(self) -> list[int]:
-        """One seed per variant, seed + i, so any variant can be regenerated alone."""
-        return [(self.seed + i) % (SEED_MAX + 1) for i in range(self.variants)]
+        """One seed per variant, seed + i: any variant can be made again alone (the same shape;
+        a batch's arithmetic differs from a single run's by about 2e-5)."""
+        return [variant_seed(self.seed, i) for i in range(self.variants)]
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -87,13 +266,12 @@ class GenerationParams:
         """Validate a protocol ``params`` object (extra keys such as job_dir are ignored)."""
         if not isinstance(obj, dict):
             raise invalid("params", "must be a JSON object", 'send {"prompt": "a red chair", ...}')
-        known = {f.name for f in fields(cls)}
-        return cls.create(**{k: v for k, v in obj.items() if k in known})
+        return cls.create(**{k: v for k, v in obj.items() if k in SETTINGS})
 
     @classmethod
     def create(cls, **kwargs: Any) -> GenerationParams:
         """Build validated parameters; raises ShapEError naming the bad field."""
-        sources = [k for k in ("prompt", "image", "latent") if kwargs.get(k) not in (None, "")]
+        sources = [k for k in SOURCES if kwargs.get(k) not in (None, "")]
         if len(sources) != 1:
             raise invalid(
                 "prompt",
@@ -101,7 +279,6 @@ class GenerationParams:
                 + (f" (got {', '.join(sources)})" if sources else ""),
                 "pass a text prompt, an image path, or a saved latent.npy path",
             )
-        out: dict[str, Any] = {}
         src = sources[0]
         value = kwargs[src]
         if not isinstance(value, str):
@@ -111,74 +288,63 @@ class GenerationParams:
         if src == "prompt":
             value = " ".join(value.split())
             if not value:
-                raise invalid("prompt", "is empty", "describe the object, e.g. 'a red chair'")
-        out[src] = value
-
-        model = kwargs.get("model")
-        if model not in (None, ""):
-            if not isinstance(model, str):
-                raise invalid(
-                    "model", "must be a hub repo id or a folder path", "e.g. openai/shap-e"
-                )
-            out["model"] = model
-
-        out["seed"] = _int(kwargs, "seed", 0, 0, SEED_MAX, "pick a seed between 0 and 2147483647")
-        out["steps"] = _int(
-            kwargs,
-            "steps",
-            DEFAULT_STEPS,
-            *STEPS_RANGE,
-            "64 is the paper's setting; fewer is faster",
-        )
-        out["grid_size"] = _int(
-            kwargs, "grid_size", DEFAULT_GRID, *GRID_RANGE, "128 is the usual mesh resolution"
-        )
-        out["variants"] = _int(
-            kwargs, "variants", 1, *VARIANTS_RANGE, "generate at most 16 variants per request"
-        )
-
-        guidance = kwargs.get("guidance_scale")
-        if guidance is not None:
-            if isinstance(guidance, bool) or not isinstance(guidance, (int, float)):
-                raise invalid("guidance_scale", "must be a number", "15 suits text, 3 suits images")
-            guidance = float(guidance)
-            lo, hi = GUIDANCE_RANGE
-            if not math.isfinite(guidance) or not lo <= guidance <= hi:
-                raise invalid(
-                    "guidance_scale",
-                    f"{guidance} is outside {lo:g}..{hi:g}",
-                    "15 suits text, 3 suits images",
-                )
-            out["guidance_scale"] = guidance
-
-        device = kwargs.get("device", "auto")
-        if not isinstance(device, str) or not _DEVICE_RE.match(device.lower()):
-            raise invalid(
-                "device", f"{device!r} is not a device", "use auto, cuda, cuda:N, mps or cpu"
-            )
-        out["device"] = device.lower()
-        precision = kwargs.get("precision", "auto")
-        if not isinstance(precision, str) or precision.lower() not in PRECISIONS:
-            raise invalid(
-                "precision", f"{precision!r} is not a precision", "use auto, fp32, fp16 or bf16"
-            )
-        out["precision"] = precision.lower()
-
-        unknown = set(kwargs) - {f.name for f in fields(cls)}
+                raise invalid("prompt", "is empty", SETTINGS["prompt"].hint)
+        unknown = set(kwargs) - set(SETTINGS)
         if unknown:
             name = sorted(unknown)[0]
             raise invalid(name, "is not a generation parameter", "check the spelling")
-        return cls(**out)
+        out = {
+            s.name: s.check(kwargs.get(s.name)) for s in SETTINGS.values() if s.name not in SOURCES
+        }
+        return cls(**out, **{src: value})
 
 
-def _int(kwargs: dict[str, Any], name: str, default: int, lo: int, hi: int, hint: str) -> int:
-    value = kwargs.get(name, default)
-    if value is None:
-        value = default
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise invalid(name, f"must be a whole number, not {value!r}", hint)
-    if not lo <= value <= hi:
-        raise invalid(name, f"{value} is outside {lo}..{hi}", hint)
-    return value
+def variant_seed(seed: int, index: int) -> int:
+    """The seed of variant ``index`` of a request made with ``seed`` (wraps at 2^31)."""
+    return (seed + index) % (SEED_MAX + 1)
+
+
+def _table() -> dict[str, Setting]:
+    hints = typing.get_type_hints(GenerationParams)
+    table = {}
+    for f in fields(GenerationParams):
+        kind = hints[f.name]
+        if isinstance(kind, types.UnionType):  # "int | None" -> int
+            kind = next(t for t in typing.get_args(kind) if t is not type(None))
+        table[f.name] = Setting(name=f.name, kind=kind, default=f.default, **f.metadata[_META])
+    return table
+
+
+SETTINGS: dict[str, Setting] = _table()
+
+
+def add_arguments(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
+    """Add ``--grid-size`` etc. for these settings; defaults stay None, so core's apply.
+
+    The sources (prompt, image, latent) among ``names`` form one required either-or group.
+    """
+    names = list(names)
+    group = None
+    for name in names:
+        s = SETTINGS[name]
+        target: Any = parser
+        if name in SOURCES:
+            group = group or parser.add_mutually_exclusive_group(required=True)
+            target = group
+        target.add_argument(s.flag, type=s.kind, metavar=_metavar(s), help=argument_help(s))
+
+
+def argument_help(s: Setting) -> str:
+    text = s.description
+    if s.range is not None:
+        text += f"; {s.range_text}"
+    default = ", ".join(f"{v:g} ({m})" for m, v in s.mode_defaults.items()) or s.default
+    if default is not None and s.name != "model":
+        text += f" (default {default})"
+    return text
+
+
+def _metavar(s: Setting) -> str | None:
+    if s.choices:
+        return "{" + ",".join(s.values) + (",cuda:N" if s.pattern else "") + "}"
+    return None

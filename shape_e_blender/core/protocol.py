@@ -17,7 +17,6 @@ PROTOCOL_VERSION = 1
 # Requests are small; results can be tens of MB inline, so only requests are capped.
 MAX_REQUEST_BYTES = 1 << 20
 
-STAGES = ("queued", "downloading", "loading", "encoding", "sampling", "decoding", "writing")
 METHODS = ("hello", "generate", "download", "cancel", "status", "shutdown")
 
 Id = int | str | None
@@ -139,10 +138,9 @@ class Progress:
     total: int
     eta_s: float | None = None
     variant: int | None = None
-    message: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if v is not None and v != ""}
+        out = {k: v for k, v in asdict(self).items() if v is not None}
         if self.eta_s is not None:
             out["eta_s"] = round(self.eta_s, 2) if math.isfinite(self.eta_s) else None
         return out
@@ -157,7 +155,6 @@ class Progress:
             total=int(obj.get("total", 0)),
             eta_s=float(eta) if isinstance(eta, (int, float)) else None,
             variant=obj.get("variant") if isinstance(obj.get("variant"), int) else None,
-            message=str(obj.get("message", "")),
         )
 
     @property

@@ -18,8 +18,13 @@ from typing import Any, TextIO
 
 from ..core import protocol
 from ..core.errors import INVALID_PARAMS, ShapEError
-from ..core.mesh import MeshData
-from ..core.params import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL, GenerationParams
+from ..core.params import (
+    DEFAULT_IMAGE_MODEL,
+    DEFAULT_TEXT_MODEL,
+    SETTINGS,
+    GenerationParams,
+    add_arguments,
+)
 from .jobs import default_jobs_root
 
 log = logging.getLogger("shape_e_blender.cli")
@@ -64,43 +69,12 @@ def _fail(err: ShapEError) -> int:
     return 2 if err.code == INVALID_PARAMS else 1
 
 
-def _add_generation_args(p: argparse.ArgumentParser) -> None:
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompt", help="text describing the object")
-    src.add_argument("--image", help="image file of the object (PNG with transparency is best)")
-    src.add_argument("--latent", help="a latent.npy from an earlier job: decode it again")
-    p.add_argument(
-        "--model",
-        help=f"hub repo id or local folder (default {DEFAULT_TEXT_MODEL}; "
-        f"{DEFAULT_IMAGE_MODEL} for --image)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="0..2147483647; variant i uses seed+i")
-    p.add_argument("--steps", type=int, default=64, help="sampling steps (default 64)")
-    p.add_argument("--guidance-scale", type=float, default=None, help="15 for text, 3 for images")
-    p.add_argument("--grid-size", type=int, default=128, help="mesh grid, 32..512 (default 128)")
-    p.add_argument("--variants", type=int, default=1, help="how many meshes (default 1)")
-    p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu")
-    p.add_argument("--precision", default="auto", help="auto, fp32, fp16 or bf16")
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
     from .engine import Engine
     from .export import check_output, export_mesh, variant_paths
 
     try:
-        params = GenerationParams.create(
-            prompt=args.prompt,
-            image=args.image,
-            latent=args.latent,
-            model=args.model,
-            seed=args.seed,
-            steps=args.steps,
-            guidance_scale=args.guidance_scale,
-            grid_size=args.grid_size,
-            variants=args.variants,
-            device=args.device,
-            precision=args.precision,
-        )
+        params = GenerationParams.create(**{name: getattr(args, name) for name in SETTINGS})
         check_output(args.output)  # before spending minutes on sampling
         request = protocol.GenerateRequest(
             params,
@@ -116,19 +90,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
         sys.stderr.write("interrupted\n")
         return 130
 
-    meshes = result["meshes"]
-    outputs = variant_paths(args.output, len(meshes))
+    outputs = variant_paths(args.output, len(result.meshes))
     failed = 0
-    for entry, out in zip(meshes, outputs, strict=True):
-        if "error" in entry:
+    for entry, out in zip(result.meshes, outputs, strict=True):
+        if entry.error is not None:
             failed += 1
-            err = ShapEError.from_json(entry["error"])
-            sys.stderr.write(f"variant {entry['variant']}: {err.message} ({err.hint})\n")
+            sys.stderr.write(
+                f"variant {entry.variant}: {entry.error.message} ({entry.error.hint})\n"
+            )
             continue
-        export_mesh(MeshData.load(entry["path"]), out)
-        seed = f" seed {entry['seed']}" if "seed" in entry else ""
-        print(f"{out}: {entry['vertices']} vertices, {entry['faces']} faces{seed}")
-    print(f"job folder: {result['job_dir']} ({time.perf_counter() - started:.1f} s)")
+        export_mesh(entry.load(), out)
+        seed = f" seed {entry.seed}" if entry.seed is not None else ""
+        print(f"{out}: {entry.vertices} vertices, {entry.faces} faces{seed}")
+    print(f"job folder: {result.job_dir} ({time.perf_counter() - started:.1f} s)")
     return 1 if failed else 0
 
 
@@ -213,10 +187,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         )
         started = time.perf_counter()
         result = engine.generate(protocol.GenerateRequest(params))
-        mesh = MeshData.load(result["meshes"][0]["path"])
+        mesh = result.made[0].load()
         print(
             f"  ok: {mesh.vertex_count} vertices, {mesh.face_count} faces on "
-            f"{result['params']['device']} in {time.perf_counter() - started:.1f} s"
+            f"{result.params['device']} in {time.perf_counter() - started:.1f} s"
         )
     except ShapEError as err:
         print(f"  FAILED: {err}")
@@ -235,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("generate", help="text, image or latent -> mesh file(s)")
-    _add_generation_args(p)
+    add_arguments(p, SETTINGS)
     p.add_argument(
         "-o",
         "--output",

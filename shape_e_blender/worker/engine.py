@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core import protocol
+from ..core import jobdir, protocol
 from ..core.errors import NO_SURFACE, ShapEError, cancelled, invalid, unexpected
-from ..core.mesh import MESH_FILE, MeshData
+from ..core.mesh import MeshData
 from ..core.params import GenerationParams
+from ..core.results import JobResult, MeshEntry
 from . import jobs
 
 if TYPE_CHECKING:
@@ -95,9 +96,10 @@ class Engine:
 
     def generate_job(self, job: Job, out: Output) -> dict[str, Any]:
         request = protocol.GenerateRequest.from_json(job.params)
-        return self.generate(
+        result = self.generate(
             request, request_id=job.id, emit=out.progress, cancel=job.cancel.is_set
         )
+        return result.to_dict(inline=True)
 
     def download_job(self, job: Job, out: Output) -> dict[str, Any]:
         from .download import resolve_model
@@ -127,18 +129,18 @@ class Engine:
         request_id: protocol.Id = None,
         emit: Emit | None = None,
         cancel: Callable[[], bool] | None = None,
-    ) -> dict[str, Any]:
+    ) -> JobResult:
         params = request.params.resolved()
         job_dir = (
             jobs.prepare_job_dir(request.job_dir)
             if request.job_dir
-            else jobs.new_job_dir(self.jobs_root, params.prompt or Path(params.image or "x").stem)
+            else jobdir.new_job_dir(self.jobs_root, params.prompt or Path(params.image or "x").stem)
         )
         clock = StageClock(request_id, emit or (lambda _p: None))
         should_cancel = cancel or (lambda: False)
         with jobs.job_log(job_dir) as jlog:
             jlog.info("job %s in %s: %s", request_id, job_dir, params.to_json())
-            jobs.write_json(job_dir / jobs.REQUEST_FILE, {"request": request.to_json()})
+            jobdir.write_request(job_dir, request.to_json())
             try:
                 result = self._generate(params, request, job_dir, clock, should_cancel)
             except ShapEError as err:
@@ -149,11 +151,8 @@ class Engine:
                 jlog.exception("job failed")
                 _write_error(job_dir, unexpected(exc))
                 raise
-            jobs.write_json(
-                job_dir / jobs.RESULT_FILE,
-                {**result, "meshes": [_without_inline(m) for m in result["meshes"]]},
-            )
-            jlog.info("job done: %s", result["timings"])
+            jobdir.write_result(job_dir, result)
+            jlog.info("job done: %s", result.timings)
         return result
 
     def _generate(
@@ -163,7 +162,7 @@ class Engine:
         job_dir: Path,
         clock: StageClock,
         should_cancel: Callable[[], bool],
-    ) -> dict[str, Any]:
+    ) -> JobResult:
         from .download import resolve_model
         from .models import resolve_device, versions
 
@@ -175,7 +174,7 @@ class Engine:
             from .images import prepare_image
 
             image = prepare_image(params.image or "")
-            jobs.save_image(job_dir / jobs.INPUT_IMAGE, image)
+            jobs.save_image(job_dir / jobdir.INPUT_IMAGE, image)
         elif params.mode == "latent":
             latents = jobs.load_latents(params.latent or "")
         kind = {"text": "text", "image": "image", "latent": "renderer"}[params.mode]
@@ -196,9 +195,7 @@ class Engine:
             # rather than echo defaults that describe nothing.
             for name in ("seed", "steps", "guidance_scale"):
                 resolved.pop(name, None)
-        jobs.write_json(
-            job_dir / jobs.REQUEST_FILE, {"request": request.to_json(), "resolved": resolved}
-        )
+        jobdir.write_request(job_dir, request.to_json(), resolved)
 
         if latents is not None:
             seeds: list[int | None] = [None] * len(latents)
@@ -210,14 +207,14 @@ class Engine:
             renderer = self.models.renderer(folder, choice)
         resolved["variants"] = len(latents)
 
-        meshes = []
+        meshes: list[MeshEntry] = []
         for i, latent in enumerate(latents):
-            vdir = jobs.variant_dir(job_dir, i)
+            vdir = jobdir.variant_dir(job_dir, i)
+            vdir.mkdir(parents=True, exist_ok=True)
+            latent_file = None
             if params.mode != "latent":
-                jobs.save_latent(vdir / jobs.LATENT_FILE, latent)
-            entry: dict[str, Any] = {"variant": i, "seed": seeds[i]}
-            if seeds[i] is None:
-                del entry["seed"]
+                latent_file = jobdir.latent_path(job_dir, i)
+                jobdir.save_latent(latent_file, latent)
             clock("decoding", i, len(latents), i)
             started = time.perf_counter()
             try:
@@ -226,39 +223,41 @@ class Engine:
                 if err.code != NO_SURFACE:
                     raise
                 log.warning("variant %d: %s", i, err)
-                entry["error"] = err.to_json()
-                meshes.append(entry)
+                meshes.append(MeshEntry(variant=i, seed=seeds[i], error=err))
                 continue
             finally:
                 timings.add("decode", time.perf_counter() - started)
             clock("writing", i, len(latents), i)
             started = time.perf_counter()
-            path = mesh.save(vdir / MESH_FILE)
+            path = mesh.save(jobdir.mesh_path(job_dir, i))
             lo, hi = mesh.bounds()
-            entry.update(
-                path=str(path),
-                vertices=mesh.vertex_count,
-                faces=mesh.face_count,
-                bounds=[[round(float(x), 5) for x in lo], [round(float(x), 5) for x in hi]],
+            meshes.append(
+                MeshEntry(
+                    variant=i,
+                    seed=seeds[i],
+                    path=str(path),
+                    latent=str(latent_file) if latent_file is not None else None,
+                    vertices=mesh.vertex_count,
+                    faces=mesh.face_count,
+                    bounds=(
+                        tuple(round(float(x), 5) for x in lo),
+                        tuple(round(float(x), 5) for x in hi),
+                    ),
+                    npz_b64=mesh.to_base64() if request.inline else None,
+                )
             )
-            if params.mode != "latent":
-                entry["latent"] = str(vdir / jobs.LATENT_FILE)
-            if request.inline:
-                entry["npz_b64"] = mesh.to_base64()
             timings.add("write", time.perf_counter() - started)
-            meshes.append(entry)
         clock("writing", len(latents), len(latents))
 
-        if all("error" in m for m in meshes):
-            first = meshes[0]["error"]
-            raise ShapEError(first["code"], first["message"], first["data"]["hint"])
-        return {
-            "job_dir": str(job_dir),
-            "params": resolved,
-            "meshes": meshes,
-            "timings": timings.values,
-            "versions": versions(),
-        }
+        if not any(m.made for m in meshes):
+            raise meshes[0].error  # type: ignore[misc]  (every entry has one)
+        return JobResult(
+            job_dir=str(job_dir),
+            params=resolved,
+            meshes=tuple(meshes),
+            timings=timings.values,
+            versions=versions(),
+        )
 
     def _load(self, clock: StageClock, timings: Timings, kind: str, folder: Path, choice) -> Any:
         """The pipeline (or renderer) for ``kind``; reports "loading" only when it is not warm."""
@@ -343,10 +342,6 @@ class _runtime_errors:
         return False
 
 
-def _without_inline(mesh: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in mesh.items() if k != "npz_b64"}
-
-
 def _quiet_libraries() -> None:
     """Progress bars from diffusers/huggingface_hub would only clutter stderr: we report our own."""
     from diffusers.utils import logging as dlogging
@@ -357,6 +352,6 @@ def _quiet_libraries() -> None:
 def _write_error(job_dir: Path, err: ShapEError) -> None:
     """The job's error beside its request, so that a reader of the folder alone learns it."""
     try:
-        jobs.write_json(job_dir / jobs.ERROR_FILE, {"error": err.to_json()})
+        jobdir.write_error(job_dir, err)
     except OSError:  # a full disk must not hide the job's own error
-        log.exception("could not write %s", job_dir / jobs.ERROR_FILE)
+        log.exception("could not write %s", job_dir / jobdir.ERROR_FILE)

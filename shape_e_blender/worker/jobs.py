@@ -1,30 +1,22 @@
-"""Job folders: where a job's request, log, latents and meshes go (layout in docs/protocol.md)."""
+"""The worker's side of job folders (core/jobdir.py): where they go, the log, the inputs."""
 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
-import json
+import io
 import logging
 import os
-import re
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..core.errors import INVALID_PARAMS, JOB_FAILED, ShapEError
-
-REQUEST_FILE = "request.json"
-RESULT_FILE = "result.json"
-ERROR_FILE = "error.json"  # instead of result.json when the job failed or was cancelled
-LOG_FILE = "job.log"
-LATENT_FILE = "latent.npy"
-INPUT_IMAGE = "input.png"
+from ..core import jobdir
+from ..core.errors import INVALID_PARAMS, ShapEError
+from ..core.files import atomic_write
 
 
 def default_jobs_root() -> Path:
@@ -38,54 +30,16 @@ def default_jobs_root() -> Path:
     return base / "shape_e_blender" / "jobs"
 
 
-def slug(text: str, limit: int = 32) -> str:
-    words = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return words[:limit].rstrip("-") or "job"
-
-
-def new_job_dir(root: Path, label: str) -> Path:
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = root / f"{stamp}-{slug(label)}-{uuid.uuid4().hex[:6]}"
-    path.mkdir(parents=True, exist_ok=False)
-    return path
-
-
 def prepare_job_dir(job_dir: str | os.PathLike[str]) -> Path:
-    path = Path(job_dir).expanduser()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ShapEError(
-            JOB_FAILED,
-            f"cannot create the job folder {path}: {exc.strerror or exc}",
-            "choose a writable folder for job_dir (or the jobs folder preference)",
-            "job_dir",
-        ) from None
-    return path
-
-
-def variant_dir(job_dir: Path, index: int) -> Path:
-    path = job_dir / str(index)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
-def save_latent(path: Path, latent: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".part.npy")
-    np.save(tmp, np.ascontiguousarray(latent, dtype=np.float32), allow_pickle=False)
-    tmp.replace(path)
+    """The folder a request names for its job, made if missing."""
+    return jobdir.ensure_dir(Path(job_dir).expanduser(), "the job folder")
 
 
 def save_image(path: Path, image: Any) -> None:
-    tmp = path.with_name(path.name + ".part")
-    image.save(tmp, format="PNG")
-    tmp.replace(path)
+    """A PIL image as a PNG file in the job folder."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    atomic_write(path, buf.getvalue())
 
 
 def load_latents(path: str | os.PathLike[str]) -> np.ndarray:
@@ -124,7 +78,7 @@ class _ThreadFilter(logging.Filter):
 @contextlib.contextmanager
 def job_log(job_dir: Path) -> Iterator[logging.Logger]:
     """Copy this thread's log records into the job's log file while the job runs."""
-    handler = logging.FileHandler(job_dir / LOG_FILE, encoding="utf-8")
+    handler = logging.FileHandler(job_dir / jobdir.LOG_FILE, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_ThreadFilter(threading.get_ident()))
     root = logging.getLogger()

@@ -62,7 +62,7 @@ from skimage.measure import marching_cubes
 
 from ..core.errors import INTERNAL_ERROR, JOB_FAILED, NO_SURFACE, ShapEError, cancelled, invalid
 from ..core.mesh import MeshData
-from ..core.params import GRID_RANGE
+from ..core.params import SETTINGS
 from .cleanup import drop_small_parts, drop_zero_area, weld
 
 log = logging.getLogger(__name__)
@@ -122,10 +122,11 @@ def extract_mesh(
     """
     if isinstance(grid_size, bool) or not isinstance(grid_size, int):
         raise invalid("grid_size", f"must be an integer, got {grid_size!r}", "use 128 or 256")
-    if not GRID_RANGE[0] <= grid_size <= GRID_RANGE[1]:
+    lo, hi = SETTINGS["grid_size"].range
+    if not lo <= grid_size <= hi:
         raise invalid(
             "grid_size",
-            f"must be within {GRID_RANGE[0]}..{GRID_RANGE[1]}, got {grid_size}",
+            f"must be within {lo}..{hi}, got {grid_size}",
             "use 128 (the model's own) or 256 for finer detail",
         )
     if batch_size < 1:
