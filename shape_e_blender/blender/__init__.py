@@ -1,22 +1,17 @@
-"""Blender side: preferences, scene settings, operators, panel, and the worker client.
+"""Blender side: preferences, scene settings, operators, panel, and the task the add-on runs.
 
-Imports bpy; never torch, diffusers or transformers (those live in the worker process).
+Imports bpy; never torch, diffusers or transformers (those live in the worker process). The
+worker client itself is bpy-free (shape_e_blender/client/).
 """
 
 from __future__ import annotations
 
 import bpy
 
-from . import jobs, operators, panel, prefs, props, setup_env
+from . import operators, panel, prefs, props, tasks
 
 # Registered in this order, unregistered in reverse.
-CLASSES = (
-    *prefs.CLASSES,
-    *props.CLASSES,
-    *setup_env.CLASSES,
-    *operators.CLASSES,
-    *panel.CLASSES,
-)
+CLASSES = (*prefs.CLASSES, *props.CLASSES, *operators.CLASSES, *panel.CLASSES)
 
 
 def register(root_package: str) -> None:
@@ -26,17 +21,16 @@ def register(root_package: str) -> None:
         bpy.utils.register_class(cls)
     props.attach()
     prefs.ensure_entry()
-    if jobs.on_load_pre not in bpy.app.handlers.load_pre:
-        bpy.app.handlers.load_pre.append(jobs.on_load_pre)
+    if tasks.on_load_pre not in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.append(tasks.on_load_pre)
 
 
 def unregister() -> None:
-    # Stop the worker and join every thread first: Blender 4.2/4.5 hang or crash at exit while a
-    # Python thread is alive.
-    jobs.shutdown()
-    setup_env.shutdown()
-    if jobs.on_load_pre in bpy.app.handlers.load_pre:
-        bpy.app.handlers.load_pre.remove(jobs.on_load_pre)
+    # Stop the worker, a setup and every thread first: Blender 4.2/4.5 hang or crash at exit
+    # while a Python thread is alive.
+    tasks.shutdown()
+    if tasks.on_load_pre in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(tasks.on_load_pre)
     prefs.remove_entry()
     props.detach()
     for cls in reversed(CLASSES):

@@ -14,19 +14,18 @@ import json
 import re
 import threading
 from collections.abc import Mapping, Sequence
-from pathlib import PurePath
 from typing import Any
 
 import bpy
 import numpy as np
 
-from ..core.errors import INTERNAL_ERROR, INVALID_PARAMS, ShapEError
+from ..core import jobdir
+from ..core.errors import INTERNAL_ERROR, INVALID_PARAMS, ShapEError, invalid
 from ..core.mesh import MeshData
-from ..core.params import SEED_MAX
+from ..core.params import variant_seed
 
 COLOR_ATTRIBUTE = "Color"
 PROPERTY_KEY = "shape_e"  # obj["shape_e"] holds the generation settings as an ID-property group
-LATENT_FILE = "latent.npy"  # job_dir/<variant>/latent.npy (docs/protocol.md, "Job folder")
 DEFAULT_NAME = "Shap-E"
 NAME_MAX_CHARS = 40
 _INT32 = (-(2**31), 2**31 - 1)
@@ -38,7 +37,7 @@ def object_name_for(prompt_or_path: str) -> str:
     """A short readable object name: "a red chair" -> "Red chair", "/x/my_lamp.png" -> "My lamp"."""
     text = prompt_or_path.strip()
     if _FILE_SUFFIX.search(text):  # an image (or mesh) file: its name, not its folder
-        text = PurePath(text.replace("\\", "/")).name
+        text = jobdir.file_name(text)
         text = _FILE_SUFFIX.sub("", text).replace("_", " ").replace("-", " ")
     text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
     text = _LEADING_ARTICLE.sub("", text).strip(" .,;:!?\"'")
@@ -193,6 +192,20 @@ def settings_of(obj: bpy.types.ID | None) -> dict[str, Any] | None:
     return to_dict() if callable(to_dict) else None
 
 
+def check_editable(obj: bpy.types.Object) -> None:
+    """Raise (field ``object_name``) when ``obj``'s mesh cannot be replaced."""
+    if obj.library is not None or obj.data.library is not None:
+        raise invalid(
+            "object_name",
+            f"{obj.name!r} is linked from another file, so its mesh cannot be replaced",
+            "re-mesh it in the file it comes from, or make it local first",
+        )
+    if obj.mode == "EDIT":
+        raise invalid(
+            "object_name", f"{obj.name!r} is in Edit Mode", "switch to Object Mode, then re-mesh"
+        )
+
+
 def replace_mesh(obj: bpy.types.Object, data: MeshData) -> bpy.types.Mesh:
     """Give ``obj`` a new mesh built from ``data``, in place, and return it.
 
@@ -299,7 +312,7 @@ def _variant_properties(
     props = _id_safe_dict(settings)
     seed = settings.get("seed")
     if isinstance(seed, int) and not isinstance(seed, bool):
-        props["seed"] = (seed + index) % (SEED_MAX + 1)  # the rule of GenerationParams
+        props["seed"] = variant_seed(seed, index)
     props["variant"] = index
     if job_dir is not None:
         props["job_dir"] = str(job_dir)

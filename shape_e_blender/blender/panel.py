@@ -1,118 +1,30 @@
-"""The 3D viewport sidebar panel (tab "Shap-E"), its Generate button, and the Recent Jobs list."""
+"""The 3D viewport sidebar panel (tab "Shap-E") and its Recent Jobs list: drawing only (the
+operators behind the buttons are in operators/)."""
 
 from __future__ import annotations
 
-import random
 import sys
 import textwrap
 import time
 import traceback
-from pathlib import PurePath
 from typing import Any, ClassVar
 
 import bpy
 
+from ..core import jobdir
 from ..core.errors import ShapEError
-from ..core.params import SEED_MAX
-from . import history, importer, jobs, operators
+from . import history, importer, tasks
+from .props import guidance_name
 
 RECENT_SHOWN = 8  # jobs listed in the panel; the jobs folder holds the rest
 STATE_ICONS = {
-    history.DONE: "CHECKMARK",
-    history.FAILED: "ERROR",
-    history.CANCELLED: "CANCEL",
-    history.RUNNING: "TIME",
-    history.INTERRUPTED: "QUESTION",
+    jobdir.DONE: "CHECKMARK",
+    jobdir.FAILED: "ERROR",
+    jobdir.CANCELLED: "CANCEL",
+    jobdir.RUNNING: "TIME",
+    jobdir.INTERRUPTED: "QUESTION",
 }
 _draw_failures: set[str] = set()  # errors reading the list, printed once each
-
-
-class SHAPE_E_OT_generate(bpy.types.Operator):
-    """Generate from the panel's settings (picks a new seed first when Random Seed is on)"""
-
-    bl_idname = "shape_e.generate"
-    bl_label = "Generate"
-    bl_options: ClassVar[set[str]] = {"REGISTER"}
-
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        s = context.scene.shape_e
-        if jobs.busy():
-            self.report({"ERROR"}, jobs.BUSY_MESSAGE)
-            return {"CANCELLED"}
-        if s.random_seed:
-            # Chosen here, before the operator runs, and kept in the panel so it can be reused.
-            s.seed = random.randint(0, SEED_MAX)
-        common = {"seed": s.seed, "steps": s.steps, "grid_size": s.grid_size}
-        common["variants"] = s.variants
-        if s.source == "TEXT":
-            return bpy.ops.shape_e.text_to_mesh(
-                prompt=s.prompt, guidance_scale=s.text_guidance_scale, **common
-            )
-        if s.source == "IMAGE":
-            return bpy.ops.shape_e.image_to_mesh(
-                "EXEC_DEFAULT",
-                filepath=s.image_path,
-                guidance_scale=s.image_guidance_scale,
-                **common,
-            )
-        return bpy.ops.shape_e.camera_to_mesh(
-            selected_only=s.selected_only and bool(context.selected_objects),
-            guidance_scale=s.image_guidance_scale,
-            **common,
-        )
-
-
-class SHAPE_E_OT_use_settings(bpy.types.Operator):
-    """Put a Shap-E object's prompt or image, seed and settings into the panel, with Random Seed
-    off: Generate then makes that object again, or a variation once something is changed"""
-
-    bl_idname = "shape_e.use_settings"
-    bl_label = "Use These Settings"
-    bl_options: ClassVar[set[str]] = {"REGISTER", "UNDO"}  # the panel's settings live in the file
-
-    object_name: bpy.props.StringProperty(
-        name="Object",
-        description="The Shap-E object to take the settings from; empty: the active object",
-        default="",
-        options={"SKIP_SAVE"},
-    )
-
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        name = self.object_name.strip()
-        obj = bpy.data.objects.get(name) if name else context.active_object
-        settings = importer.settings_of(obj)
-        if settings is None:
-            which = repr(name) if name else "the active object"
-            self.report({"ERROR"}, f"object_name: {which} was not made by Shap-E")
-            return {"CANCELLED"}
-        s = context.scene.shape_e
-        prompt, image = settings.get("prompt"), settings.get("image")
-        guidance = settings.get("guidance_scale")
-        if isinstance(prompt, str) and prompt:
-            s.source, s.prompt = "TEXT", prompt
-            if isinstance(guidance, (int, float)):
-                s.text_guidance_scale = guidance
-        elif isinstance(image, str) and image:
-            # A camera job's render is kept in its job folder: generating from it repeats the job.
-            s.source, s.image_path = "IMAGE", image
-            if isinstance(guidance, (int, float)):
-                s.image_guidance_scale = guidance
-        else:
-            self.report(
-                {"ERROR"},
-                f"{obj.name!r} was made from a latent file, not a prompt or an image: there is "
-                "nothing to generate from (Re-mesh decodes its latent again)",
-            )
-            return {"CANCELLED"}
-        for key in ("seed", "steps", "grid_size"):
-            value = settings.get(key)
-            if isinstance(value, int):
-                setattr(s, key, value)
-        # The object's seed is its own variant's (seed + i): one variant remakes exactly it.
-        s.variants = 1
-        s.random_seed = False
-        self.report({"INFO"}, f"Settings of {obj.name} are in the panel (Random Seed off)")
-        return {"FINISHED"}
 
 
 class SHAPE_E_PT_panel(bpy.types.Panel):
@@ -128,8 +40,8 @@ class SHAPE_E_PT_panel(bpy.types.Panel):
 
 def draw_panel(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
     s = context.scene.shape_e
-    st = jobs.status
-    running = jobs.busy()
+    st = tasks.status
+    running = tasks.busy()
 
     col = layout.column()
     col.enabled = not running
@@ -151,7 +63,7 @@ def draw_panel(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
     sub.enabled = not s.random_seed
     sub.prop(s, "seed")
     row.prop(s, "random_seed", text="", icon="FILE_REFRESH")
-    col.prop(s, "text_guidance_scale" if s.source == "TEXT" else "image_guidance_scale")
+    col.prop(s, guidance_name(s))
     col.prop(s, "steps")
     col.prop(s, "variants")
     col.prop(s, "grid_size")
@@ -160,10 +72,10 @@ def draw_panel(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
     row.scale_y = 1.4
     sub = row.row(align=True)
     sub.enabled = not running
-    sub.operator(SHAPE_E_OT_generate.bl_idname, icon="SHADERFX")
+    sub.operator("shape_e.generate", icon="SHADERFX")
     sub = row.row(align=True)
     sub.enabled = running and st.kind in ("generate", "download")
-    sub.operator(operators.SHAPE_E_OT_cancel.bl_idname, text="", icon="CANCEL")
+    sub.operator("shape_e.cancel", text="", icon="CANCEL")
 
     if st.state in ("running", "cancelling"):
         layout.progress(factor=st.fraction, type="BAR", text=st.progress_text())
@@ -204,14 +116,14 @@ def draw_active_object(layout: bpy.types.UILayout, context: bpy.types.Context) -
     if details:
         col.label(text=", ".join(details))
     row = box.row(align=True)
-    row.enabled = not jobs.busy()
+    row.enabled = not tasks.busy()
     row.prop(context.scene.shape_e, "remesh_grid_size", text="Grid")
-    op = row.operator(operators.SHAPE_E_OT_remesh.bl_idname, icon="MOD_REMESH")
+    op = row.operator("shape_e.remesh", icon="MOD_REMESH")
     op.grid_size = context.scene.shape_e.remesh_grid_size
     op.object_name = obj.name
     row = box.row()
-    row.enabled = not jobs.busy()
-    op = row.operator(SHAPE_E_OT_use_settings.bl_idname, icon="PASTEDOWN")
+    row.enabled = not tasks.busy()
+    op = row.operator("shape_e.use_settings", icon="PASTEDOWN")
     op.object_name = obj.name
     return True
 
@@ -221,7 +133,7 @@ def source_text(settings: dict[str, Any]) -> str:
     for key, label in (("prompt", "Prompt"), ("image", "Image"), ("latent", "Latent")):
         value = settings.get(key)
         if isinstance(value, str) and value:
-            shown = value if key == "prompt" else PurePath(value.replace("\\", "/")).name
+            shown = value if key == "prompt" else jobdir.file_name(value)
             return f"{label}: {shown}"
     return "Source: unknown"
 
@@ -266,10 +178,10 @@ def draw_recent(layout: bpy.types.UILayout, context: bpy.types.Context) -> int:
         row = col.row(align=True)
         row.label(text=job.label[:60] or job.path.name, icon=STATE_ICONS.get(job.state, "DOT"))
         if job.importable:
-            op = row.operator(operators.SHAPE_E_OT_import_job.bl_idname, text="", icon="IMPORT")
+            op = row.operator("shape_e.import_job", text="", icon="IMPORT")
             op.job_dir = str(job.path)
         row.operator("wm.path_open", text="", icon="FILE_FOLDER").filepath = str(job.path)
-        details = job.details()
+        details = history.details(job)
         when = f"{job.state.capitalize()}, {history.age_text(job.started, now)}"
         col.label(text=f"{when}: {details}" if details else when)
         if job.message:
@@ -287,4 +199,4 @@ def _wrapped(layout: bpy.types.UILayout, text: str, icon: str, width: int, max_l
         layout.label(text=line, icon=icon if i == 0 else "BLANK1")
 
 
-CLASSES = (SHAPE_E_OT_generate, SHAPE_E_OT_use_settings, SHAPE_E_PT_panel, SHAPE_E_PT_recent)
+CLASSES = (SHAPE_E_PT_panel, SHAPE_E_PT_recent)

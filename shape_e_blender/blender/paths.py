@@ -12,6 +12,7 @@ from pathlib import Path
 
 import bpy
 
+from ..core import jobdir
 from ..core.errors import INTERNAL_ERROR, ShapEError
 
 _EXTENSION_PREFIX = "bl_ext."
@@ -63,14 +64,10 @@ def jobs_dir(root_package_name: str, override: str = "") -> Path:
                 f"the jobs folder {override} is relative to the .blend file, which is not saved",
                 "save the .blend file, or give an absolute jobs folder in the add-on preferences",
             )
-        path = Path(bpy.path.abspath(override)).expanduser()
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ShapEError(
-                INTERNAL_ERROR,
-                f"the jobs folder {path} could not be created: {exc}",
-                "choose a writable folder in the add-on preferences, or clear the setting",
-            ) from exc
-        return path
+        return jobdir.ensure_dir(
+            Path(bpy.path.abspath(override)).expanduser(),
+            "the jobs folder",
+            "choose a writable folder in the add-on preferences, or clear the setting",
+            field="jobs_dir",
+        )
     return user_dir(root_package_name, "jobs")

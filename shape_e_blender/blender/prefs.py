@@ -9,25 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, StringProperty
+from bpy.props import BoolProperty, StringProperty
 
+from ..client.client import WorkerClient
+from ..client.process import venv_python
 from ..core.errors import JOB_FAILED, ShapEError
 from ..core.params import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL
-from . import jobs, setup_env
-from .client import venv_python
-
-DEVICE_ITEMS = [
-    ("AUTO", "Auto", "CUDA if present, then Apple MPS, then the CPU"),
-    ("CUDA", "CUDA", "An NVIDIA GPU"),
-    ("MPS", "Apple MPS", "Apple silicon's GPU"),
-    ("CPU", "CPU", "No GPU: a full generation takes about 20 minutes"),
-]
-PRECISION_ITEMS = [
-    ("AUTO", "Auto", "fp16 autocast on CUDA, fp32 elsewhere"),
-    ("FP32", "FP32", "Full precision everywhere"),
-    ("FP16", "FP16", "Half precision for the prior and the text/image encoder"),
-    ("BF16", "BF16", "bfloat16 for the prior and the text/image encoder"),
-]
+from . import paths, tasks
+from .props import prop
 
 _root = "shape_e_blender"
 _added_entry = False  # register() added the preferences entry itself (no addon_utils.enable)
@@ -81,8 +70,6 @@ def _abspath(text: str) -> Path:
 
 def env_dir(p: ShapEPreferences) -> Path:
     """Where the managed worker environment lives."""
-    from . import paths
-
     if p.env_dir.strip():
         return _abspath(p.env_dir)
     return paths.user_dir(_root, "worker-env", create=False)
@@ -96,14 +83,12 @@ def worker_python(p: ShapEPreferences) -> Path:
 
 
 def jobs_root(p: ShapEPreferences) -> Path:
-    from . import paths
-
     return paths.jobs_dir(_root, override=p.jobs_dir)
 
 
-def client(context: bpy.types.Context | None = None) -> jobs.WorkerClient:
+def client(context: bpy.types.Context | None = None) -> WorkerClient:
     p = get(context)
-    return jobs.client_for(worker_python(p), jobs_root(p))
+    return tasks.client_for(worker_python(p), jobs_root(p))
 
 
 class ShapEPreferences(bpy.types.AddonPreferences):
@@ -137,8 +122,8 @@ class ShapEPreferences(bpy.types.AddonPreferences):
         description="Hugging Face repo id or local folder of the image-to-3D pipeline",
         default=DEFAULT_IMAGE_MODEL,
     )
-    device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="AUTO")
-    precision: EnumProperty(name="Precision", items=PRECISION_ITEMS, default="AUTO")
+    device: prop("device", panel=True)
+    precision: prop("precision", panel=True)
     keep_alive: BoolProperty(
         name="Keep Worker Running",
         description=(
@@ -170,22 +155,22 @@ def draw_preferences(p: ShapEPreferences, layout: bpy.types.UILayout) -> None:
     if not p.worker_python.strip():
         _draw_managed_env(box, p, online)
     else:
-        box.operator(SHAPE_E_OT_check_worker.bl_idname, icon="CHECKMARK")
+        box.operator("shape_e.check_worker", icon="CHECKMARK")
     _draw_worker_info(box, p)
     row = box.row()
     row.prop(p, "keep_alive")
-    row.operator(SHAPE_E_OT_release_worker.bl_idname, icon="X")
+    row.operator("shape_e.release_worker", icon="X")
 
     box = layout.box()
     box.label(text="Models", icon="FILE_3D")
     box.prop(p, "text_model")
     box.prop(p, "image_model")
     row = box.row()
-    row.enabled = online and not jobs.busy()
-    row.operator(SHAPE_E_OT_download_models.bl_idname, icon="IMPORT")
+    row.enabled = online and not tasks.busy()
+    row.operator("shape_e.download_models", icon="IMPORT")
     if not online:
         box.label(text="Online access is off (Preferences > System)", icon="INFO")
-    st = jobs.status
+    st = tasks.status
     if st.kind == "download" and st.state in ("running", "cancelling"):
         box.progress(factor=st.fraction, text=st.progress_text())
     elif st.kind == "download" and st.state == "error":
@@ -208,16 +193,16 @@ def _draw_managed_env(layout: bpy.types.UILayout, p: ShapEPreferences, online: b
     except ShapEError as err:  # e.g. the extension's user folder cannot be resolved
         layout.label(text=err.message, icon="ERROR")
         return
-    setup = setup_env.current()
-    if setup is not None and not setup.done:
-        layout.progress(factor=setup.fraction, text=setup.stage_text())
-        if setup.last_line:
-            layout.label(text=setup.last_line[:120])
-        layout.operator(setup_env.SHAPE_E_OT_cancel_setup.bl_idname, icon="CANCEL")
+    st = tasks.status
+    if st.kind == "setup" and st.state in ("running", "cancelling"):
+        layout.progress(factor=st.fraction, text=st.progress_text())
+        if st.message:
+            layout.label(text=st.message[:120])
+        layout.operator("shape_e.cancel_worker_env", icon="CANCEL")
         return
-    if setup is not None and setup.error:
-        layout.label(text=setup.error.message.splitlines()[0][:160], icon="ERROR")
-        layout.label(text=setup.error.hint[:160])
+    if st.kind == "setup" and st.state == "error":
+        layout.label(text=st.error.splitlines()[0][:160], icon="ERROR")
+        layout.label(text=st.hint[:160])
     present = python.is_file()
     layout.label(
         text=f"{'Ready' if present else 'Not set up'}: {python}",
@@ -226,19 +211,19 @@ def _draw_managed_env(layout: bpy.types.UILayout, p: ShapEPreferences, online: b
     row = layout.row()
     row.enabled = online
     row.operator(
-        setup_env.SHAPE_E_OT_setup_env.bl_idname,
+        "shape_e.setup_worker_env",
         text="Update Worker Environment" if present else "Set Up Worker Environment",
         icon="FILE_REFRESH",
     )
     if present:
-        layout.operator(SHAPE_E_OT_check_worker.bl_idname, icon="CHECKMARK")
+        layout.operator("shape_e.check_worker", icon="CHECKMARK")
     if not online:
         layout.label(text="Online access is off (Preferences > System)", icon="INFO")
 
 
 def _draw_worker_info(layout: bpy.types.UILayout, p: ShapEPreferences) -> None:
-    info = jobs.worker_info()
-    st = jobs.status
+    info = tasks.worker_info()
+    st = tasks.status
     if st.kind == "check" and st.state == "running":
         layout.label(text="Starting the worker...", icon="TIME")
     elif st.kind == "check" and st.state == "error":
@@ -257,85 +242,4 @@ def _draw_worker_info(layout: bpy.types.UILayout, p: ShapEPreferences) -> None:
             layout.label(text=f"{dev.get('name')}: {dev.get('label', '')}{size}", icon="MEMORY")
 
 
-class SHAPE_E_OT_check_worker(bpy.types.Operator):
-    """Start the worker and show its library versions and devices"""
-
-    bl_idname = "shape_e.check_worker"
-    bl_label = "Check Worker"
-
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        if jobs.busy():
-            self.report({"ERROR"}, jobs.BUSY_MESSAGE)
-            return {"CANCELLED"}
-        try:
-            c = client(context)
-            if bpy.app.background:
-                info = c.hello()
-                self.report({"INFO"}, f"worker ready: {info.get('versions')}")
-                return {"FINISHED"}
-            jobs.begin(jobs.Active("check", [c.start()], label="worker"))
-        except ShapEError as err:
-            jobs.show_error(err, kind="check")
-            self.report({"ERROR"}, str(err))
-            return {"CANCELLED"}
-        jobs.ensure_timer()
-        return {"FINISHED"}
-
-
-class SHAPE_E_OT_release_worker(bpy.types.Operator):
-    """Stop the worker process now, freeing its memory (a running job is lost)"""
-
-    bl_idname = "shape_e.release_worker"
-    bl_label = "Release Worker"
-
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        # The UI must not wait for the process; a background script may rely on it being gone.
-        stopped = jobs.release(wait=bpy.app.background)
-        self.report({"INFO"}, "worker stopped" if stopped else "no worker was running")
-        return {"FINISHED"}
-
-
-class SHAPE_E_OT_download_models(bpy.types.Operator):
-    """Download the text and image models into the Hugging Face cache (about 3 GB each)"""
-
-    bl_idname = "shape_e.download_models"
-    bl_label = "Download Models"
-
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        if not bpy.app.online_access:
-            self.report(
-                {"ERROR"},
-                "online access is off: allow it in Preferences > System, or put the models in "
-                "a folder and enter that folder as the model",
-            )
-            return {"CANCELLED"}
-        if jobs.busy():
-            self.report({"ERROR"}, jobs.BUSY_MESSAGE)
-            return {"CANCELLED"}
-        p = get(context)
-        models = {"text": p.text_model.strip(), "image": p.image_model.strip()}
-        try:
-            c = client(context)
-            requests = [c.download(m, kind) for kind, m in models.items() if m]
-            active = jobs.Active("download", requests, label="models")
-        except ShapEError as err:
-            jobs.show_error(err, kind="download")
-            self.report({"ERROR"}, str(err))
-            return {"CANCELLED"}
-        jobs.begin(active)
-        if bpy.app.background:
-            done = jobs.run_blocking(context)
-            if done.error is not None:
-                self.report({"ERROR"}, str(done.error))
-                return {"CANCELLED"}
-            return {"FINISHED"}
-        jobs.ensure_timer()
-        return {"FINISHED"}
-
-
-CLASSES = (
-    ShapEPreferences,
-    SHAPE_E_OT_check_worker,
-    SHAPE_E_OT_release_worker,
-    SHAPE_E_OT_download_models,
-)
+CLASSES = (ShapEPreferences,)

@@ -9,6 +9,7 @@ The panel's settings are stored on the scene (``scene.shape_e``) and saved with 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -26,15 +27,8 @@ def enum_items(setting: Setting) -> list[tuple[str, str, str]]:
     return [(c.identifier, c.label, c.description) for c in setting.choices]
 
 
-def from_blender(name: str, value: Any) -> Any:
-    """A property's value as the protocol spells it: enum identifiers lower case, "" as None."""
-    if SETTINGS[name].choices and isinstance(value, str):
-        return value.lower()
-    return value
-
-
-def prop(name: str, *, panel: bool = False, mode: str = "", **overrides: Any) -> Any:
-    """The ``bpy.props`` property for setting ``name``.
+def prop(setting: str, /, *, panel: bool = False, mode: str = "", **overrides: Any) -> Any:
+    """The ``bpy.props`` property for the setting named ``setting``.
 
     ``panel``: hard limits from the table's range, for a stored setting. Otherwise (an operator's
     property) soft limits only: Blender would clamp a bad value silently, while
@@ -42,7 +36,7 @@ def prop(name: str, *, panel: bool = False, mode: str = "", **overrides: Any) ->
     between calls (a script gets exactly what it passes). ``mode`` picks a mode's default
     (guidance: 15 for text, 3 for images). ``overrides`` go to the property as they are.
     """
-    s = SETTINGS[name]
+    s = SETTINGS[setting]
     kwargs: dict[str, Any] = {"name": s.label, "description": s.description}
     default = s.default_for(mode)
     if s.choices:
@@ -72,7 +66,8 @@ def generation_properties(names: Iterable[str], **per_name: Mapping[str, Any]) -
     """
 
     def add(cls: type) -> type:
-        own = dict(cls.__dict__.get("__annotations__", {}))
+        own = inspect.get_annotations(cls)  # the class's own, not its bases'
+
         cls.__annotations__ = {n: prop(n, **per_name.get(n, {})) for n in names} | own
         return cls
 
@@ -136,9 +131,14 @@ class ShapESettings(bpy.types.PropertyGroup):
         default=REMESH_GRID,
     )
 
-    def guidance_name(self) -> str:
-        """The guidance property of the current source."""
-        return "text_guidance_scale" if self.source == "TEXT" else "image_guidance_scale"
+
+def guidance_name(settings: ShapESettings) -> str:
+    """The panel's guidance property for its current source.
+
+    A function, not a method: a PropertyGroup with a method of its own crashed Blender 4.2 at
+    exit (measured with bpy 4.2.0).
+    """
+    return "text_guidance_scale" if settings.source == "TEXT" else "image_guidance_scale"
 
 
 CLASSES = (ShapESettings,)

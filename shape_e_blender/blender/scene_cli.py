@@ -22,10 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import JOB_FAILED, ShapEError
-from ..core.params import DEVICES, PRECISIONS, GenerationParams
+from ..core.errors import JOB_FAILED, ShapEError, invalid
+from ..core.params import SETTINGS, GenerationParams, add_arguments
 
 ROOT = __package__.split(".")[0]  # the add-on's root package when run from the source tree
+# The generation parameters this command takes: all but latent (shape_e.remesh decodes those).
+GENERATION = [name for name in SETTINGS if name != "latent"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -33,17 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m shape_e_blender.blender.scene_cli",
         description="Generate a Shap-E mesh into a Blender scene and save it as a .blend file.",
     )
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompt", help="text to generate from, e.g. 'a red chair'")
-    src.add_argument("--image", help="image of one object on a plain background")
-    ap.add_argument("--model", help="hub repo id or local pipeline folder (default: openai's)")
-    ap.add_argument("--seed", type=int, help="0..2147483647 (default 0)")
-    ap.add_argument("--steps", type=int, help="sampling steps (default 64)")
-    ap.add_argument("--guidance-scale", type=float, help="default 15 (text) or 3 (image)")
-    ap.add_argument("--grid-size", type=int, help="mesh extraction grid, 32..512 (default 128)")
-    ap.add_argument("--variants", type=int, help="how many meshes, side by side (default 1)")
-    ap.add_argument("--device", choices=DEVICES, help="default auto (cuda, then mps, then cpu)")
-    ap.add_argument("--precision", choices=PRECISIONS, help="default auto")
+    add_arguments(ap, GENERATION)
     ap.add_argument("-o", "--output", required=True, help="the .blend file to write")
     ap.add_argument(
         "--worker-python",
@@ -61,13 +53,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The generation parameters that were given, under their protocol names."""
-    out: dict[str, Any] = {}
-    for name in ("seed", "steps", "guidance_scale", "grid_size", "variants", "model"):
-        value = getattr(args, name)
-        if value is not None:
-            out[name] = value
-    return out
+    """The generation parameters that were given (the source aside), under their protocol names."""
+    return {
+        name: getattr(args, name)
+        for name in GENERATION
+        if name not in ("prompt", "image") and getattr(args, name) is not None
+    }
 
 
 def fail(err: ShapEError) -> int:
@@ -86,7 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     source = {"prompt": args.prompt} if args.prompt is not None else {"image": args.image}
     try:
         # Check everything before Blender starts, with the same validation the operator uses.
-        GenerationParams.create(**source, **generation_kwargs(args))
+        params = GenerationParams.create(**source, **generation_kwargs(args))
+        if params.device not in SETTINGS["device"].values:  # Blender's setting has no cuda:N
+            raise invalid(
+                "device",
+                f"{params.device!r} cannot be passed to Blender's operators",
+                "use auto, cuda, mps or cpu (CUDA_VISIBLE_DEVICES picks the GPU)",
+            )
     except ShapEError as err:
         fail(err)
         return 2
@@ -124,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _generate(bpy: Any, args: argparse.Namespace, source: dict[str, str], output: Path) -> int:
-    from . import jobs, prefs
+    from . import prefs, tasks
 
     p = prefs.get(bpy.context)
     p.worker_python = str(Path(args.worker_python).expanduser())
@@ -132,11 +129,7 @@ def _generate(bpy: Any, args: argparse.Namespace, source: dict[str, str], output
     if args.allow_download:
         # This process only: module mode never saves the preferences.
         bpy.context.preferences.system.use_online_access = True
-    kwargs = generation_kwargs(args)
-    if args.device:
-        kwargs["device"] = args.device.upper()
-    if args.precision:
-        kwargs["precision"] = args.precision.upper()
+    kwargs = {name: SETTINGS[name].identifier(v) for name, v in generation_kwargs(args).items()}
     print(f"worker: {p.worker_python}; jobs: {prefs.jobs_root(p)}", flush=True)
     started = time.perf_counter()
     if args.prompt is not None:
@@ -152,11 +145,11 @@ def _generate(bpy: Any, args: argparse.Namespace, source: dict[str, str], output
         # and its hint are in the add-on's status.
         result = {"CANCELLED"}
     if result != {"FINISHED"}:
-        st = jobs.status
+        st = tasks.status
         message = st.error or st.message or "the generation failed"
         return fail(ShapEError(JOB_FAILED, message, st.hint))
-    done = jobs.last()
-    for name in jobs.status.objects:
+    done = tasks.last()
+    for name in tasks.status.objects:
         obj = bpy.data.objects[name]
         print(f"{name}: {len(obj.data.vertices)} vertices, {len(obj.data.polygons)} faces")
     if done is not None and isinstance(done.requests[0].result, dict):

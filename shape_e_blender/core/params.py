@@ -67,6 +67,14 @@ class Setting:
     def values(self) -> tuple[str, ...]:
         return tuple(c.value for c in self.choices)
 
+    def identifier(self, value: Any) -> Any:
+        """A value as an enum identifier (Blender's spelling: upper case); others unchanged."""
+        return value.upper() if self.choices and isinstance(value, str) else value
+
+    def from_identifier(self, value: Any) -> Any:
+        """An enum identifier as the protocol spells it (lower case); others unchanged."""
+        return value.lower() if self.choices and isinstance(value, str) else value
+
     def default_for(self, mode: str) -> Any:
         return self.mode_defaults.get(mode, self.default)
 

@@ -1,28 +1,19 @@
 """Real Blender (bpy as a module): a clean scene per test, away from the developer's Blender.
 
-Only bpy, numpy, the standard library and our core + blender modules are imported by these tests,
-so they run under Blender 4.2 LTS (.venv-bpy42) as under 5.0.
+Only bpy, numpy, the standard library and our core, client and blender modules are imported by
+these tests, so they run under every Blender version of the matrix, whose Pythons hold no torch.
 """
 
 from __future__ import annotations
 
-import atexit
-import os
-import shutil
-import sys
-import tempfile
+from pathlib import Path
 
+import bpy
 import pytest
 
-# bpy reads (and may write) its user folder when it is imported: point it at a throw-away one,
-# so the developer's preferences and add-ons neither leak into the tests nor get touched. Child
-# Blender processes inherit it. An explicit BLENDER_USER_RESOURCES is respected.
-if "bpy" not in sys.modules and "BLENDER_USER_RESOURCES" not in os.environ:
-    _user = tempfile.mkdtemp(prefix="shape_e_test_blender_user_")
-    os.environ["BLENDER_USER_RESOURCES"] = _user
-    atexit.register(shutil.rmtree, _user, ignore_errors=True)
+from tests.support import WORKER_PYTHON
 
-bpy = pytest.importorskip("bpy")
+from .addon import ROOT, disable_addon, drain, enable_addon
 
 
 @pytest.fixture
@@ -30,3 +21,38 @@ def context():
     """bpy.context on an empty scene; loading it also clears the undo stack."""
     bpy.ops.wm.read_homefile(use_empty=True)
     return bpy.context
+
+
+@pytest.fixture(scope="module")
+def addon(tmp_path_factory):
+    """The add-on enabled for a whole test module (the worker stays warm between its tests)."""
+    enable_addon()
+    p = bpy.context.preferences.addons[ROOT].preferences
+    p.worker_python = WORKER_PYTHON
+    p.jobs_dir = str(tmp_path_factory.mktemp("jobs"))
+    yield p
+    disable_addon()
+
+
+@pytest.fixture
+def text_model(addon, worker_text_model) -> Path:
+    """The tiny text model, set as the add-on's text_model preference."""
+    addon.text_model = str(worker_text_model)
+    return worker_text_model
+
+
+@pytest.fixture
+def scene(addon):
+    """An empty scene with undo enabled, and no task state left from an earlier test."""
+    from shape_e_blender.blender import tasks
+
+    bpy.ops.wm.read_homefile(use_empty=True)
+    # Module mode starts with undo off; an initial step makes ed.undo() work.
+    bpy.context.preferences.edit.undo_steps = 32
+    bpy.ops.ed.undo_push(message="initial")
+    tasks.status = tasks.Status()
+    addon.keep_alive = True
+    yield bpy.context.scene
+    if tasks.busy():
+        tasks.release()
+        drain()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from .fixtures_client import WORKER_PYTHON, run_child
+from tests.support import WORKER_PYTHON, run_child
 
 TINY = ("--steps", "2", "--grid-size", "32")
 

@@ -12,9 +12,9 @@ import pytest
 
 from shape_e_blender.blender.camera import render_camera_image
 from shape_e_blender.core.errors import INVALID_PARAMS, ShapEError
+from tests.support import HAS_EGL, NO_EGL_REASON, run_blender_script
 
 from .images import png_header, read_pixels
-from .proc import HAS_EGL, NO_EGL_REASON, run_blender_script
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def captured(tmp_path_factory):
     if not HAS_EGL:
         pytest.skip(NO_EGL_REASON)
     out = tmp_path_factory.mktemp("camera")
-    return run_blender_script("tests.blender.camera_job", str(out))
+    return run_blender_script("tests.blender.children.camera_job", str(out))
 
 
 def _neutral_bright(pixels: np.ndarray) -> np.ndarray:

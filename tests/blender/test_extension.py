@@ -16,7 +16,7 @@ from pathlib import Path
 import bpy
 import pytest
 
-from .proc import REPO, clean_env, run_blender_script
+from tests.support import REPO, child_env, run_blender_script
 
 VALIDATOR = Path(bpy.utils.system_resource("SCRIPTS"), "addons_core", "bl_pkg", "cli")
 VALIDATOR /= "blender_ext.py"
@@ -40,7 +40,7 @@ def _validate(path: Path) -> subprocess.CompletedProcess[str]:
         [sys.executable, str(VALIDATOR), "validate", str(path)],
         capture_output=True,
         text=True,
-        env=clean_env(),
+        env=child_env(),
         timeout=120,
         check=False,
     )
@@ -94,13 +94,13 @@ def test_blenders_validator_rejects_a_broken_manifest(extension_zip, tmp_path):
 @pytest.fixture(scope="module")
 def installed(extension_zip, tmp_path_factory) -> dict:
     user = tmp_path_factory.mktemp("blender_user")
-    env = clean_env(BLENDER_USER_RESOURCES=str(user), HOME=str(user))
+    env = child_env(BLENDER_USER_RESOURCES=str(user), HOME=str(user))
     # A developer's own overrides would win over BLENDER_USER_RESOURCES: drop them.
     for key in list(env):
         if key.startswith(("BLENDER_USER_", "BLENDER_SYSTEM_")) and key != "BLENDER_USER_RESOURCES":
             del env[key]
     return run_blender_script(
-        "tests.blender.install_job", str(extension_zip), str(user), env=env, timeout=300
+        "tests.blender.children.install_job", str(extension_zip), str(user), env=env, timeout=300
     )
 
 
@@ -144,9 +144,15 @@ def test_extension_is_enabled_and_disabled_without_error(installed):
 
 def test_install_job_refuses_a_user_folder_it_was_not_given(tmp_path):
     """The guard that keeps the developer's Blender config out of reach of the install."""
-    env = clean_env(BLENDER_USER_RESOURCES=str(tmp_path / "used"))
+    env = child_env(BLENDER_USER_RESOURCES=str(tmp_path / "used"))
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.blender.install_job", "x.zip", str(tmp_path / "given")],
+        [
+            sys.executable,
+            "-m",
+            "tests.blender.children.install_job",
+            "x.zip",
+            str(tmp_path / "given"),
+        ],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -15,32 +15,22 @@ import sys
 import time
 from pathlib import Path
 
+import bpy
 import numpy as np
 import pytest
 
-from shape_e_blender.blender import history, jobs, operators, prefs
+from shape_e_blender.blender import finish, history, prefs, tasks
+from shape_e_blender.core import jobdir
 from shape_e_blender.core.errors import WORKER_EXITED
 from shape_e_blender.core.mesh import MeshData
 from shape_e_blender.core.params import GenerationParams
 from shape_e_blender.core.protocol import GenerateRequest
+from tests.blender.addon import drain, poll_until_stage
+from tests.support import FAST, RESULT_PREFIX, WORKER_PYTHON, kill_process, run_child
 
-from .crash_job import CRASH_STATUS
-from .crash_job import SETTINGS as CRASH_SETTINGS
-from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
-    FAST,
-    WORKER_PYTHON,
-    addon_fixture,
-    bpy,
-    drain,
-    kill_process,
-    poll_until_stage,
-    run_child,
-    scene_fixture,
-    text_model_fixture,
-    worker_text_model_fixture,
-)
+from .children.crash_job import CRASH_STATUS
+from .children.crash_job import SETTINGS as CRASH_SETTINGS
 from .job_folders import TINY, finished_job, foreign_folders
-from .proc import RESULT_PREFIX
 
 # A job still busy for seconds once sampling starts, so a cancel or a kill lands mid-job.
 LONG = {key: CRASH_SETTINGS[key] for key in ("steps", "grid_size", "variants")}
@@ -184,7 +174,7 @@ def test_a_moved_job_folder_imports_from_where_it_is_now_and_a_missing_mesh_is_r
     (moved / "1" / "mesh.npz").unlink()
     (found,) = history.scan(moved.parent)
     assert (found.state, found.meshes, found.missing) == ("done", (0,), (1,))
-    assert "1 missing" in found.details()
+    assert "1 missing" in history.details(found)
     _refused(str(moved), "job_dir", str(moved / "1" / "mesh.npz"), "missing")
     assert bpy.ops.shape_e.import_job(job_dir=str(moved), variant=0) == {"FINISHED"}
 
@@ -196,7 +186,7 @@ def test_a_job_that_finished_after_blender_crashed_is_listed_done_and_imports(
     proc = run_child(
         sys.executable,
         "-m",
-        "tests.blender.crash_job",
+        "tests.blender.children.crash_job",
         str(jobs_dir),
         WORKER_PYTHON,
         str(worker_text_model),
@@ -251,7 +241,7 @@ def test_a_failed_job_shows_the_workers_message_and_import_job_refuses_with_it(
     failed = _new_folder(root, before)
     assert "cannot read" in str(info.value)
 
-    job = history.read_job(failed)
+    job = jobdir.read_job(failed)
     assert job.state == "failed" and not job.importable
     assert job.label == "Re-mesh of a red chair"
     assert f"cannot read {latent} as a .npy array" in job.message
@@ -272,12 +262,12 @@ def test_a_running_job_is_listed_running_then_interrupted_once_its_worker_was_ki
     assert (found[0].path, found[0].state, found[0].label) == (job_dir, "running", "a tall lamp")
     _refused(str(job_dir), "job_dir", "has not finished yet")
 
-    kill_process(jobs.current_client().pid)
+    kill_process(tasks.current_client().pid)
     done = drain()
     assert done.error is not None and done.error.code == WORKER_EXITED
     job = next(j for j in history.scan(root) if j.path == job_dir)
     assert (job.state, job.seed, job.grid_size, job.variants) == ("interrupted", 9, 128, 3)
-    assert "3 variants" in job.details()
+    assert "3 variants" in history.details(job)
     _refused(str(job_dir), "job_dir", "has no result", "with seed 9")
 
 
@@ -287,7 +277,7 @@ def test_a_cancelled_job_is_listed_cancelled(scene, addon, text_model):
     job_dir, _ = history.active_job()
     assert bpy.ops.shape_e.cancel() == {"FINISHED"}
     assert drain().cancelled
-    job = history.read_job(job_dir)
+    job = jobdir.read_job(job_dir)
     assert (job.state, job.label) == ("cancelled", "a short lamp")
     assert job.message.startswith("cancelled")
     _refused(str(job_dir), "job_dir", "was cancelled")
@@ -306,21 +296,21 @@ def test_a_variant_without_surface_is_listed_and_the_rest_imports_with_a_warning
     before = {p.name for p in root.iterdir() if p.is_dir()}
     # A script's own latent file decoded through the add-on's worker (what re-mesh sends).
     params = GenerationParams.create(latent=str(both), model=str(text_model), grid_size=32)
-    job_dir = jobs.new_job_dir(root, "latents")
+    job_dir = jobdir.new_job_dir(root, "latents")
     request = prefs.client().generate(GenerateRequest(params, job_dir=str(job_dir)))
-    jobs.begin(jobs.Active("generate", [request], "Latents", finish=operators.import_result))
+    tasks.begin(tasks.Task("generate", [request], "Latents", finish=finish.generation))
     drain()
     assert _new_folder(root, before) == job_dir
     bpy.ops.wm.read_homefile(use_empty=True)
 
-    job = history.read_job(job_dir)
+    job = jobdir.read_job(job_dir)
     assert (job.state, job.meshes, job.skipped, job.label) == (
         "done",
         (1,),
         (0,),
         "Latent latents.npy",
     )
-    assert "1 without surface" in job.details()
+    assert "1 without surface" in history.details(job)
     assert bpy.ops.shape_e.import_job(job_dir=str(job_dir)) == {"FINISHED"}
     assert [o.name for o in bpy.context.scene.objects] == ["Latents_1"]
     _refused(str(job_dir), "no surface", variant=0)

@@ -7,12 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
-    REPO,
-    WORKER_PYTHON,
-    run_child,
-    worker_text_model_fixture,
-)
+from tests.support import REPO, WORKER_PYTHON, run_child
 
 HEAVY = ("torch", "diffusers", "transformers", "accelerate", "skimage", "trimesh", "safetensors")
 
@@ -21,13 +16,13 @@ import json, sys
 import bpy
 import addon_utils
 assert addon_utils.enable("shape_e_blender", default_set=True) is not None
-from shape_e_blender.blender import jobs, prefs
+from shape_e_blender.blender import prefs, tasks
 p = prefs.get()
 p.worker_python, p.jobs_dir, p.text_model = sys.argv[4], sys.argv[1], sys.argv[2]
 result = bpy.ops.shape_e.text_to_mesh(prompt="a cup", steps=2, grid_size=32)
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in sys.argv[3].split(","))
 ours = sorted(m for m in sys.modules if m.startswith("shape_e_blender"))
-print("RESULT " + json.dumps({"result": sorted(result), "objects": jobs.status.objects,
+print("RESULT " + json.dumps({"result": sorted(result), "objects": tasks.status.objects,
                               "heavy": heavy, "ours": ours}), flush=True)
 addon_utils.disable("shape_e_blender", default_set=True)
 """
@@ -49,7 +44,7 @@ def test_a_generation_imports_no_torch_diffusers_or_transformers_into_blender(
     assert proc.returncode == 0 and line, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = json.loads(line[len("RESULT ") :])
     assert out["result"] == ["FINISHED"] and out["objects"] == ["Cup"]
-    assert "shape_e_blender.blender.client" in out["ours"]
+    assert "shape_e_blender.client.client" in out["ours"]
     assert out["heavy"] == []
 
 

@@ -7,35 +7,22 @@ import sys
 import time
 from pathlib import Path
 
+import bpy
 import numpy as np
 import pytest
 
-from shape_e_blender.blender import jobs, operators, prefs
+from shape_e_blender.blender import finish, prefs, tasks
+from shape_e_blender.core import jobdir
 from shape_e_blender.core.errors import NO_SURFACE, WORKER_EXITED, ShapEError
 from shape_e_blender.core.mesh import MeshData
 from shape_e_blender.core.params import SEED_MAX, GenerationParams
 from shape_e_blender.core.protocol import GenerateRequest
-
-from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
-    FAST,
-    WORKER_PYTHON,
-    addon_fixture,
-    bpy,
-    drain,
-    frozen,
-    kill_process,
-    poll_until_stage,
-    process_gone,
-    run_child,
-    scene_fixture,
-    text_model_fixture,
-    worker_image_model_fixture,
-    worker_text_model_fixture,
-)
+from tests.blender.addon import drain, poll_until_stage
+from tests.support import FAST, WORKER_PYTHON, frozen, kill_process, process_gone, run_child
 
 
 def _pid() -> int | None:
-    client = jobs.current_client()
+    client = tasks.current_client()
     return client.pid if client is not None else None
 
 
@@ -63,11 +50,11 @@ def test_text_to_mesh_imports_a_coloured_object_with_its_settings_and_one_undo_s
     assert settings["guidance_scale"] == 15.0 and settings["model"] == str(text_model)
     assert settings["device"] == "cpu" and "torch" in settings["versions"]
     job_dir = Path(settings["job_dir"])
-    assert job_dir.parent == jobs.current_client().jobs_root
+    assert job_dir.parent == tasks.current_client().jobs_root
     assert settings["latent"] == str(job_dir / "0" / "latent.npy")  # what shape_e.remesh decodes
     on_disk = MeshData.load(job_dir / "0" / "mesh.npz")
     assert len(mesh.vertices) == on_disk.vertex_count and len(mesh.polygons) > 0
-    assert jobs.status.state == "done" and jobs.status.objects == ["Red chair"]
+    assert tasks.status.state == "done" and tasks.status.objects == ["Red chair"]
 
     bpy.ops.ed.undo()
     assert "Red chair" not in bpy.data.objects
@@ -117,18 +104,18 @@ def test_invalid_parameters_are_reported_before_any_job(scene, addon, kwargs, fi
     with pytest.raises(RuntimeError) as info:
         bpy.ops.shape_e.text_to_mesh(**kwargs)
     assert field in str(info.value)
-    assert jobs.status.state == "error" and jobs.status.error_field == field
-    assert jobs.status.hint
-    assert not jobs.busy() and _job_folders(addon) == folders
+    assert tasks.status.state == "error" and tasks.status.error_field == field
+    assert tasks.status.hint
+    assert not tasks.busy() and _job_folders(addon) == folders
 
 
 def test_missing_image_and_missing_camera_name_their_field(scene, tmp_path):
     with pytest.raises(RuntimeError, match="filepath"):
         bpy.ops.shape_e.image_to_mesh(filepath=str(tmp_path / "none.png"))
-    assert jobs.status.error_field == "filepath"
+    assert tasks.status.error_field == "filepath"
     with pytest.raises(RuntimeError, match="no active camera"):
         bpy.ops.shape_e.camera_to_mesh()
-    assert jobs.status.error_field == "camera"
+    assert tasks.status.error_field == "camera"
 
 
 def test_cancel_mid_job_from_the_ui_path_then_the_next_job_runs(scene, text_model):
@@ -136,16 +123,16 @@ def test_cancel_mid_job_from_the_ui_path_then_the_next_job_runs(scene, text_mode
     result = bpy.ops.shape_e.text_to_mesh(
         prompt="a tall lamp", steps=400, grid_size=32, blocking=False
     )
-    assert result == {"FINISHED"} and jobs.busy()
-    assert bpy.app.timers.is_registered(jobs.timer)  # the UI would poll through it
+    assert result == {"FINISHED"} and tasks.busy()
+    assert bpy.app.timers.is_registered(tasks.timer)  # the UI would poll through it
     poll_until_stage("sampling")
-    assert 0 < jobs.status.fraction < 1
+    assert 0 < tasks.status.fraction < 1
     with pytest.raises(RuntimeError, match="already running"):
         bpy.ops.shape_e.text_to_mesh(prompt="another", **FAST)
     pid = _pid()
     assert bpy.ops.shape_e.cancel() == {"FINISHED"}
     done = drain()
-    assert done.cancelled and jobs.status.state == "cancelled"
+    assert done.cancelled and tasks.status.state == "cancelled"
     assert set(bpy.data.objects.keys()) == before
     assert bpy.ops.shape_e.text_to_mesh(prompt="a tall lamp", **FAST) == {"FINISHED"}
     assert "Tall lamp" in bpy.data.objects and _pid() == pid  # the same warm worker
@@ -161,8 +148,8 @@ def test_killed_worker_mid_job_reports_with_a_hint_and_the_next_call_restarts(
     kill_process(first)
     done = drain()
     assert done.error is not None and done.error.code == WORKER_EXITED
-    assert jobs.status.state == "error" and "exited" in jobs.status.error
-    assert "Generate" in jobs.status.hint
+    assert tasks.status.state == "error" and "exited" in tasks.status.error
+    assert "Generate" in tasks.status.hint
     assert "Vase" not in bpy.data.objects
     assert bpy.ops.shape_e.text_to_mesh(prompt="a vase", **FAST) == {"FINISHED"}
     assert "Vase" in bpy.data.objects and _pid() not in (None, first)
@@ -171,10 +158,10 @@ def test_killed_worker_mid_job_reports_with_a_hint_and_the_next_call_restarts(
 def test_timer_callback_finishes_the_job_like_the_ui(scene, text_model):
     assert bpy.ops.shape_e.text_to_mesh(prompt="a boat", blocking=False, **FAST) == {"FINISHED"}
     # Module mode never fires timers: call the registered function as Blender would.
-    while (interval := jobs.timer()) is not None:
+    while (interval := tasks.timer()) is not None:
         assert interval > 0
-        jobs.tick(timeout=0.25)  # wait for the worker instead of spinning
-    assert jobs.status.state == "done" and "Boat" in bpy.data.objects
+        tasks.tick(timeout=0.25)  # wait for the worker instead of spinning
+    assert tasks.status.state == "done" and "Boat" in bpy.data.objects
     assert bpy.data.objects["Boat"]["shape_e"]["prompt"] == "a boat"
 
 
@@ -205,12 +192,12 @@ def test_release_worker_stops_the_process(scene, addon):
 def test_invalid_device_override_is_reported(scene, text_model):
     with pytest.raises(TypeError):
         bpy.ops.shape_e.text_to_mesh(prompt="a cup", device="TPU")
-    assert jobs.status.state != "running"
+    assert tasks.status.state != "running"
     # A valid override reaches the worker, which says the device is not here.
     with pytest.raises(RuntimeError, match="cuda"):
         bpy.ops.shape_e.text_to_mesh(prompt="a cup", device="CUDA", **FAST)
-    assert jobs.status.state == "error"
-    assert jobs.status.error_field == "device" and jobs.status.hint
+    assert tasks.status.state == "error"
+    assert tasks.status.error_field == "device" and tasks.status.hint
 
 
 def test_camera_to_mesh_renders_the_camera_and_imports(tmp_path, worker_image_model):
@@ -218,7 +205,7 @@ def test_camera_to_mesh_renders_the_camera_and_imports(tmp_path, worker_image_mo
     proc = run_child(
         sys.executable,
         "-m",
-        "tests.blender.camera_to_mesh_job",
+        "tests.blender.children.camera_to_mesh_job",
         str(tmp_path / "jobs"),
         str(worker_image_model),
         WORKER_PYTHON,
@@ -241,7 +228,7 @@ def test_camera_to_mesh_renders_the_camera_and_imports(tmp_path, worker_image_mo
 # A UI call that kills a worker sends a signal and returns; the reader threads reap it. This
 # bounds such a call with a wide margin (signalling takes microseconds, waiting for a worker with
 # a model loaded over a second); it is not a performance timing. Calls that ask a worker to stop
-# are checked without any timing, with the worker frozen (fixtures_client.frozen).
+# are checked without any timing, with the worker frozen (tests.support.frozen).
 UI_CALL_S = 0.5
 
 
@@ -269,10 +256,10 @@ def test_a_variant_without_surface_is_skipped_and_the_others_imported(
 ):
     path, _ = _latent_result(scene, text_model, tmp_path)
     params = GenerationParams.create(latent=str(path), model=str(text_model), grid_size=32)
-    job_dir = jobs.new_job_dir(Path(addon.jobs_dir), "bowl again")
+    job_dir = jobdir.new_job_dir(Path(addon.jobs_dir), "bowl again")
     request = prefs.client().generate(GenerateRequest(params, job_dir=str(job_dir)))
     # What the operators do, with the worker's latent mode as the source.
-    jobs.begin(jobs.Active("generate", [request], "Bowl again", finish=operators.import_result))
+    tasks.begin(tasks.Task("generate", [request], "Bowl again", finish=finish.generation))
     done = drain()
     entries = request.result["meshes"]
     assert [("error" in e, e["variant"]) for e in entries] == [(True, 0), (False, 1)]
@@ -282,10 +269,10 @@ def test_a_variant_without_surface_is_skipped_and_the_others_imported(
     assert obj["shape_e"]["variant"] == 1 and obj["shape_e"]["job_dir"] == str(job_dir)
     assert obj["shape_e"]["latent"] == str(path)  # a latent job keeps its source file's path
     assert len(obj.data.vertices) == MeshData.load(entries[1]["path"]).vertex_count
-    assert jobs.status.state == "done" and jobs.status.objects == ["Bowl again_1"]
+    assert tasks.status.state == "done" and tasks.status.objects == ["Bowl again_1"]
     # The skipped variant is reported with the worker's own message and hint.
     failed = entries[0]["error"]
-    (warning,) = jobs.status.warnings
+    (warning,) = tasks.status.warnings
     assert warning.startswith("skipped variant 0: ")
     assert failed["message"] in warning and failed["data"]["hint"] in warning
     assert "no surface" in failed["message"]
@@ -299,7 +286,7 @@ def test_a_result_where_every_variant_failed_is_an_error_naming_the_seed(
     path, _ = _latent_result(scene, text_model, tmp_path)
     params = GenerationParams.create(latent=str(path), model=str(text_model), grid_size=32)
     request = prefs.client().generate(GenerateRequest(params, job_dir=str(tmp_path / "j")))
-    jobs.begin(jobs.Active("generate", [request], "Bowl again", finish=operators.import_result))
+    tasks.begin(tasks.Task("generate", [request], "Bowl again", finish=finish.generation))
     drain()
     # The worker fails a job whose variants all failed; a result that still lists only failed
     # entries (here the real one, with its mesh entry dropped and a seed as text jobs carry it)
@@ -308,7 +295,7 @@ def test_a_result_where_every_variant_failed_is_an_error_naming_the_seed(
     request.result = dict(request.result, meshes=[failed])
     before = set(bpy.data.objects.keys())
     with pytest.raises(ShapEError) as info:
-        operators.import_result(jobs.last(), bpy.context)
+        finish.generation(tasks.last(), bpy.context)
     assert info.value.code == NO_SURFACE
     assert info.value.message.startswith("variant 0 (seed 41): no surface")
     assert info.value.hint == failed["error"]["data"]["hint"]
@@ -318,11 +305,11 @@ def test_a_result_where_every_variant_failed_is_an_error_naming_the_seed(
 def test_keep_alive_off_stops_the_worker_without_blocking_the_ui(scene, addon, text_model):
     addon.keep_alive = False
     assert bpy.ops.shape_e.text_to_mesh(prompt="a mug", blocking=False, **FAST) == {"FINISHED"}
-    client = jobs.current_client()
+    client = tasks.current_client()
     popen = client._worker.popen
-    client.wait(jobs.active().requests[0], 120)  # the model is loaded and the mesh is written
+    client.wait(tasks.active().requests[0], 120)  # the model is loaded and the mesh is written
     with frozen(popen):
-        done = jobs.tick(bpy.context)  # the timer's call: import, then stop the worker
+        done = tasks.tick(bpy.context)  # the timer's call: import, then stop the worker
         assert done is not None and done.error is None and "Mug" in bpy.data.objects
         assert client.pid is None
         # The call returned while the worker could not exit: the UI thread did not wait for it.
@@ -336,7 +323,7 @@ def test_release_and_a_changed_worker_preference_do_not_block_the_ui(
     scene, addon, text_model, tmp_path
 ):
     assert bpy.ops.shape_e.text_to_mesh(prompt="a jar", **FAST) == {"FINISHED"}
-    old = jobs.current_client()
+    old = tasks.current_client()
     old_popen = old._worker.popen  # warm, with the model loaded
     jobs_dir = addon.jobs_dir
     addon.jobs_dir = str(tmp_path / "other-jobs")
@@ -352,7 +339,7 @@ def test_release_and_a_changed_worker_preference_do_not_block_the_ui(
         poll_until_stage("sampling")
         popen = new._worker.popen
         started = time.perf_counter()
-        assert jobs.release()
+        assert tasks.release()
         took = time.perf_counter() - started
         assert took < UI_CALL_S, f"waited {took:.2f} s"
         done = drain()

@@ -10,13 +10,10 @@ import sys
 
 import pytest
 
-from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
-    WORKER_PYTHON,
-    run_child,
-    worker_text_model_fixture,
-)
+from tests.support import WORKER_PYTHON, run_child
+
+from .children.panel_draw_job import MARKER
 from .job_folders import TINY, failed_job, finished_job
-from .panel_draw_job import MARKER
 
 STATES = [
     "idle-TEXT",
@@ -55,7 +52,7 @@ def drawn(tmp_path_factory, worker_text_model):
     proc = run_child(
         sys.executable,
         "-m",
-        "tests.blender.panel_draw_job",
+        "tests.blender.children.panel_draw_job",
         str(tmp_path_factory.mktemp("jobs")),
         WORKER_PYTHON,
         str(recent),

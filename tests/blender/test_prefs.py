@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from pathlib import Path
 
+import bpy
 import pytest
 
 from shape_e_blender import blender
-from shape_e_blender.blender import jobs, prefs, setup_env
-from shape_e_blender.blender.client import venv_python
-from shape_e_blender.core.errors import CANCELLED, JOB_FAILED
-
-from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
-    ROOT,
-    WORKER_PYTHON,
-    bpy,
-    disable_addon,
-    enable_addon,
-    worker_image_model_fixture,
-    worker_text_model_fixture,
-)
+from shape_e_blender.blender import prefs, tasks
+from shape_e_blender.client.process import venv_python
+from tests.blender.addon import ROOT, disable_addon, enable_addon
+from tests.support import WORKER_PYTHON
 
 
 def _our_threads() -> list[threading.Thread]:
@@ -48,7 +39,7 @@ def test_register_unregister_twice_with_a_running_worker_leaves_nothing_behind(t
         assert not hasattr(bpy.types, "SHAPE_E_PT_panel")
         assert not hasattr(bpy.types.Scene, "shape_e")
         assert ROOT not in bpy.context.preferences.addons
-        assert jobs.current_client() is None
+        assert tasks.current_client() is None
 
 
 def test_preference_names_defaults_and_enum_identifiers():
@@ -106,74 +97,6 @@ def test_worker_python_is_the_managed_environment_unless_set(tmp_path):
         disable_addon()
 
 
-def test_requirements_for_this_machine_come_from_vendor_worker():
-    folder = setup_env.vendor_dir()
-    assert (folder / "base.txt").is_file()
-    chosen = setup_env.requirements_for_machine(folder)
-    assert chosen.parent == folder and chosen.name in {"cpu.txt", "cuda.txt", "mps.txt"}
-    assert "torch==" in chosen.read_text()
-
-
-def test_env_setup_creates_a_venv_that_runs(tmp_path):
-    # An empty requirements file keeps this offline; the real pins install the same way.
-    req = tmp_path / "req.txt"
-    req.write_text("# nothing to install\n")
-    setup = setup_env.EnvSetup(tmp_path / "env", req, verify=("json", "sqlite3")).start()
-    setup.join(180)
-    assert setup.poll() and setup.error is None, setup.error
-    assert setup.fraction == 1.0 and setup.stage == "checking"
-    assert venv_python(tmp_path / "env").is_file()
-    assert setup.last_line == "ok"
-
-
-def test_env_setup_failure_keeps_the_tail_and_a_hint(tmp_path):
-    req = tmp_path / "req.txt"
-    req.write_text("--no-such-pip-option\n")
-    setup = setup_env.EnvSetup(tmp_path / "env", req, verify=()).start()
-    setup.join(180)
-    assert setup.poll() and setup.error is not None
-    assert setup.error.code == JOB_FAILED and setup.stage == "installing"
-    assert "no-such-pip-option" in setup.error.message
-    assert "worker_python" in setup.error.hint
-
-
-def test_env_setup_cancel_stops_the_subprocess_and_its_thread_reaps_it(tmp_path):
-    req = tmp_path / "req.txt"
-    req.write_text("")
-    setup = setup_env.EnvSetup(tmp_path / "env", req).start()
-    deadline = time.monotonic() + 60
-    while setup._proc is None:  # "python -m venv" is running
-        assert time.monotonic() < deadline and setup.is_alive()
-        time.sleep(0.01)
-    setup.cancel()  # the Cancel button
-    setup.join(60)
-    assert not setup.is_alive()
-    assert setup._proc.poll() is not None  # the setup's thread reaped what it started
-    assert setup.poll() and setup.error is not None and setup.error.code == CANCELLED
-
-
-def test_env_setup_picks_its_requirements_on_its_own_thread(tmp_path):
-    # The operator passes requirements_for_machine (it runs nvidia-smi, which can take seconds)
-    # as a function, so that the UI thread never runs it.
-    req = tmp_path / "req.txt"
-    req.write_text("# nothing to install\n")
-    picked_on: list[threading.Thread] = []
-    chosen: list[Path] = []
-
-    def pick() -> Path:
-        picked_on.append(threading.current_thread())
-        chosen.append(setup_env.requirements_for_machine(setup_env.vendor_dir()))  # the probe
-        return req  # an empty file keeps this test offline
-
-    setup = setup_env.EnvSetup(tmp_path / "env", pick, verify=())
-    assert setup.requirements is None  # not known before the thread runs
-    setup.start().join(180)
-    assert setup.poll() and setup.error is None, setup.error
-    assert [t.name for t in picked_on] == ["shape_e-setup"]
-    assert chosen[0].name in {"cpu.txt", "cuda.txt", "mps.txt"}
-    assert setup.requirements == req
-
-
 @pytest.mark.parametrize("online", [False, True])
 def test_download_models_needs_online_access(online, tmp_path):
     enable_addon()
@@ -190,11 +113,11 @@ def test_download_models_needs_online_access(online, tmp_path):
             bpy.ops.shape_e.download_models()
         if online:
             # Allowed, so the worker tried: a folder that does not exist is its error to report.
-            assert jobs.status.kind == "download" and jobs.status.state == "error"
-            assert jobs.status.error in str(info.value) and jobs.status.hint
+            assert tasks.status.kind == "download" and tasks.status.state == "error"
+            assert tasks.status.error in str(info.value) and tasks.status.hint
         else:
             assert "online access is off" in str(info.value)
-            assert jobs.current_client() is None  # refused before any worker started
+            assert tasks.current_client() is None  # refused before any worker started
     finally:
         system.use_online_access = False
         disable_addon()
@@ -212,8 +135,8 @@ def test_download_models_asks_the_worker_for_both_kinds(
         p.text_model, p.image_model = str(worker_text_model), str(worker_image_model)
         system.use_online_access = True
         assert bpy.ops.shape_e.download_models() == {"FINISHED"}
-        assert (jobs.status.kind, jobs.status.state) == ("download", "done")
-        results = [r.result for r in jobs.last().requests]
+        assert (tasks.status.kind, tasks.status.state) == ("download", "done")
+        results = [r.result for r in tasks.last().requests]
         assert [r["kind"] for r in results] == ["text", "image"]
         assert [Path(r["path"]) for r in results] == [worker_text_model, worker_image_model]
     finally:

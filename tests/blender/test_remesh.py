@@ -9,24 +9,17 @@ import json
 import shutil
 from pathlib import Path
 
+import bpy
 import numpy as np
 import pytest
 
-from shape_e_blender.blender import jobs, operators, prefs
+from shape_e_blender.blender import finish, prefs, tasks
+from shape_e_blender.core import jobdir
 from shape_e_blender.core.mesh import MeshData
 from shape_e_blender.core.params import GenerationParams
 from shape_e_blender.core.protocol import GenerateRequest
-
-from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
-    FAST,
-    addon_fixture,
-    bpy,
-    drain,
-    poll_until_stage,
-    scene_fixture,
-    text_model_fixture,
-    worker_text_model_fixture,
-)
+from tests.blender.addon import drain, poll_until_stage
+from tests.support import FAST
 
 
 def _generate(prompt: str = "a red chair", **kwargs) -> bpy.types.Object:
@@ -113,7 +106,7 @@ def test_remesh_refines_in_place_and_one_undo_step_brings_the_old_mesh_back(scen
     pos = _positions(mesh)
     lo, hi = pos.min(axis=0), pos.max(axis=0)
     np.testing.assert_allclose([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2]], 0, atol=1e-5)
-    assert jobs.status.state == "done" and jobs.status.message == "Re-meshed Red chair"
+    assert tasks.status.state == "done" and tasks.status.message == "Re-meshed Red chair"
 
     bpy.ops.ed.undo()
     obj = bpy.data.objects["Red chair"]
@@ -136,21 +129,21 @@ def test_remesh_of_an_object_shap_e_did_not_make_fails_cleanly(scene, addon, tex
     folders = _job_folders(addon)
     with pytest.raises(RuntimeError, match="'Cube' was not made by Shap-E"):
         bpy.ops.shape_e.remesh(grid_size=64)
-    assert jobs.status.error_field == "object_name"
+    assert tasks.status.error_field == "object_name"
 
     # Named explicitly while a Shap-E object is active: execute refuses it with a hint.
     chair = _generate()
     folders = _job_folders(addon)
     with pytest.raises(RuntimeError, match="'Cube' was not made by Shap-E"):
         bpy.ops.shape_e.remesh(object_name="Cube", grid_size=64)
-    assert jobs.status.state == "error" and jobs.status.error_field == "object_name"
-    assert "Generate" in jobs.status.hint
+    assert tasks.status.state == "error" and tasks.status.error_field == "object_name"
+    assert "Generate" in tasks.status.hint
     with pytest.raises(RuntimeError, match="no object 'Nothing'"):
         bpy.ops.shape_e.remesh(object_name="Nothing")
     with pytest.raises(RuntimeError, match="grid_size"):
         bpy.ops.shape_e.remesh(grid_size=16)
-    assert jobs.status.error_field == "grid_size"
-    assert not jobs.busy() and _job_folders(addon) == folders
+    assert tasks.status.error_field == "grid_size"
+    assert not tasks.busy() and _job_folders(addon) == folders
     assert len(cube.data.polygons) == 1 and cube.data.name == "Cube"
     assert chair["shape_e"]["grid_size"] == 32
 
@@ -164,10 +157,10 @@ def test_remesh_with_the_job_folder_deleted_names_the_missing_latent(scene, addo
     with pytest.raises(RuntimeError) as info:
         bpy.ops.shape_e.remesh(grid_size=64)
     assert latent in str(info.value) and "missing" in str(info.value)
-    assert jobs.status.state == "error" and latent in jobs.status.error
-    assert "generate the object again (seed 7)" in jobs.status.hint
+    assert tasks.status.state == "error" and latent in tasks.status.error
+    assert "generate the object again (seed 7)" in tasks.status.hint
     assert _snapshot(bpy.data.objects["Red chair"]) == before
-    assert not jobs.busy() and _job_folders(addon) == folders
+    assert not tasks.busy() and _job_folders(addon) == folders
 
 
 def test_a_worker_error_leaves_the_object_as_it_was(scene, text_model):
@@ -177,8 +170,8 @@ def test_a_worker_error_leaves_the_object_as_it_was(scene, text_model):
     with pytest.raises(RuntimeError, match="cannot read"):
         bpy.ops.shape_e.remesh(grid_size=64)
     # The worker's own error, with its field and hint.
-    assert jobs.status.state == "error" and jobs.status.error_field == "latent"
-    assert jobs.status.hint
+    assert tasks.status.state == "error" and tasks.status.error_field == "latent"
+    assert tasks.status.hint
     assert _snapshot(bpy.data.objects["Red chair"]) == before
 
 
@@ -211,20 +204,20 @@ def test_a_script_names_the_object_with_nothing_active(scene, text_model):
     # With nothing active and no name, the error names the field.
     with pytest.raises(RuntimeError, match="no active object"):
         bpy.ops.shape_e.remesh(grid_size=48)
-    assert jobs.status.error_field == "object_name"
+    assert tasks.status.error_field == "object_name"
 
 
 def test_non_blocking_remesh_is_finished_by_the_timer_like_the_ui(scene, text_model):
     obj = _generate()
     before = len(obj.data.polygons)
     assert bpy.ops.shape_e.remesh(grid_size=64, blocking=False) == {"FINISHED"}
-    assert jobs.busy() and bpy.app.timers.is_registered(jobs.timer)
+    assert tasks.busy() and bpy.app.timers.is_registered(tasks.timer)
     assert obj["shape_e"]["grid_size"] == 32  # nothing changes before the worker answers
     # Module mode never fires timers: call the registered function as Blender would.
-    while (interval := jobs.timer()) is not None:
+    while (interval := tasks.timer()) is not None:
         assert interval > 0
-        jobs.tick(timeout=0.25)  # wait for the worker instead of spinning
-    assert jobs.status.state == "done" and jobs.status.objects == ["Red chair"]
+        tasks.tick(timeout=0.25)  # wait for the worker instead of spinning
+    assert tasks.status.state == "done" and tasks.status.objects == ["Red chair"]
     obj = bpy.data.objects["Red chair"]
     assert obj["shape_e"]["grid_size"] == 64 and len(obj.data.polygons) > 3 * before
     bpy.ops.ed.undo()  # the timer path pushed its step too
@@ -239,7 +232,7 @@ def test_cancel_mid_remesh_leaves_the_object_and_the_next_remesh_runs(scene, tex
     poll_until_stage("decoding")
     assert bpy.ops.shape_e.cancel() == {"FINISHED"}
     done = drain()
-    assert done.cancelled and jobs.status.state == "cancelled"
+    assert done.cancelled and tasks.status.state == "cancelled"
     assert _snapshot(bpy.data.objects["Red chair"]) == before
     assert bpy.ops.shape_e.remesh(grid_size=40) == {"FINISHED"}
     assert bpy.data.objects["Red chair"]["shape_e"]["grid_size"] == 40
@@ -252,7 +245,7 @@ def test_remesh_after_the_object_was_deleted_mid_job_is_an_error(scene, text_mod
     bpy.data.objects.remove(obj)
     done = drain()
     assert done.error is not None and "was deleted while it was being re-meshed" in str(done.error)
-    assert jobs.status.state == "error" and mesh.users == 0
+    assert tasks.status.state == "error" and mesh.users == 0
     assert len(bpy.data.meshes) == 1  # no new mesh was left behind
 
 
@@ -264,9 +257,9 @@ def test_an_object_from_a_file_of_several_latents_is_remeshed_from_its_own(
     np.save(path, np.stack([latent[::-1].copy(), latent]))  # variant 1 is the bowl's latent
     # A script's latent job, imported the way the operators import results.
     params = GenerationParams.create(latent=str(path), model=str(text_model), grid_size=32)
-    job_dir = jobs.new_job_dir(Path(addon.jobs_dir), "bowls")
+    job_dir = jobdir.new_job_dir(Path(addon.jobs_dir), "bowls")
     request = prefs.client().generate(GenerateRequest(params, job_dir=str(job_dir)))
-    jobs.begin(jobs.Active("generate", [request], "Bowls", finish=operators.import_result))
+    tasks.begin(tasks.Task("generate", [request], "Bowls", finish=finish.generation))
     assert drain().error is None
     obj = bpy.data.objects["Bowls_1"]
     assert obj["shape_e"]["latent"] == str(path) and obj["shape_e"]["variant"] == 1

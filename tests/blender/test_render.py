@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.support import HAS_EGL, NO_EGL_REASON, REPO, run_blender_script
+
 from .images import png_header, read_pixels
-from .proc import HAS_EGL, NO_EGL_REASON, REPO, run_blender_script
 from .shapes import SNOWMAN_COLORS, linear_to_srgb, snowman
 
 pytestmark = pytest.mark.skipif(not HAS_EGL, reason=NO_EGL_REASON)
@@ -25,7 +26,7 @@ def snowman_npz(tmp_path_factory):
 
 def _render(snowman_npz, engine: str) -> np.ndarray:
     result = run_blender_script(
-        "tests.blender.showcase",
+        "tests.blender.children.showcase",
         str(snowman_npz),
         "-o",
         str(OUT / f"render_{engine.lower()}.png"),

@@ -5,13 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
-    REPO,
-    WORKER_PYTHON,
-    bpy,
-    run_child,
-    worker_text_model_fixture,
-)
+import bpy
+
+from tests.support import HAS_EGL, NO_EGL_REASON, REPO, WORKER_PYTHON, run_blender_script, run_child
 
 
 def _run(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -71,7 +67,6 @@ def test_a_generated_object_renders_to_a_picture(tmp_path, worker_text_model):
     import pytest
 
     from .images import read_pixels
-    from .proc import HAS_EGL, NO_EGL_REASON, run_blender_script
 
     if not HAS_EGL:
         pytest.skip(NO_EGL_REASON)
@@ -85,7 +80,7 @@ def test_a_generated_object_renders_to_a_picture(tmp_path, worker_text_model):
     (mesh,) = jobs.glob("*/0/mesh.npz")
     picture = REPO / "out" / "generated.png"
     result = run_blender_script(
-        "tests.blender.showcase", str(mesh), "-o", str(picture), "--name", "a red chair",
+        "tests.blender.children.showcase", str(mesh), "-o", str(picture), "--name", "a red chair",
         "--engine", "CYCLES", "--resolution", "256", "--samples", "16",
     )  # fmt: skip
     print(f"rendered picture: {result['path']}")

@@ -6,17 +6,11 @@ Generate button must be the same mesh, vertex for vertex (to the batch's roundin
 
 from __future__ import annotations
 
+import bpy
 import numpy as np
 import pytest
 
-from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
-    FAST,
-    addon_fixture,
-    bpy,
-    scene_fixture,
-    text_model_fixture,
-    worker_text_model_fixture,
-)
+from tests.support import FAST
 
 
 def _positions(obj: bpy.types.Object) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Child process of test_extension: install the extension zip into a throw-away Blender user folder.
 
-python -m tests.blender.install_job ZIP USER_RESOURCES
+python -m tests.blender.children.install_job ZIP USER_RESOURCES
 
 The caller points BLENDER_USER_RESOURCES at USER_RESOURCES; this script refuses to install
 anywhere else, so the developer's own Blender config is never touched.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import bpy
 
-from tests.blender.proc import emit_result
+from tests.support import emit_result
 
 REPO_NAME = "user_default"
 EXTENSION_ID = "shape_e_blender"

@@ -1,6 +1,6 @@
 """Child process of test_camera: a red cube on a big grey floor, captured through the camera.
 
-python -m tests.blender.camera_job OUT_DIR
+python -m tests.blender.children.camera_job OUT_DIR
 
 Prints RESULT_JSON with the PNG paths, the settings before and after each capture, and the error
 of a capture that fails inside the render step.
@@ -16,7 +16,7 @@ import bpy
 from mathutils import Vector
 
 from shape_e_blender.blender.camera import render_camera_image
-from tests.blender.proc import emit_result
+from tests.support import emit_result
 
 RED = (0.8, 0.02, 0.02, 1.0)
 GREY = (0.5, 0.5, 0.5, 1.0)

@@ -1,17 +1,19 @@
-"""The add-on's one worker client and the one job it runs at a time.
+"""The one task the add-on runs at a time, its timer, and what the UI shows about it.
 
-Only Blender's main thread calls in here. An operator starts a job with begin(); tick() then polls
-the client (from a bpy.app.timers function in the UI, in a loop in background mode), keeps
-``status`` up to date for the panel, and runs the job's finish step (the scene import) once the
-worker has answered. Runtime state lives here in Python, not in scene properties: undo and file
-saves must not rewind or store a progress bar.
+A task is worker requests (a generation, a re-mesh, a download, the worker check) or the worker
+environment's setup. Only Blender's main thread calls in here. An operator starts a task with
+begin(); tick() then polls it (from a bpy.app.timers function in the UI, in a loop in background
+mode: run_blocking), keeps ``status`` up to date for the panel and the preferences, and runs the
+task's finish step (the scene import) once it has ended. Runtime state lives here in Python, not
+in scene properties: undo and file saves must not rewind or store a progress bar.
+
+The add-on's one WorkerClient lives here too (client_for): models stay warm between tasks.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sys
 import time
 import traceback
@@ -23,95 +25,94 @@ from typing import Any
 import bpy
 from bpy.app.handlers import persistent
 
+from ..client.client import WorkerClient
+from ..client.envsetup import EnvSetup
+from ..client.handle import JobHandle
 from ..core.errors import CANCELLED, INTERNAL_ERROR, JOB_FAILED, ShapEError
-from .client import Job, WorkerClient
+from .status import Status
 
 BUSY_MESSAGE = "a Shap-E job is already running: wait for it to finish, or press Cancel"
 TIMER_INTERVAL_S = 0.1
-STAGE_LABELS = {
-    "starting": "Starting worker",
-    "queued": "Queued",
-    "downloading": "Downloading",
-    "loading": "Loading model",
-    "encoding": "Encoding",
-    "sampling": "Sampling",
-    "decoding": "Extracting mesh",
-    "writing": "Writing",
-}
 
 
-@dataclass
-class Status:
-    """What the panel and the preferences show about the current or last job."""
-
-    state: str = "idle"  # idle | running | cancelling | done | cancelled | error
-    kind: str = ""  # generate | download | check
-    label: str = ""
-    stage: str = ""
-    step: int = 0
-    total: int = 0
-    eta_s: float | None = None
-    started: float = 0.0
-    message: str = ""
-    error: str = ""
-    hint: str = ""
-    error_field: str = ""
-    objects: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)  # a job that succeeded in part
-
-    @property
-    def fraction(self) -> float:
-        return min(1.0, self.step / self.total) if self.total > 0 else 0.0
-
-    def progress_text(self) -> str:
-        name = STAGE_LABELS.get(self.stage, self.stage.capitalize() or "Working")
-        if self.state == "cancelling":
-            return f"Cancelling ({name})"
-        if self.stage == "downloading" and self.total:
-            count = f" {self.step / 2**20:.0f}/{self.total / 2**20:.0f} MB"
-        elif self.stage == "queued":
-            count = f" ({self.total} ahead)" if self.total else ""
-        elif self.total > 1:
-            count = f" {self.step}/{self.total}"
-        else:
-            count = ""
-        eta = f", {_duration(self.eta_s)} left" if self.eta_s else ""
-        return f"{name}{count}{eta}"
+Finish = Callable[["Task", bpy.types.Context], list[Any]]
 
 
 @dataclass(eq=False)
-class Active:
-    """A job in flight: the worker requests it consists of, and what to do when they answer."""
+class Task:
+    """One task: worker requests, or the environment setup (``setup``), and its finish step."""
 
     kind: str
-    requests: list[Job]
+    requests: list[JobHandle] = field(default_factory=list)
     label: str = ""
-    # Runs on the main thread once every request succeeded; returns the objects it created.
-    finish: Callable[[Active, bpy.types.Context], list[Any]] | None = None
+    # Runs on the main thread once the task succeeded; returns the objects it created.
+    finish: Finish | None = None
     keep_alive: bool = True
     verb: str = "Created"  # the done message: "<verb> <object names>"
+    setup: EnvSetup | None = None
     blocking: bool = False  # run_blocking() drives it: stopping the worker after it may wait
-    discard: bool = False  # the file changed under the job: do not import its result
+    discard: bool = False  # the file changed under the task: do not import its result
     error: ShapEError | None = None
     objects: list[Any] = field(default_factory=list)
-    # What the finish step left out but the job still produced (e.g. a variant with no surface).
+    # What the finish step left out but the task still produced (e.g. a variant with no surface).
     warnings: list[str] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
+        if self.setup is not None:
+            return self.setup.done
         return all(r.done for r in self.requests)
 
     @property
     def cancelled(self) -> bool:
         return self.error is not None and self.error.code == CANCELLED
 
+    @property
+    def job_dir(self) -> Path | None:
+        """The job folder of a generation (the first request that names one)."""
+        return next((Path(r.job_dir) for r in self.requests if r.job_dir), None)
+
+    def poll(self, timeout: float) -> None:
+        """Apply what happened since the last poll to ``status``; waits up to ``timeout``."""
+        if self.setup is not None:
+            self.setup.poll(timeout)
+            status.stage, status.message = self.setup.stage, self.setup.last_line
+            status.fraction_override = self.setup.fraction
+            return
+        if _client is None:
+            return
+        # Show the first unfinished request (a download of two models queues the second).
+        current = next((r for r in self.requests if not r.done), None)
+        for ev in _client.poll(timeout):
+            if ev.kind == "progress" and ev.progress is not None and ev.job is current:
+                p = ev.progress
+                status.stage, status.step, status.total, status.eta_s = (
+                    p.stage,
+                    p.step,
+                    p.total,
+                    p.eta_s,
+                )
+
+    def first_error(self) -> ShapEError | None:
+        if self.setup is not None:
+            return self.setup.error
+        return next((r.error for r in self.requests if r.error is not None), None)
+
+    def cancel(self) -> None:
+        if self.setup is not None:
+            self.setup.cancel()
+        elif _client is not None:
+            for r in self.requests:
+                if not r.done:
+                    _client.cancel(r)
+
 
 status = Status()
 _client: WorkerClient | None = None
 # Clients replaced while their worker was still stopping: their threads are joined later.
 _retired: list[WorkerClient] = []
-_active: Active | None = None
-_last: Active | None = None
+_active: Task | None = None
+_last: Task | None = None
 
 
 def client_for(python: str | os.PathLike[str], jobs_root: str | os.PathLike[str]) -> WorkerClient:
@@ -144,36 +145,22 @@ def busy() -> bool:
     return _active is not None
 
 
-def active() -> Active | None:
+def active() -> Task | None:
     return _active
 
 
-def last() -> Active | None:
-    """The job that ended last (its requests hold the worker's results)."""
+def last() -> Task | None:
+    """The task that ended last (its requests hold the worker's results)."""
     return _last
 
 
-def new_job_dir(jobs_root: Path, label: str) -> Path:
-    """A fresh folder for one job: time stamp plus a readable slug, never reused."""
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()[:40] or "job"
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for n in range(1000):
-        path = jobs_root / (f"{stamp}-{slug}" + (f"-{n}" if n else ""))
-        try:
-            path.mkdir(parents=True)
-        except FileExistsError:
-            continue
-        return path
-    raise ShapEError(INTERNAL_ERROR, f"no free job folder name in {jobs_root}", "clean it up")
-
-
-def begin(job: Active) -> None:
+def begin(task: Task) -> None:
     global _active, status
     if _active is not None:
         raise ShapEError(JOB_FAILED, BUSY_MESSAGE, "wait for the job, or press Cancel")
-    _active = job
+    _active = task
     status = Status(
-        state="running", kind=job.kind, label=job.label, stage="starting", started=time.time()
+        state="running", kind=task.kind, label=task.label, stage="starting", started=time.time()
     )
 
 
@@ -189,56 +176,45 @@ def show_error(err: ShapEError, kind: str = "generate", label: str = "") -> None
     )
 
 
-def tick(context: bpy.types.Context | None = None, timeout: float = 0.0) -> Active | None:
-    """Poll the worker once; returns the active job when it has just ended, else None."""
+def tick(context: bpy.types.Context | None = None, timeout: float = 0.0) -> Task | None:
+    """Poll the active task once; returns it when it has just ended, else None."""
     global _active, _last
     _reap()
-    if _client is None:
+    task = _active
+    if task is None:
+        if _client is not None:
+            _client.poll(timeout)  # answers to nobody's request still go somewhere: the log
         return None
-    events = _client.poll(timeout)
-    job = _active
-    if job is None:
-        return None
-    # Show the first unfinished request (a download of two models queues the second).
-    current = next((r for r in job.requests if not r.done), None)
-    for ev in events:
-        if ev.kind == "progress" and ev.progress is not None and ev.job is current:
-            p = ev.progress
-            status.stage, status.step, status.total, status.eta_s = (
-                p.stage,
-                p.step,
-                p.total,
-                p.eta_s,
-            )
-    if not job.done:
+    task.poll(timeout)
+    if not task.done:
         return None
     _active = None
-    job.error = next((r.error for r in job.requests if r.error is not None), None)
-    if job.error is None and job.discard:
-        job.error = ShapEError(CANCELLED, "cancelled: another file was opened", "")
-    if job.error is None and job.finish is not None:
+    task.error = task.first_error()
+    if task.error is None and task.discard:
+        task.error = ShapEError(CANCELLED, "cancelled: another file was opened", "")
+    if task.error is None and task.finish is not None:
         try:
             with _main_context(context):
-                job.objects = job.finish(job, context or bpy.context)
+                task.objects = task.finish(task, context or bpy.context)
         except ShapEError as err:
-            job.error = err
+            task.error = err
         except Exception as exc:
             traceback.print_exc()
-            job.error = ShapEError(
+            task.error = ShapEError(
                 INTERNAL_ERROR,
                 f"the import failed: {type(exc).__name__}: {exc}",
                 "the traceback is in the system console; the mesh files stay in the job folder",
             )
-    _settle(job)
-    _last = job
-    if not job.keep_alive:
+    _settle(task)
+    _last = task
+    if not task.keep_alive and _client is not None:
         # From a timer this is the UI thread: the worker exits (or is killed) on its own time.
-        _client.shutdown(wait=job.blocking)
-    return job
+        _client.shutdown(wait=task.blocking)
+    return task
 
 
-def run_blocking(context: bpy.types.Context | None = None) -> Active:
-    """Poll until the active job ends (background mode, or blocking=True)."""
+def run_blocking(context: bpy.types.Context | None = None) -> Task:
+    """Poll until the active task ends (background mode, or blocking=True)."""
     if _active is None:
         raise ShapEError(INTERNAL_ERROR, "no job is running", "start one first")
     _active.blocking = True
@@ -249,18 +225,18 @@ def run_blocking(context: bpy.types.Context | None = None) -> Active:
                 return done
     except KeyboardInterrupt:
         # Ctrl+C in a terminal: stop the worker's job rather than leave it running unseen.
+        if _active is not None and _active.setup is not None:
+            _active.cancel()
         release(wait=True)
         tick(context)
         raise
 
 
 def cancel() -> bool:
-    job = _active
-    if job is None or _client is None:
+    task = _active
+    if task is None:
         return False
-    for r in job.requests:
-        if not r.done:
-            _client.cancel(r)
+    task.cancel()
     status.state = "cancelling"
     return True
 
@@ -278,12 +254,12 @@ def release(wait: bool = False) -> bool:
 
 
 def timer() -> float | None:
-    """bpy.app.timers callback: poll until the job is done, redraw the UI meanwhile."""
+    """bpy.app.timers callback: poll until the task is done, redraw the UI meanwhile."""
     global _active
     try:
         tick()
     except Exception as exc:
-        # An exception here would unregister the timer and leave the job "running" forever.
+        # An exception here would unregister the timer and leave the task "running" forever.
         traceback.print_exc()
         show_error(ShapEError(INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", "see the console"))
         _active = None
@@ -293,7 +269,7 @@ def timer() -> float | None:
 
 def ensure_timer() -> None:
     if not bpy.app.timers.is_registered(timer):
-        # persistent: the job outlives a file load (the load_pre handler cancels it).
+        # persistent: the task outlives a file load (the load_pre handler cancels a generation).
         bpy.app.timers.register(timer, first_interval=TIMER_INTERVAL_S, persistent=True)
 
 
@@ -305,10 +281,13 @@ def on_load_pre(*_args: Any) -> None:
 
 
 def shutdown() -> None:
-    """For unregister(): stop the worker, the timer and every thread."""
+    """For unregister(): stop the worker, a setup, the timer and every thread."""
     global _client, _active, _last, status
     if bpy.app.timers.is_registered(timer):
         bpy.app.timers.unregister(timer)
+    if _active is not None and _active.setup is not None:
+        _active.setup.cancel()
+        _active.setup.join(10)
     for c in [*_retired, *([_client] if _client is not None else [])]:
         c.kill()  # waits: Blender must not go on (or exit) with our threads alive
     _retired.clear()
@@ -328,26 +307,26 @@ def _reap() -> None:
             _retired.remove(c)
 
 
-def _settle(job: Active) -> None:
+def _settle(task: Task) -> None:
     global status
-    err = job.error
+    err = task.error
     if err is None:
-        names = [getattr(o, "name", str(o)) for o in job.objects]
+        names = [getattr(o, "name", str(o)) for o in task.objects]
         status = Status(
             state="done",
-            kind=job.kind,
-            label=job.label,
-            message=f"{job.verb} {', '.join(names)}" if names else "Done",
+            kind=task.kind,
+            label=task.label,
+            message=f"{task.verb} {', '.join(names)}" if names else "Done",
             objects=names,
-            warnings=list(job.warnings),
+            warnings=list(task.warnings),
         )
-        for warning in job.warnings:
+        for warning in task.warnings:
             # A timer has no operator to report through: the console gets them too.
-            print(f"shape_e: {job.label}: {warning}", file=sys.stderr)
+            print(f"shape_e: {task.label}: {warning}", file=sys.stderr)
     elif err.code == CANCELLED:
-        status = Status(state="cancelled", kind=job.kind, label=job.label, message="Cancelled")
+        status = Status(state="cancelled", kind=task.kind, label=task.label, message="Cancelled")
     else:
-        show_error(err, job.kind, job.label)
+        show_error(err, task.kind, task.label)
 
 
 def _main_context(context: bpy.types.Context | None) -> contextlib.AbstractContextManager:
@@ -366,12 +345,3 @@ def _redraw() -> None:
         for area in win.screen.areas:
             if area.type in {"VIEW_3D", "PREFERENCES"}:
                 area.tag_redraw()
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    if seconds < 90:
-        return f"{seconds} s"
-    if seconds < 5400:
-        return f"{seconds // 60} min"
-    return f"{seconds / 3600:.1f} h"

@@ -2,7 +2,8 @@
 
 Blender's own Python creates the venv (so its version matches a Python that torch supports), and
 the venv's pip installs the pins. Nothing is installed into Blender's Python. It runs in a
-background thread that only reads the subprocesses' output; poll() applies it on the main thread.
+background thread that only reads the subprocesses' output; poll() applies it on the caller's
+thread (Blender's main thread). No bpy here.
 """
 
 from __future__ import annotations
@@ -20,10 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import bpy
-
 from ..core.errors import CANCELLED, JOB_FAILED, ShapEError
-from .client import PACKAGE_DIR, clean_env, kill_now, process_group_kwargs, venv_python
+from .process import PACKAGE_DIR, clean_env, kill_now, process_group_kwargs, venv_python
 
 # Imported by the check step: a worker environment without these cannot run a job.
 WORKER_IMPORTS = ("torch", "diffusers", "transformers", "skimage", "trimesh", "PIL", "numpy")
@@ -122,13 +121,18 @@ class EnvSetup:
         self._thread.start()
         return self
 
-    def poll(self) -> bool:
-        """Apply what the subprocesses said; True once finished (see ``error``)."""
+    def poll(self, timeout: float = 0.0) -> bool:
+        """Apply what the subprocesses said; True once finished (see ``error``).
+
+        With ``timeout`` > 0 and nothing said yet, wait that long for the first line.
+        """
+        wait = timeout if timeout > 0 and not self.done else 0.0
         while True:
             try:
-                kind, value = self._queue.get_nowait()
+                kind, value = self._queue.get(timeout=wait) if wait else self._queue.get_nowait()
             except queue.Empty:
                 return self.done
+            wait = 0.0
             if kind == "stage":
                 self.stage = value
                 self.fraction = STAGES.index(value) / len(STAGES)
@@ -218,87 +222,3 @@ class EnvSetup:
                 self.tail.append(line)
                 self._queue.put(("line", line))
         return proc.wait()
-
-
-_setup: EnvSetup | None = None
-
-
-def current() -> EnvSetup | None:
-    return _setup
-
-
-def timer() -> float | None:
-    if _setup is None:
-        return None
-    finished = _setup.poll()
-    wm = bpy.context.window_manager
-    for win in wm.windows if wm is not None else ():
-        for area in win.screen.areas:
-            if area.type == "PREFERENCES":
-                area.tag_redraw()
-    return None if finished else 0.25
-
-
-def shutdown() -> None:
-    """For unregister(): stop a running setup and its thread."""
-    global _setup
-    if bpy.app.timers.is_registered(timer):
-        bpy.app.timers.unregister(timer)
-    if _setup is not None:
-        _setup.cancel()
-        _setup.join(10)
-        _setup = None
-
-
-class SHAPE_E_OT_setup_env(bpy.types.Operator):
-    """Create the worker environment (a Python venv with torch and diffusers, a few GB)"""
-
-    bl_idname = "shape_e.setup_worker_env"
-    bl_label = "Set Up Worker Environment"
-
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        global _setup
-        from . import jobs, prefs
-
-        if not bpy.app.online_access:
-            self.report({"ERROR"}, "online access is off: allow it in Preferences > System")
-            return {"CANCELLED"}
-        if (_setup is not None and not _setup.done) or jobs.busy():
-            self.report({"ERROR"}, "wait for the running job or setup to finish")
-            return {"CANCELLED"}
-        try:
-            target = prefs.env_dir(prefs.get(context))
-            folder = vendor_dir()
-        except ShapEError as err:
-            self.report({"ERROR"}, str(err))
-            return {"CANCELLED"}
-        # pip must not replace files under a running worker.
-        jobs.release(wait=bpy.app.background)
-        # The GPU probe (nvidia-smi) runs on the setup's thread, not here on the UI thread.
-        _setup = EnvSetup(target, lambda: requirements_for_machine(folder)).start()
-        if bpy.app.background:
-            _setup.join()
-            _setup.poll()
-            if _setup.error is not None:
-                self.report({"ERROR"}, str(_setup.error))
-                return {"CANCELLED"}
-            return {"FINISHED"}
-        bpy.app.timers.register(timer, first_interval=0.25, persistent=True)
-        self.report({"INFO"}, f"Setting up the worker environment in {target}")
-        return {"FINISHED"}
-
-
-class SHAPE_E_OT_cancel_setup(bpy.types.Operator):
-    """Stop setting up the worker environment"""
-
-    bl_idname = "shape_e.cancel_worker_env"
-    bl_label = "Cancel Setup"
-
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        if _setup is None or _setup.done:
-            return {"CANCELLED"}
-        _setup.cancel()
-        return {"FINISHED"}
-
-
-CLASSES = (SHAPE_E_OT_setup_env, SHAPE_E_OT_cancel_setup)

@@ -5,7 +5,7 @@ until the worker samples, prints what the test needs and ends with os._exit: no 
 shutdown, no import, the way a crash ends Blender. The worker runs in its own process group, so
 it outlives Blender; its input has ended, so it finishes the job, writes the result and exits.
 
-    python -m tests.blender.crash_job JOBS_DIR WORKER_PYTHON MODEL
+    python -m tests.blender.children.crash_job JOBS_DIR WORKER_PYTHON MODEL
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from pathlib import Path
 
 import bpy
 
-from shape_e_blender.blender import jobs, prefs
-
-from .proc import emit_result
+from shape_e_blender.blender import prefs, tasks
+from tests.support import emit_result
 
 # Long enough (about 5 s on two CPU cores) that the worker is still busy when Blender dies.
 SETTINGS = {"prompt": "a blue vase", "seed": 11, "steps": 1000, "grid_size": 128, "variants": 3}
@@ -35,15 +34,15 @@ def main() -> None:
     p = prefs.get()
     p.jobs_dir, p.worker_python, p.text_model = jobs_dir, worker_python, model
     assert bpy.ops.shape_e.text_to_mesh(blocking=False, **SETTINGS) == {"FINISHED"}
-    job_dir = Path(jobs.active().requests[0].params["job_dir"])
+    job_dir = Path(tasks.active().requests[0].params["job_dir"])
     deadline = time.monotonic() + 120
-    while jobs.status.stage != "sampling":
-        assert jobs.busy() and time.monotonic() < deadline, jobs.status
-        jobs.tick(bpy.context, timeout=0.05)
+    while tasks.status.stage != "sampling":
+        assert tasks.busy() and time.monotonic() < deadline, tasks.status
+        tasks.tick(bpy.context, timeout=0.05)
     emit_result(
         {
             "job_dir": str(job_dir),
-            "worker_pid": jobs.current_client().pid,
+            "worker_pid": tasks.current_client().pid,
             "result_at_crash": (job_dir / "result.json").exists(),
         }
     )

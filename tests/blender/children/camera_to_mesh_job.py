@@ -1,6 +1,6 @@
 """Child process for test_operators: camera_to_mesh with a real render and the real worker.
 
-    python -m tests.blender.camera_to_mesh_job JOBS_DIR TINY_IMAGE_MODEL WORKER_PYTHON
+    python -m tests.blender.children.camera_to_mesh_job JOBS_DIR TINY_IMAGE_MODEL WORKER_PYTHON
 
 Builds a small scene (a floor, a cube, a light, a camera looking at the cube), runs
 ``bpy.ops.shape_e.camera_to_mesh(selected_only=True)`` in background (blocking) mode and prints
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import bpy
 
-from tests.blender.camera_job import add_camera
+from tests.blender.children.camera_job import add_camera
 
 
 def build_scene() -> None:
@@ -36,7 +36,8 @@ def main() -> int:
     jobs_dir, model, worker_python = sys.argv[1:4]
     build_scene()
     assert addon_utils.enable("shape_e_blender", default_set=True) is not None
-    from shape_e_blender.blender import history, importer, jobs, prefs
+    from shape_e_blender.blender import importer, prefs, tasks
+    from shape_e_blender.core import jobdir
 
     p = prefs.get()
     p.worker_python, p.jobs_dir, p.image_model = worker_python, jobs_dir, model
@@ -44,7 +45,7 @@ def main() -> int:
     before = (render.resolution_x, render.engine, render.film_transparent)
     result = bpy.ops.shape_e.camera_to_mesh(selected_only=True, steps=2, grid_size=32)
     after = (render.resolution_x, render.engine, render.film_transparent)
-    objects = [bpy.data.objects[n] for n in jobs.status.objects]
+    objects = [bpy.data.objects[n] for n in tasks.status.objects]
     settings = objects[0]["shape_e"].to_dict() if objects else {}
     out = {
         "result": sorted(result),
@@ -55,7 +56,7 @@ def main() -> int:
         "render_restored": before == after,
         # What Recent Jobs would name the objects when importing this job from its folder.
         "from_folder": importer.object_name_for(
-            history.read_job(Path(settings["job_dir"])).name_source
+            jobdir.read_job(Path(settings["job_dir"])).name_source
         )
         if objects
         else None,

@@ -8,7 +8,7 @@ leak a little memory, which Blender reports at exit: that is why this runs in it
 Blender reports a bad property in ``layout.prop`` on stderr instead of raising, so each state
 writes a marker line to stderr first; the test reads the section after each marker. Usage:
 
-    python -m tests.blender.panel_draw_job JOBS_DIR WORKER_PYTHON RECENT_DIR
+    python -m tests.blender.children.panel_draw_job JOBS_DIR WORKER_PYTHON RECENT_DIR
 
 RECENT_DIR holds a finished and a failed job written by the worker (test_panel.py makes them);
 the Recent Jobs states add folders of other kinds next to them.
@@ -25,10 +25,10 @@ from types import SimpleNamespace
 
 import bpy
 
-from shape_e_blender.blender import history, jobs, panel, prefs, setup_env
-from shape_e_blender.blender.client import Job
+from shape_e_blender.blender import history, panel, prefs, tasks
+from shape_e_blender.client.handle import JobHandle
 
-from .job_folders import foreign_folders
+from ..job_folders import foreign_folders
 
 MARKER = "=== state: "
 
@@ -90,10 +90,10 @@ def draw_recent_states(p: prefs.ShapEPreferences, jobs_dir: str, recent: Path) -
     # The add-on's own running job, before the worker wrote anything into its folder.
     running = recent / "20250101-000011-a-red-chair"
     running.mkdir()
-    request = Job(id=1, method="generate", params={"job_dir": str(running)}, generation=1)
-    jobs._active = jobs.Active("generate", [request], "Red chair")
+    request = JobHandle(id=1, method="generate", params={"job_dir": str(running)}, generation=1)
+    tasks._active = tasks.Task("generate", [request], "Red chair")
     state("recent-jobs", draw_recent_noting("recent-jobs"))
-    jobs._active = None
+    tasks._active = None
     for i in range(25):
         folder = recent / f"20250101-{i:06d}-old"
         folder.mkdir()
@@ -122,25 +122,25 @@ def main() -> int:
     state("idle-CAMERA-with-camera", draw_panel)
     scene.shape_e.source = "TEXT"
 
-    jobs._active = jobs.Active("generate", [], "a red chair")
-    jobs.status = jobs.Status(
+    tasks._active = tasks.Task("generate", [], "a red chair")
+    tasks.status = tasks.Status(
         state="running", kind="generate", stage="sampling", step=12, total=127, eta_s=3.1
     )
-    print(f"progress: {jobs.status.progress_text()}", flush=True)
+    print(f"progress: {tasks.status.progress_text()}", flush=True)
     state("running", draw_panel)
-    jobs.status.state = "cancelling"
+    tasks.status.state = "cancelling"
     state("cancelling", draw_panel)
-    jobs._active = None
-    jobs.status = jobs.Status(state="done", message="Created a_red_chair", objects=["a"])
+    tasks._active = None
+    tasks.status = tasks.Status(state="done", message="Created a_red_chair", objects=["a"])
     state("done", draw_panel)
-    jobs.status.warnings = [
+    tasks.status.warnings = [
         "skipped variant 0 (seed 41): no surface found: every grid point is inside the shape "
         "(the field is positive) (try another seed or another prompt)"
     ]
     state("done-with-skipped-variants", draw_panel)
-    jobs.status = jobs.Status(state="cancelled", message="Cancelled")
+    tasks.status = tasks.Status(state="cancelled", message="Cancelled")
     state("cancelled", draw_panel)
-    jobs.status = jobs.Status(
+    tasks.status = tasks.Status(
         state="error",
         error="the worker exited (status -9) before answering; the end of its log:\n" + "x" * 300,
         hint="press Generate to start a new worker, or check worker_python",
@@ -148,7 +148,7 @@ def main() -> int:
     state("error", draw_panel)
 
     # The active object's box: a Shap-E object (text, then image with no seed), another object.
-    jobs.status = jobs.Status()
+    tasks.status = tasks.Status()
     mesh = bpy.data.meshes.new("Red chair")
     chair = bpy.data.objects.new("Red chair", mesh)
     chair["shape_e"] = {
@@ -163,11 +163,11 @@ def main() -> int:
     bpy.context.view_layer.objects.active = chair
     scene.shape_e.remesh_grid_size = 64
     state("active-shap-e-object", draw_noting_box("active-shap-e-object"))
-    jobs._active = jobs.Active("generate", [], "Red chair")
-    jobs.status = jobs.Status(state="running", kind="generate", stage="decoding", step=0, total=1)
+    tasks._active = tasks.Task("generate", [], "Red chair")
+    tasks.status = tasks.Status(state="running", kind="generate", stage="decoding", step=0, total=1)
     state("active-shap-e-object-running", draw_noting_box("active-shap-e-object-running"))
-    jobs._active = None
-    jobs.status = jobs.Status()
+    tasks._active = None
+    tasks.status = tasks.Status()
     chair["shape_e"] = {"image": str(Path(jobs_dir) / "lamp.png"), "variant": 1}
     state("active-image-object-without-seed", draw_noting_box("active-image-object-without-seed"))
     other = bpy.data.objects.new("Other", bpy.data.meshes.new("Other"))
@@ -179,25 +179,28 @@ def main() -> int:
     def draw_prefs() -> None:
         prefs.draw_preferences(p, layout())
 
-    jobs.status = jobs.Status()
+    tasks.status = tasks.Status()
     state("prefs-not-set-up", draw_prefs)
-    req = Path(jobs_dir) / "req.txt"
-    req.write_text("")
-    running = setup_env.EnvSetup(Path(jobs_dir) / "env", req)  # not started: shown mid-way
-    running.stage, running.last_line = "installing", "Collecting torch==2.13.0"
-    setup_env._setup = running
+    # The environment setup mid-way, as its task shows it.
+    tasks.status = tasks.Status(
+        state="running",
+        kind="setup",
+        stage="installing",
+        message="Collecting torch==2.13.0",
+        fraction_override=0.6,
+    )
     state("prefs-setting-up", draw_prefs)
-    setup_env._setup = None
+    tasks.status = tasks.Status()
     p.worker_python = worker_python
-    jobs.status = jobs.Status(state="running", kind="check", started=time.time())
+    tasks.status = tasks.Status(state="running", kind="check", started=time.time())
     state("prefs-checking", draw_prefs)
-    jobs.status = jobs.Status()
+    tasks.status = tasks.Status()
     bpy.ops.shape_e.check_worker()  # the real worker's hello: versions and devices
-    print(f"versions: {sorted(jobs.worker_info().get('versions', {}))}", flush=True)
+    print(f"versions: {sorted(tasks.worker_info().get('versions', {}))}", flush=True)
     state("prefs-worker-info", draw_prefs)
-    jobs.status = jobs.Status(state="error", kind="download", error="no hub", hint="go online")
+    tasks.status = tasks.Status(state="error", kind="download", error="no hub", hint="go online")
     state("prefs-download-error", draw_prefs)
-    jobs.status = jobs.Status()
+    tasks.status = tasks.Status()
     draw_recent_states(p, jobs_dir, Path(recent_dir))
     print(MARKER + "end", file=sys.stderr, flush=True)
     addon_utils.disable("shape_e_blender", default_set=True)

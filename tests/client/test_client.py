@@ -11,12 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from shape_e_blender.blender.client import (
-    PACKAGE_DIR,
-    WorkerClient,
-    clean_env,
-    venv_python,
-)
+from shape_e_blender.client.client import WorkerClient
+from shape_e_blender.client.process import PACKAGE_DIR, clean_env, venv_python
 from shape_e_blender.core.errors import (
     CANCELLED,
     ENVIRONMENT_INCOMPLETE,
@@ -28,16 +24,7 @@ from shape_e_blender.core.errors import (
 from shape_e_blender.core.mesh import MeshData
 from shape_e_blender.core.params import GenerationParams
 from shape_e_blender.core.protocol import PROTOCOL_VERSION, GenerateRequest
-
-from .fixtures_client import (  # noqa: F401  (fixtures are found by name)
-    FAST,
-    REPO,
-    WORKER_PYTHON,
-    frozen,
-    kill_process,
-    process_gone,
-    worker_text_model_fixture,
-)
+from tests.support import FAST, REPO, WORKER_PYTHON, frozen, kill_process, process_gone
 
 
 def _wait_all(client: WorkerClient, job, timeout: float = 120.0) -> list:

@@ -1,6 +1,6 @@
 """Import meshes the add-on's way and render them to a PNG: test_render's pictures, the README's.
 
-python -m tests.blender.showcase MESH.npz [MESH.npz ...] -o out/render.png
+python -m tests.blender.children.showcase MESH.npz [MESH.npz ...] -o out/render.png
        [--name "a red chair"] [--engine CYCLES|WORKBENCH] [--resolution 512] [--samples 32]
 
 Runs in its own process (rendering can abort a process where OpenGL is missing). Cycles shows
@@ -22,7 +22,7 @@ from mathutils import Vector
 
 from shape_e_blender.blender.importer import import_meshes, object_name_for
 from shape_e_blender.core.mesh import MeshData
-from tests.blender.proc import emit_result
+from tests.support import emit_result
 
 
 def frame_objects(
@@ -108,7 +108,7 @@ def render_png(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.blender.showcase")
+    parser = argparse.ArgumentParser(prog="python -m tests.blender.children.showcase")
     parser.add_argument("meshes", nargs="+", help="mesh.npz files (MeshData)")
     parser.add_argument("-o", "--output", required=True)
     parser.add_argument("--name", default="", help="the prompt or image the meshes came from")

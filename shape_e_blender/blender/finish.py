@@ -1,0 +1,104 @@
+"""What a finished job does to the scene: a generation's new objects, a re-mesh's new mesh.
+
+The worker's result is parsed once, here, into a JobResult (core/results.py). Each finish step is
+exactly one undo step and changes nothing when it fails (importer.py removes what it made).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+
+from ..core.errors import JOB_FAILED, ShapEError
+from ..core.results import JobResult
+from . import importer
+from .tasks import Task
+
+REMESH_UNDO = "Shap-E re-mesh"
+
+
+def object_settings(result: JobResult) -> dict[str, Any]:
+    """What is stored on the objects: the resolved parameters and the worker's versions."""
+    return {**result.params, "versions": dict(result.versions)}
+
+
+def import_result(
+    result: JobResult, context: bpy.types.Context, name: str
+) -> tuple[list[bpy.types.Object], list[str]]:
+    """Load every mesh of ``result``, import them named ``name``, push one undo step.
+
+    Returns the objects and a warning per variant the worker could not make (no surface):
+    the others are imported; only when every variant failed is it an error.
+    """
+    made = result.made
+    skipped = [m.skipped_error() for m in result.skipped]
+    if not made:
+        if skipped:
+            raise skipped[0]
+        raise ShapEError(
+            JOB_FAILED,
+            "the worker's result lists no mesh",
+            "generate again; the job folder holds the worker's log",
+        )
+    meshes = [m.load() for m in made]
+    # With variants missing (no surface, or one imported alone from its job folder), names and
+    # stored seeds follow each mesh's own variant number.
+    objects = importer.import_meshes(
+        context,
+        meshes,
+        name=name,
+        settings=object_settings(result),
+        job_dir=result.job_dir or None,
+        variants=[m.variant for m in made] if result.partial else None,
+        latents=[m.latent for m in made],
+    )
+    importer.push_undo(f"Shap-E: {name}")
+    return objects, [f"skipped {err}" for err in skipped]
+
+
+def generation(task: Task, context: bpy.types.Context) -> list[bpy.types.Object]:
+    """The finish step of a generation task: its result into the scene."""
+    objects, warnings = import_result(
+        JobResult.from_dict(task.requests[0].result), context, task.label
+    )
+    task.warnings += warnings
+    return objects
+
+
+def remesh(
+    uid: int, name: str, latent: str, variant: int, task: Task, context: bpy.types.Context
+) -> list[bpy.types.Object]:
+    """The finish step of a re-mesh: swap the object's mesh for the new one, one undo step.
+
+    The object is found again by its session_uid, which survives renames and undo (a Python
+    reference would not survive undo). Every check runs before the object changes.
+    """
+    obj = next((o for o in bpy.data.objects if o.session_uid == uid), None)
+    request = task.requests[0]
+    where = request.job_dir
+    if obj is None or importer.settings_of(obj) is None:
+        raise ShapEError(
+            JOB_FAILED,
+            f"{name!r} was deleted while it was being re-meshed",
+            f"the new mesh is in {where}; re-mesh the object again if you bring it back",
+        )
+    importer.check_editable(obj)
+    result = JobResult.from_dict(request.result)
+    # A latent file of several variants (a script's own) decodes them all: take this object's.
+    entry = result.meshes[0] if len(result.meshes) == 1 else result.variant(variant)
+    if entry is None:
+        raise ShapEError(
+            JOB_FAILED,
+            f"the worker's result has no mesh for variant {variant}",
+            f"the job folder {where} holds the worker's log",
+        )
+    if not entry.made:
+        raise entry.skipped_error()
+    importer.replace_mesh(obj, entry.load())
+    settings = obj[importer.PROPERTY_KEY]
+    settings["grid_size"] = int(request.params["grid_size"])
+    settings["job_dir"] = str(result.job_dir or where or "")
+    settings["latent"] = latent  # the re-mesh's job folder holds no latent of its own
+    importer.push_undo(REMESH_UNDO)
+    return [obj]

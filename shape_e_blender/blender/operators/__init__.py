@@ -1,0 +1,11 @@
+"""Every operator of the add-on, in one place:
+
+- base.py: TaskOperator, the busy check, the error report and the blocking rule they all share;
+- generate.py: text_to_mesh, image_to_mesh, camera_to_mesh, and the panel's generate;
+- objects.py: remesh, use_settings and import_job, on what Shap-E already made;
+- worker.py: check_worker, release_worker, download_models, setup_worker_env, cancel.
+"""
+
+from . import generate, objects, worker
+
+CLASSES = (*generate.CLASSES, *objects.CLASSES, *worker.CLASSES)

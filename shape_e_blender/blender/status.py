@@ -1,0 +1,70 @@
+"""What the panel and the preferences show about the current or last task (plain data)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..client.envsetup import STAGE_TEXT
+
+STAGE_LABELS = {
+    "starting": "Starting worker",
+    "queued": "Queued",
+    "downloading": "Downloading",
+    "loading": "Loading model",
+    "encoding": "Encoding",
+    "sampling": "Sampling",
+    "decoding": "Extracting mesh",
+    "writing": "Writing",
+    **STAGE_TEXT,  # the environment setup's stages
+}
+
+
+@dataclass
+class Status:
+    """What the panel and the preferences show about the current or last task."""
+
+    state: str = "idle"  # idle | running | cancelling | done | cancelled | error
+    kind: str = ""  # generate | download | check | setup
+    label: str = ""
+    stage: str = ""
+    step: int = 0
+    total: int = 0
+    eta_s: float | None = None
+    started: float = 0.0
+    message: str = ""  # done: what was made; running: the last line of output (setup)
+    error: str = ""
+    hint: str = ""
+    error_field: str = ""
+    objects: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # a task that succeeded in part
+    fraction_override: float | None = None  # a task that measures its own progress (setup)
+
+    @property
+    def fraction(self) -> float:
+        if self.fraction_override is not None:
+            return self.fraction_override
+        return min(1.0, self.step / self.total) if self.total > 0 else 0.0
+
+    def progress_text(self) -> str:
+        name = STAGE_LABELS.get(self.stage, self.stage.capitalize() or "Working")
+        if self.state == "cancelling":
+            return f"Cancelling ({name})"
+        if self.stage == "downloading" and self.total:
+            count = f" {self.step / 2**20:.0f}/{self.total / 2**20:.0f} MB"
+        elif self.stage == "queued":
+            count = f" ({self.total} ahead)" if self.total else ""
+        elif self.total > 1:
+            count = f" {self.step}/{self.total}"
+        else:
+            count = ""
+        eta = f", {_duration(self.eta_s)} left" if self.eta_s else ""
+        return f"{name}{count}{eta}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{seconds // 60} min"
+    return f"{seconds / 3600:.1f} h"
