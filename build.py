@@ -28,6 +28,10 @@ VENV = ROOT / ".venv"
 VENV_BPY42 = ROOT / ".venv-bpy42"
 DEV_REQUIREMENTS = ROOT / "vendor" / "requirements-dev.txt"
 BPY42_REQUIREMENTS = ROOT / "vendor" / "requirements-bpy42.txt"
+VENV_CLIENT = ROOT / ".venv-client"
+CLIENT_REQUIREMENTS = ROOT / "vendor" / "requirements-client.txt"
+# Tested again in a Python without bpy and torch: they must not need either.
+NO_BPY_TESTS = ["tests/core", "tests/client", "tests/test_architecture.py"]
 NODE_DIR = ROOT / ".cache" / "node"
 GLTF_VALIDATOR = "gltf-validator@2.0.0-dev.3.10"
 PYTHON_VERSION = (3, 11)  # bpy 4.2 .. 5.0 wheels exist for CPython 3.11 only
@@ -90,6 +94,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
     ensure_node_tools()
     if args.bpy42:
         ensure_env(VENV_BPY42, BPY42_REQUIREMENTS)
+    ensure_env(VENV_CLIENT, CLIENT_REQUIREMENTS)
     return 0
 
 
@@ -105,6 +110,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     py = ensure_env(VENV, DEV_REQUIREMENTS)
     ensure_node_tools()
     ensure_env(VENV_BPY42, BPY42_REQUIREMENTS)
+    ensure_env(VENV_CLIENT, CLIENT_REQUIREMENTS)
     if cmd_lint() != 0:
         print("build.py: lint failed (run `.venv/bin/ruff format` to fix formatting)")
         return 1
@@ -120,6 +126,9 @@ def cmd_test(args: argparse.Namespace) -> int:
         # Python: the 4.2 venv holds Blender and numpy only, like Blender's own Python.
         print("build.py: the Blender tests again on Blender 4.2 LTS", flush=True)
         rc = _pytest(venv_python(VENV_BPY42), ["tests/blender"], env)
+    if rc == 0 and not args.pytest_args:
+        print("build.py: core and the client again in a Python without bpy and torch", flush=True)
+        rc = _pytest(venv_python(VENV_CLIENT), NO_BPY_TESTS, env)
     return rc
 
 

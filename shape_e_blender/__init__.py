@@ -8,12 +8,12 @@ from __future__ import annotations
 
 
 def register() -> None:
-    from .blender import register as _register
+    from .blender import register as _register  # imports bpy: only ever inside Blender
 
     _register(__package__)
 
 
 def unregister() -> None:
-    from .blender import unregister as _unregister
+    from .blender import unregister as _unregister  # imports bpy: only ever inside Blender
 
     _unregister()

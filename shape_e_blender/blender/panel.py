@@ -27,12 +27,17 @@ STATE_ICONS = {
 _draw_failures: set[str] = set()  # errors reading the list, printed once each
 
 
-class SHAPE_E_PT_panel(bpy.types.Panel):
-    bl_idname = "SHAPE_E_PT_panel"
-    bl_label = "Shap-E"
+class _Sidebar:
+    """Where the add-on's panels live: the 3D viewport's sidebar (N), tab "Shap-E"."""
+
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "Shap-E"
+
+
+class SHAPE_E_PT_panel(_Sidebar, bpy.types.Panel):
+    bl_idname = "SHAPE_E_PT_panel"
+    bl_label = "Shap-E"
 
     def draw(self, context: bpy.types.Context) -> None:
         draw_panel(self.layout, context)
@@ -138,14 +143,11 @@ def source_text(settings: dict[str, Any]) -> str:
     return "Source: unknown"
 
 
-class SHAPE_E_PT_recent(bpy.types.Panel):
+class SHAPE_E_PT_recent(_Sidebar, bpy.types.Panel):
     """The last jobs in the jobs folder: import a finished one again, or open its folder."""
 
     bl_idname = "SHAPE_E_PT_recent"
     bl_label = "Recent Jobs"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Shap-E"
     bl_parent_id = SHAPE_E_PT_panel.bl_idname
     bl_options: ClassVar[set[str]] = {"DEFAULT_CLOSED"}  # closed, it costs no folder scan
 

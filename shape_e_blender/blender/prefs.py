@@ -112,12 +112,16 @@ class ShapEPreferences(bpy.types.AddonPreferences):
         subtype="DIR_PATH",
         default="",
     )
-    text_model: StringProperty(
+    text_model: prop(
+        "model",
+        panel=True,
         name="Text Model",
         description="Hugging Face repo id or local folder of the text-to-3D pipeline",
         default=DEFAULT_TEXT_MODEL,
     )
-    image_model: StringProperty(
+    image_model: prop(
+        "model",
+        panel=True,
         name="Image Model",
         description="Hugging Face repo id or local folder of the image-to-3D pipeline",
         default=DEFAULT_IMAGE_MODEL,

@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no image file at {args.image}", file=sys.stderr)
         return 2
 
+    # Loading Blender takes seconds: only once the arguments are known to be good.
     import addon_utils
     import bpy
 
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _generate(bpy: Any, args: argparse.Namespace, source: dict[str, str], output: Path) -> int:
-    from . import prefs, tasks
+    from . import prefs, tasks  # they import bpy, loaded by main() only after validation
 
     p = prefs.get(bpy.context)
     p.worker_python = str(Path(args.worker_python).expanduser())

@@ -20,7 +20,6 @@ from tests.support import REPO, child_env, run_blender_script
 
 VALIDATOR = Path(bpy.utils.system_resource("SCRIPTS"), "addons_core", "bl_pkg", "cli")
 VALIDATOR /= "blender_ext.py"
-HAS_REGISTER = (REPO / "shape_e_blender" / "blender" / "__init__.py").is_file()
 
 
 def _build_module():
@@ -130,12 +129,6 @@ def test_user_dir_resolves_outside_the_addon_folder(installed):
     assert installed["raw_submodule_error"]
 
 
-@pytest.mark.xfail(
-    not HAS_REGISTER,
-    reason="register()/unregister() live in shape_e_blender/blender/__init__.py, written on "
-    "another branch: this passes once that file is merged",
-    strict=True,
-)
 def test_extension_is_enabled_and_disabled_without_error(installed):
     assert installed["install_error"] is None
     assert installed["enabled"] and installed["loaded"] == [True, True]

@@ -1,3 +1,6 @@
+import argparse
+from pathlib import Path
+
 import pytest
 
 from shape_e_blender.core.errors import INVALID_PARAMS, ShapEError
@@ -5,7 +8,9 @@ from shape_e_blender.core.params import (
     DEFAULT_IMAGE_MODEL,
     DEFAULT_TEXT_MODEL,
     SEED_MAX,
+    SETTINGS,
     GenerationParams,
+    add_arguments,
 )
 
 
@@ -80,3 +85,46 @@ def test_json_round_trip_ignores_request_level_keys():
     obj = p.to_json() | {"job_dir": "/tmp/j", "inline": True}
     assert GenerationParams.from_json(obj) == p
     assert "image" not in p.to_json()
+
+
+def _protocol_rows() -> dict[str, list[str]]:
+    """The generate parameters table of docs/protocol.md: name -> its cells."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text("utf-8")
+    section = text.split("### `generate`", 1)[1].split("Exactly one of", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = cells[1:]
+    return rows
+
+
+def test_the_protocol_document_lists_every_generation_field_as_the_table_defines_it():
+    rows = _protocol_rows()
+    assert set(SETTINGS) | {"job_dir", "inline", "allow_download"} == set(rows)
+    for name, s in SETTINGS.items():
+        kind, default, meaning = rows[name]
+        assert meaning, name
+        if s.choices:
+            tokens = {t.strip().strip("`") for t in kind.split(",")}
+            assert tokens == {*s.values, *(["cuda:N"] if s.pattern else [])}, name
+            assert default == f"`{s.default}`", name
+        elif s.kind is str:
+            assert kind == "string", name
+        else:
+            assert kind == f"{'int' if s.kind is int else 'number'} {s.range_text}", name
+            expected = ", ".join(f"{v:g} ({m})" for m, v in s.mode_defaults.items())
+            assert default == (expected or str(s.default)), name
+    assert DEFAULT_TEXT_MODEL in rows["model"][1] and DEFAULT_IMAGE_MODEL in rows["model"][1]
+
+
+def test_cli_arguments_come_from_the_table_with_core_defaults():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, SETTINGS)
+    args = parser.parse_args(["--prompt", "a cup", "--grid-size", "64"])
+    given = {name: getattr(args, name) for name in SETTINGS}
+    assert given["grid_size"] == 64 and given["steps"] is None  # None: core's default applies
+    p = GenerationParams.create(**given)
+    assert (p.steps, p.grid_size, p.seed) == (SETTINGS["steps"].default, 64, 0)
+    with pytest.raises(SystemExit):  # exactly one source
+        parser.parse_args(["--prompt", "a", "--image", "b.png"])

@@ -41,6 +41,16 @@ class TaskOperator:
     )
 
     kind = "generate"  # the task kind the status shows (generate, download, check, setup)
+    # Operators that download say what to do instead when Blender's online access is off.
+    offline_instead = ""
+    started = ""  # what the UI reports when the task has started (default execute())
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        return self.run(context, lambda: self.task(context), self.started)
+
+    def task(self, context: bpy.types.Context) -> tasks.Task:
+        """The task to start (operators that keep the default execute() define it)."""
+        raise NotImplementedError
 
     def should_block(self) -> bool:
         """``blocking`` when the caller set it; otherwise background mode blocks."""
@@ -70,6 +80,8 @@ class TaskOperator:
             self.report({"ERROR"}, tasks.BUSY_MESSAGE)
             return {"CANCELLED"}
         try:
+            if self.offline_instead:
+                require_online(self.bl_idname.split(".")[1], self.offline_instead)
             task = start()
         except ShapEError as err:
             return self.fail(err, label)

@@ -8,7 +8,7 @@ import bpy
 from ...client.envsetup import EnvSetup, requirements_for_machine, vendor_dir
 from .. import prefs, tasks
 from ..tasks import Task
-from .base import TaskOperator, require_online
+from .base import TaskOperator
 
 
 class SHAPE_E_OT_check_worker(TaskOperator, bpy.types.Operator):
@@ -18,11 +18,8 @@ class SHAPE_E_OT_check_worker(TaskOperator, bpy.types.Operator):
     bl_label = "Check Worker"
     kind = "check"
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        def task() -> Task:
-            return Task("check", [prefs.client(context).start()], label="worker")
-
-        return self.run(context, task)
+    def task(self, context: bpy.types.Context) -> Task:
+        return Task("check", [prefs.client(context).start()], label="worker")
 
 
 class SHAPE_E_OT_release_worker(bpy.types.Operator):
@@ -44,19 +41,14 @@ class SHAPE_E_OT_download_models(TaskOperator, bpy.types.Operator):
     bl_idname = "shape_e.download_models"
     bl_label = "Download Models"
     kind = "download"
+    offline_instead = "put the models in a folder and enter it as the model"
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        def task() -> Task:
-            require_online(
-                "download_models", "put the models in a folder and enter it as the model"
-            )
-            p = prefs.get(context)
-            models = {"text": p.text_model.strip(), "image": p.image_model.strip()}
-            client = prefs.client(context)
-            requests = [client.download(m, kind) for kind, m in models.items() if m]
-            return Task("download", requests, label="models")
-
-        return self.run(context, task)
+    def task(self, context: bpy.types.Context) -> Task:
+        p = prefs.get(context)
+        models = {"text": p.text_model.strip(), "image": p.image_model.strip()}
+        client = prefs.client(context)
+        requests = [client.download(m, kind) for kind, m in models.items() if m]
+        return Task("download", requests, label="models")
 
 
 class SHAPE_E_OT_setup_env(TaskOperator, bpy.types.Operator):
@@ -65,21 +57,18 @@ class SHAPE_E_OT_setup_env(TaskOperator, bpy.types.Operator):
     bl_idname = "shape_e.setup_worker_env"
     bl_label = "Set Up Worker Environment"
     kind = "setup"
+    offline_instead = "create an environment by hand (vendor/README.md) and set worker_python"
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        def task() -> Task:
-            require_online(
-                "setup_worker_env", "create an environment by hand and set worker_python"
-            )
-            target = prefs.env_dir(prefs.get(context))
-            folder = vendor_dir()
-            # pip must not replace files under a running worker.
-            tasks.release(wait=bpy.app.background)
-            # The GPU probe (nvidia-smi) runs on the setup's thread, not here on the UI thread.
-            setup = EnvSetup(target, lambda: requirements_for_machine(folder)).start()
-            return Task("setup", label=str(target), setup=setup, verb="Set up")
+    started = "Setting up the worker environment"
 
-        return self.run(context, task, "Setting up the worker environment")
+    def task(self, context: bpy.types.Context) -> Task:
+        target = prefs.env_dir(prefs.get(context))
+        folder = vendor_dir()
+        # pip must not replace files under a running worker.
+        tasks.release(wait=bpy.app.background)
+        # The GPU probe (nvidia-smi) runs on the setup's thread, not here on the UI thread.
+        setup = EnvSetup(target, lambda: requirements_for_machine(folder)).start()
+        return Task("setup", label=str(target), setup=setup, verb="Set up")
 
 
 class SHAPE_E_OT_cancel(bpy.types.Operator):
