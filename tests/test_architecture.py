@@ -136,9 +136,12 @@ def _heavy_at_import(module: str, seen: frozenset[str] = frozenset()) -> bool:
             continue
         if _top(imp.target) in HEAVY:
             return True
-        if _ours(imp.target) and imp.target not in seen:
-            if _heavy_at_import(imp.target, seen | {module}):
-                return True
+        if (
+            _ours(imp.target)
+            and imp.target not in seen
+            and _heavy_at_import(imp.target, seen | {module})
+        ):
+            return True
     return False
 
 

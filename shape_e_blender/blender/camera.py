@@ -17,11 +17,12 @@ from typing import Any
 import bpy
 
 from ..core.errors import INVALID_PARAMS, ShapEError
+from . import compat
 
 RESOLUTION_RANGE = (16, 4096)
 SAMPLES = 16
-# First one that this Blender has wins. EEVEE's id is BLENDER_EEVEE_NEXT in 4.2 to 4.4.
-ENGINES = ("CYCLES", "BLENDER_EEVEE_NEXT", "BLENDER_EEVEE", "BLENDER_WORKBENCH")
+# The first one this Blender has wins (Cycles is an add-on that can be disabled).
+ENGINES = ("CYCLES", compat.EEVEE, "BLENDER_WORKBENCH")
 # Object types that never show up as pixels but light the scene: they stay in the render.
 _KEEP_TYPES = {"LIGHT", "LIGHT_PROBE", "LIGHTPROBE", "CAMERA", "SPEAKER"}
 
@@ -116,10 +117,7 @@ def render_camera_image(
         "use_sequencer",
     )
     settings.save(scene.view_settings, "view_transform", "look")
-    # 5.0 splits the output format into a media type (image, multilayer, video) and a format.
-    if hasattr(image, "media_type"):
-        settings.save(image, "media_type")
-    settings.save(image, "file_format", "color_mode", "color_depth", "color_management")
+    settings.save(image, *compat.image_output_settings())
     for obj in hidden:
         settings.save(obj, "hide_render")
 
@@ -142,7 +140,7 @@ def render_camera_image(
         render.use_sequencer = False
         scene.view_settings.view_transform = "Standard"
         scene.view_settings.look = "None"
-        if hasattr(image, "media_type"):
+        if compat.HAS_MEDIA_TYPE:
             image.media_type = "IMAGE"
         # save_render writes in the scene's output format: a JPEG setting gave 3 channels.
         image.file_format = "PNG"

@@ -23,6 +23,7 @@ from ..core import jobdir
 from ..core.errors import INTERNAL_ERROR, INVALID_PARAMS, ShapEError, invalid
 from ..core.mesh import MeshData
 from ..core.params import variant_seed
+from . import compat
 
 COLOR_ATTRIBUTE = "Color"
 PROPERTY_KEY = "shape_e"  # obj["shape_e"] holds the generation settings as an ID-property group
@@ -290,8 +291,7 @@ def _fill_mesh(
 def _vertex_color_material(name: str) -> bpy.types.Material:
     """Color Attribute node -> Principled BSDF Base Color; shared by the variants of one call."""
     material = bpy.data.materials.new(name)
-    if bpy.app.version < (5, 0, 0):
-        material.use_nodes = True  # 5.0 materials always have a node tree (and warn on this)
+    compat.use_nodes(material)
     nodes = material.node_tree.nodes
     links = material.node_tree.links
     nodes.clear()

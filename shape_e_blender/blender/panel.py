@@ -13,7 +13,7 @@ import bpy
 
 from ..core import jobdir
 from ..core.errors import ShapEError
-from . import history, importer, tasks
+from . import compat, history, importer, tasks
 from .props import guidance_name
 
 RECENT_SHOWN = 8  # jobs listed in the panel; the jobs folder holds the rest
@@ -44,6 +44,7 @@ class SHAPE_E_PT_panel(_Sidebar, bpy.types.Panel):
 
 
 def draw_panel(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
+    compat.draw_too_old(layout)
     s = context.scene.shape_e
     st = tasks.status
     running = tasks.busy()

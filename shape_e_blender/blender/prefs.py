@@ -15,7 +15,7 @@ from ..client.client import WorkerClient
 from ..client.process import venv_python
 from ..core.errors import JOB_FAILED, ShapEError
 from ..core.params import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL
-from . import paths, tasks
+from . import compat, paths, tasks
 from .props import prop
 
 _root = "shape_e_blender"
@@ -151,6 +151,7 @@ class ShapEPreferences(bpy.types.AddonPreferences):
 
 
 def draw_preferences(p: ShapEPreferences, layout: bpy.types.UILayout) -> None:
+    compat.draw_too_old(layout)
     online = bpy.app.online_access
 
     box = layout.box()

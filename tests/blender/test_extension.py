@@ -16,7 +16,7 @@ from pathlib import Path
 import bpy
 import pytest
 
-from tests.support import REPO, child_env, run_blender_script
+from tests.support import REPO, child_env, run_blender_script, run_child
 
 VALIDATOR = Path(bpy.utils.system_resource("SCRIPTS"), "addons_core", "bl_pkg", "cli")
 VALIDATOR /= "blender_ext.py"
@@ -137,20 +137,13 @@ def test_extension_is_enabled_and_disabled_without_error(installed):
 
 def test_install_job_refuses_a_user_folder_it_was_not_given(tmp_path):
     """The guard that keeps the developer's Blender config out of reach of the install."""
-    env = child_env(BLENDER_USER_RESOURCES=str(tmp_path / "used"))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.blender.children.install_job",
-            "x.zip",
-            str(tmp_path / "given"),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
+    proc = run_child(
+        sys.executable,
+        "-m",
+        "tests.blender.children.install_job",
+        "x.zip",
+        str(tmp_path / "given"),
         timeout=120,
-        check=False,
+        env_extra={"BLENDER_USER_RESOURCES": str(tmp_path / "used")},
     )
     assert proc.returncode != 0 and "refusing to install" in proc.stderr

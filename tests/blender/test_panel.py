@@ -35,6 +35,7 @@ STATES = [
     "prefs-checking",
     "prefs-worker-info",
     "prefs-download-error",
+    "too-old",
     "recent-empty",
     "recent-jobs",
     "recent-many",
@@ -80,6 +81,12 @@ def test_all_states_were_drawn_and_the_child_finished(drawn):
     assert list(sections) == [*STATES, "end"]
     assert "progress: Sampling 12/127, 3 s left" in stdout
     assert "'torch'" in stdout  # the preferences showed the real worker's versions
+
+
+def test_an_older_blender_than_the_minimum_is_told_so(drawn):
+    stdout, _ = drawn
+    # Drawn as if on 4.1; the real version (4.2 or newer) says nothing.
+    assert "too old: [True] ''" in stdout
 
 
 def test_the_active_object_box_shows_only_for_shap_e_objects(drawn):

@@ -15,6 +15,7 @@ from typing import Any
 import bpy
 from mathutils import Vector
 
+from shape_e_blender.blender import compat
 from shape_e_blender.blender.camera import render_camera_image
 from tests.support import emit_result
 
@@ -24,8 +25,7 @@ GREY = (0.5, 0.5, 0.5, 1.0)
 
 def _material(name: str, color: tuple[float, float, float, float]) -> bpy.types.Material:
     mat = bpy.data.materials.new(name)
-    if bpy.app.version < (5, 0, 0):
-        mat.use_nodes = True
+    compat.use_nodes(mat)
     bsdf = next(n for n in mat.node_tree.nodes if n.bl_idname == "ShaderNodeBsdfPrincipled")
     bsdf.inputs["Base Color"].default_value = color
     return mat
@@ -76,7 +76,7 @@ def set_user_settings(scene: bpy.types.Scene) -> None:
     render.use_compositing = True
     render.use_sequencer = True
     render.filepath = "//renders/frame_"
-    if hasattr(render.image_settings, "media_type"):
+    if compat.HAS_MEDIA_TYPE:
         render.image_settings.media_type = "IMAGE"
     render.image_settings.file_format = "JPEG"
     render.image_settings.quality = 77

@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 import bpy
 
-from shape_e_blender.blender import history, panel, prefs, tasks
+from shape_e_blender.blender import compat, history, panel, prefs, tasks
 from shape_e_blender.client.handle import JobHandle
 
 from ..job_folders import foreign_folders
@@ -201,10 +201,29 @@ def main() -> int:
     tasks.status = tasks.Status(state="error", kind="download", error="no hub", hint="go online")
     state("prefs-download-error", draw_prefs)
     tasks.status = tasks.Status()
+    draw_too_old(p)
     draw_recent_states(p, jobs_dir, Path(recent_dir))
     print(MARKER + "end", file=sys.stderr, flush=True)
     addon_utils.disable("shape_e_blender", default_set=True)
     return 0
+
+
+def draw_too_old(p: prefs.ShapEPreferences) -> None:
+    """The panel and the preferences on a Blender older than the minimum (as if it were 4.1)."""
+    real = compat.VERSION
+    shown = []
+
+    def draw() -> None:
+        shown.append(compat.draw_too_old(layout()))
+        panel.draw_panel(layout(), bpy.context)
+        prefs.draw_preferences(p, layout())
+
+    compat.VERSION = (4, 1, 0)
+    try:
+        state("too-old", draw)
+    finally:
+        compat.VERSION = real
+    print(f"too old: {shown} {compat.too_old()!r}", flush=True)
 
 
 if __name__ == "__main__":

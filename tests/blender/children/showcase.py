@@ -20,6 +20,7 @@ import bpy
 import numpy as np
 from mathutils import Vector
 
+from shape_e_blender.blender import compat
 from shape_e_blender.blender.importer import import_meshes, object_name_for
 from shape_e_blender.core.mesh import MeshData
 from tests.support import emit_result
@@ -63,8 +64,7 @@ def add_lights(context: bpy.types.Context) -> None:
     sun.rotation_euler = (math.radians(50), 0.0, math.radians(-30))
     scene.collection.objects.link(sun)
     world = bpy.data.worlds.new("Sky")
-    if bpy.app.version < (5, 0, 0):
-        world.use_nodes = True
+    compat.use_nodes(world)
     background = next(n for n in world.node_tree.nodes if n.bl_idname == "ShaderNodeBackground")
     background.inputs["Color"].default_value = (0.6, 0.6, 0.6, 1.0)
     background.inputs["Strength"].default_value = 0.6
