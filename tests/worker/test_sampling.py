@@ -9,10 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from shape_e_blender.core.errors import CANCELLED, OUT_OF_MEMORY, ShapEError
-from shape_e_blender.worker.models import DeviceChoice, load_image_pipeline, load_text_pipeline
-from shape_e_blender.worker.sampling import map_runtime_error, prior_calls, sample_latents
-from shape_e_blender.worker.tiny import TinySizes
+from shape_e_blender.core.errors import CANCELLED, ShapEError
+from shape_e_blender.worker.models.devices import DeviceChoice
+from shape_e_blender.worker.models.loading import load_image_pipeline, load_text_pipeline
+from shape_e_blender.worker.sampling import prior_calls, sample_latents
+from shape_e_blender.worker.tiny.sizes import TinySizes
 
 CPU = DeviceChoice("cpu", "fp32")
 ROWS_COLS = TinySizes().latent_shape
@@ -264,36 +265,3 @@ def test_the_wrong_condition_for_the_pipeline_is_refused(text_pipe, image_pipe, 
         sample_latents(image_pipe, prompt="x", seeds=[0], steps=1, guidance_scale=1, choice=CPU)
     with pytest.raises(ValueError, match="seeds"):
         sample_latents(text_pipe, prompt="x", seeds=[], steps=1, guidance_scale=1, choice=CPU)
-
-
-def test_out_of_memory_maps_to_a_hint_per_stage() -> None:
-    # A real allocation failure of this machine's cpu allocator.
-    with pytest.raises(RuntimeError) as real:
-        torch.empty(1 << 62, dtype=torch.uint8)
-    mapped = map_runtime_error(real.value, "decoding")
-    assert mapped is not None and mapped.code == OUT_OF_MEMORY
-    assert "decoding" in mapped.message and "grid_size" in mapped.hint
-
-
-def test_numpy_out_of_memory_maps_too() -> None:
-    # numpy's own allocation failure (a grid too large for this machine's memory) is MemoryError.
-    with pytest.raises(MemoryError) as real:
-        np.empty(1 << 62, dtype=np.uint8)
-    mapped = map_runtime_error(real.value, "decoding")
-    assert mapped is not None and mapped.code == OUT_OF_MEMORY and "grid_size" in mapped.hint
-
-
-def test_cuda_out_of_memory_constructed_here_maps_to_fp16_or_fewer_variants() -> None:
-    # Constructed, not raised by a GPU: this machine may have none.
-    exc = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-    mapped = map_runtime_error(exc, "sampling")
-    assert mapped is not None and mapped.code == OUT_OF_MEMORY
-    assert mapped.hint == "choose precision fp16 or fewer variants"
-    assert "sampling" in mapped.message and "2.00 GiB" in mapped.message
-
-
-def test_other_errors_are_not_mapped() -> None:
-    assert map_runtime_error(ValueError("bad"), "sampling") is None
-    assert map_runtime_error(RuntimeError("shape mismatch"), "decoding") is None
-    own = ShapEError(CANCELLED, "cancelled")
-    assert map_runtime_error(own, "sampling") is own

@@ -8,18 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 from skimage.measure import marching_cubes
 
-from shape_e_blender.worker.field import LatentField, latent_shape
-from shape_e_blender.worker.models import (
-    DeviceChoice,
+from shape_e_blender.worker.mesh.field import LatentField, latent_shape
+from shape_e_blender.worker.models.devices import DeviceChoice
+from shape_e_blender.worker.models.loading import (
     load_image_pipeline,
     load_renderer,
     load_text_pipeline,
 )
 from shape_e_blender.worker.sampling import sample_latents
-from shape_e_blender.worker.tiny import SCHEDULER_CONFIG, TinySizes, write_tiny_pipeline
+from shape_e_blender.worker.tiny.pipeline import SCHEDULER_CONFIG, write_tiny_pipeline
+from shape_e_blender.worker.tiny.sizes import TinySizes
 
 CPU = DeviceChoice("cpu", "fp32")
 
@@ -182,8 +184,6 @@ def test_sampled_latents_give_smooth_closed_surfaces(tiny_text_model: Path) -> N
 
 
 def test_image_pipeline_latents_also_give_surfaces(tiny_image_model: Path) -> None:
-    from PIL import Image
-
     pipe = load_image_pipeline(tiny_image_model)
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 255, (48, 40, 3), dtype=np.uint8))
@@ -197,8 +197,6 @@ def test_image_pipeline_latents_also_give_surfaces(tiny_image_model: Path) -> No
 
 @pytest.mark.parametrize("kind", ["text", "image"])
 def test_a_tiny_model_with_other_sizes_also_works(tmp_path: Path, kind: str) -> None:
-    from PIL import Image
-
     sizes = TinySizes.other()
     folder = write_tiny_pipeline(tmp_path, kind, seed=7, sizes=sizes)
     if kind == "text":

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from shape_e_blender.core.errors import INVALID_PARAMS, ShapEError
-from shape_e_blender.worker import images
-from shape_e_blender.worker.images import prepare_image
+from shape_e_blender.worker import inputs
+from shape_e_blender.worker.inputs import prepare_image
 
 RED = (255, 0, 0)
 
@@ -211,7 +211,7 @@ def test_large_image_is_downscaled(tmp_path):
     path = tmp_path / "big.png"
     img.save(path)
     out = prepare_image(path, margin=0.0)
-    assert max(out.size) <= images.MAX_SIDE
+    assert max(out.size) <= inputs.MAX_SIDE
     assert out.size[0] == out.size[1]
     a = _px(out)
     assert (a[a.shape[0] // 2, 5 : a.shape[1] - 5] == RED).all()
