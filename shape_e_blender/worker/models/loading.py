@@ -99,12 +99,13 @@ def _weights(folder: Path, component: str) -> Weights:
     return weights
 
 
-def _load_prior(folder: Path) -> PriorTransformer:
-    weights = _weights(folder, "prior")
-    with _loading(folder, "prior"):
-        return PriorTransformer.from_pretrained(
+def _load_model(cls: type, folder: Path, component: str) -> Any:
+    """A diffusers model of the folder (the prior, the renderer) in float32."""
+    weights = _weights(folder, component)
+    with _loading(folder, component):
+        return cls.from_pretrained(
             folder,
-            subfolder="prior",
+            subfolder=component,
             use_safetensors=not weights.pickle,
             variant=weights.variant,
             torch_dtype=torch.float32,
@@ -133,18 +134,7 @@ def load_renderer(folder: Path) -> ShapERenderer:
     ``use_safetensors`` follows the files found: True on the hub's .bin-only folder fails
     (diffusers issue 5308), and unset logs a warning about "unsafe serialization" on every load.
     """
-    folder = Path(folder)
-    weights = _weights(folder, "shap_e_renderer")
-    with _loading(folder, "shap_e_renderer"):
-        renderer = ShapERenderer.from_pretrained(
-            folder,
-            subfolder="shap_e_renderer",
-            use_safetensors=not weights.pickle,
-            variant=weights.variant,
-            torch_dtype=torch.float32,
-            local_files_only=True,
-        )
-    return renderer.eval()
+    return _load_model(ShapERenderer, Path(folder), "shap_e_renderer").eval()
 
 
 def _load_scheduler(folder: Path) -> HeunDiscreteScheduler:
@@ -153,50 +143,47 @@ def _load_scheduler(folder: Path) -> HeunDiscreteScheduler:
         return HeunDiscreteScheduler.from_pretrained(folder, subfolder="scheduler")
 
 
-def _load_tokenizer(folder: Path) -> CLIPTokenizer:
-    _check(folder, "tokenizer")
-    with _loading(folder, "tokenizer"):
-        return CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
-
-
-def _load_image_processor(folder: Path) -> Any:
-    _check(folder, "image_processor")
-    with _loading(folder, "image_processor"):
-        return image_processor_class().from_pretrained(folder / "image_processor")
-
-
 def load_text_pipeline(folder: Path, renderer: ShapERenderer | None = None) -> ShapEPipeline:
     """Load ShapEPipeline component by component, in float32, on the cpu."""
-    folder = _existing(folder)
-    prior = _load_prior(folder)
-    encoder = _load_encoder(folder, "text_encoder", CLIPTextModelWithProjection)
-    pipe = ShapEPipeline(
-        prior=prior.eval(),
-        text_encoder=encoder.eval(),
-        tokenizer=_load_tokenizer(folder),
-        scheduler=_load_scheduler(folder),
-        shap_e_renderer=renderer if renderer is not None else load_renderer(folder),
-    )
-    quiet_progress_bars(pipe)
-    return pipe
+    return _load_pipeline(ShapEPipeline, folder, renderer, _text_condition)
 
 
 def load_image_pipeline(
     folder: Path, renderer: ShapERenderer | None = None
 ) -> ShapEImg2ImgPipeline:
     """Load ShapEImg2ImgPipeline component by component, in float32, on the cpu."""
+    return _load_pipeline(ShapEImg2ImgPipeline, folder, renderer, _image_condition)
+
+
+def _load_pipeline(cls: type, folder: Path, renderer: ShapERenderer | None, condition: Any) -> Any:
+    """The prior, what ``condition(folder)`` loads (encoder and its input processing), the
+    scheduler and the renderer (``renderer`` when one is already loaded), in that order."""
     folder = _existing(folder)
-    prior = _load_prior(folder)
-    encoder = _load_encoder(folder, "image_encoder", CLIPVisionModel)
-    pipe = ShapEImg2ImgPipeline(
-        prior=prior.eval(),
-        image_encoder=encoder.eval(),
-        image_processor=_load_image_processor(folder),
+    prior = _load_model(PriorTransformer, folder, "prior").eval()
+    pipe = cls(
+        prior=prior,
+        **condition(folder),
         scheduler=_load_scheduler(folder),
         shap_e_renderer=renderer if renderer is not None else load_renderer(folder),
     )
     quiet_progress_bars(pipe)
     return pipe
+
+
+def _text_condition(folder: Path) -> dict[str, Any]:
+    encoder = _load_encoder(folder, "text_encoder", CLIPTextModelWithProjection)
+    _check(folder, "tokenizer")
+    with _loading(folder, "tokenizer"):
+        tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+    return {"text_encoder": encoder.eval(), "tokenizer": tokenizer}
+
+
+def _image_condition(folder: Path) -> dict[str, Any]:
+    encoder = _load_encoder(folder, "image_encoder", CLIPVisionModel)
+    _check(folder, "image_processor")
+    with _loading(folder, "image_processor"):
+        processor = image_processor_class().from_pretrained(folder / "image_processor")
+    return {"image_encoder": encoder.eval(), "image_processor": processor}
 
 
 def _existing(folder: Path) -> Path:

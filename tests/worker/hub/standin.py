@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,7 +27,8 @@ import numpy as np
 
 from shape_e_blender.worker.hub import fetch
 
-REPO = Path(__file__).resolve().parents[3]
+from ..workerproc import child_env, run_python
+
 REPO_ID = "openai/shap-e"
 COMMIT = "5c2e5c2e5c2e5c2e5c2e5c2e5c2e5c2e5c2e5c2e"
 NEW_COMMIT = "7d3f7d3f7d3f7d3f7d3f7d3f7d3f7d3f7d3f7d3f"
@@ -325,37 +324,28 @@ def run_worker_side(
     env = hub_env(tmp_path, endpoint) | (env_extra or {})
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
-    proc = run_python(driver_args(tmp_path, **kwargs), env, tmp_path)
+    proc = run_python_ok(driver_args(tmp_path, **kwargs), env, tmp_path)
     assert "Traceback" not in proc.stderr, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def hub_env(tmp_path: Path, endpoint: str) -> dict[str, str]:
-    """This environment pointed at the stand-in hub, with no hub settings of this machine."""
+    """A child's environment pointed at the stand-in hub, with no hub settings of this machine."""
     env = {
         k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("HF_", "HUGGINGFACE", "PYTHON", "TRANSFORMERS_OFFLINE"))
+        for k, v in child_env().items()
+        if not k.startswith(("HF_", "HUGGINGFACE", "TRANSFORMERS_OFFLINE"))
     }
-    env.update(
-        HF_ENDPOINT=endpoint,
-        HF_HOME=str(tmp_path / "hf_home"),  # no token or settings from this machine
-        HF_HUB_DISABLE_TELEMETRY="1",
-        PYTHONPATH=str(REPO),
-    )
-    return env
+    return env | {
+        "HF_ENDPOINT": endpoint,
+        "HF_HOME": str(tmp_path / "hf_home"),  # no token or settings from this machine
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
 
 
-def run_python(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-        check=False,
-    )
+def run_python_ok(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    """``python ARGS``, which must succeed."""
+    proc = run_python(*args, env=env, cwd=cwd, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return proc
 

@@ -34,7 +34,7 @@ from .standin import (
     driver_args,
     files_under,
     hub_env,
-    run_python,
+    run_python_ok,
     run_worker_side,
     sha256,
 )
@@ -191,7 +191,7 @@ def test_the_cli_says_what_is_kept_then_fetches_only_the_rest(tmp_path, hub):
     hub.log.clear()
     hub.sent.clear()
     cmd = ["-m", "shape_e_blender", "download", "--cache-dir", str(tmp_path / "cache")]
-    proc = run_python(cmd, hub_env(tmp_path, hub.url), tmp_path)
+    proc = run_python_ok(cmd, hub_env(tmp_path, hub.url), tmp_path)
     first = proc.stdout.strip().splitlines()[0]
     assert f"{(_total(tmp_path) - before - cut) / 1e6:.1f} MB to fetch" in first
     assert f"{cut / 1e6:.1f} MB kept from an interrupted download" in first
@@ -373,7 +373,7 @@ def test_unknown_repo(tmp_path, hub):
 
 def test_cli_download_shows_the_plan_then_progress(tmp_path, hub):
     cmd = ["-m", "shape_e_blender", "download", "--cache-dir", str(tmp_path / "c")]
-    proc = run_python(cmd, hub_env(tmp_path, hub.url), tmp_path)
+    proc = run_python_ok(cmd, hub_env(tmp_path, hub.url), tmp_path)
     first, last = proc.stdout.strip().splitlines()[0], proc.stdout.strip().splitlines()[-1]
     assert first.startswith(f"{REPO_ID}: {len(TEXT_FILES)} files,") and "GiB of GPU memory" in first
     assert last.startswith("ready: ") and COMMIT in last

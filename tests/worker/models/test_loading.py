@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -106,19 +107,33 @@ class _Payload:
         return (Path.touch, (self.target,))
 
 
+def _assert_payload_refused(
+    load: Callable[[Path], object], folder: Path, weights: Path, state: dict, marker: Path
+) -> None:
+    """``weights`` rewritten as ``state`` plus a payload: loading fails and runs no code."""
+    torch.save({**state, "params_proj.extra": _Payload(marker)}, weights)
+    with pytest.raises(ShapEError) as err:
+        load(folder)
+    component = weights.parent.name
+    assert err.value.code == MODEL_UNAVAILABLE and component in err.value.message
+    assert not marker.exists()
+
+
 def test_a_renderer_pickle_cannot_run_code_when_loaded(
     tiny_text_model_bin: Path, tmp_path: Path
 ) -> None:
     folder = shutil.copytree(tiny_text_model_bin, tmp_path / "model")
-    marker = tmp_path / "code-ran"
     weights = folder / "shap_e_renderer/diffusion_pytorch_model.bin"
     state = torch.load(weights, weights_only=True)
-    state["params_proj.extra"] = _Payload(marker)
-    torch.save(state, weights)
-    with pytest.raises(ShapEError) as err:
-        load_renderer(folder)
-    assert err.value.code == MODEL_UNAVAILABLE and "shap_e_renderer" in err.value.message
-    assert not marker.exists()
+    _assert_payload_refused(load_renderer, folder, weights, state, tmp_path / "code-ran")
+
+
+def _pickle_only(component: Path, module: torch.nn.Module, name: str) -> Path:
+    """The ``component`` folder's safetensors replaced by a pickle of ``module``'s weights."""
+    for weights in component.glob("*.safetensors"):
+        weights.unlink()
+    torch.save(module.state_dict(), component / name)
+    return component / name
 
 
 def test_pickles_are_refused_where_safetensors_belong(
@@ -126,9 +141,7 @@ def test_pickles_are_refused_where_safetensors_belong(
 ) -> None:
     folder = shutil.copytree(tiny_text_model, tmp_path / "model")
     prior = load_text_pipeline(folder).prior
-    (folder / "prior/diffusion_pytorch_model.safetensors").unlink()
-    prior.save_pretrained(folder / "prior", safe_serialization=False)
-    assert (folder / "prior/diffusion_pytorch_model.bin").is_file()
+    assert _pickle_only(folder / "prior", prior, "diffusion_pytorch_model.bin").is_file()
     with pytest.raises(ShapEError) as err:
         load_text_pipeline(folder)
     assert err.value.code == MODEL_UNAVAILABLE
@@ -142,25 +155,14 @@ def test_an_image_encoder_without_safetensors_loads_its_pickle_safely(
     """Only where no safetensors exist, and through weights_only loading (no code runs)."""
     folder = shutil.copytree(tiny_image_model, tmp_path / "model")
     encoder = load_image_pipeline(folder).image_encoder
-    (folder / "image_encoder/model.safetensors").unlink()
-    torch.save(encoder.state_dict(), folder / "image_encoder/pytorch_model.bin")
+    weights = _pickle_only(folder / "image_encoder", encoder, "pytorch_model.bin")
     again = load_image_pipeline(folder).image_encoder
     for (name, a), (_, b) in zip(
         encoder.state_dict().items(), again.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), name
     # a pickle that would run code when unpickled is refused, not executed
-    marker = tmp_path / "ran"
-
-    class Payload:
-        def __reduce__(self):
-            return (Path.touch, (marker,))
-
-    torch.save({"x": Payload()}, folder / "image_encoder/pytorch_model.bin")
-    with pytest.raises(ShapEError) as err:
-        load_image_pipeline(folder)
-    assert err.value.code == MODEL_UNAVAILABLE and "image_encoder" in err.value.message
-    assert not marker.exists()
+    _assert_payload_refused(load_image_pipeline, folder, weights, {}, tmp_path / "ran")
 
 
 def test_hub_style_fp16_safetensors_load_upcast_next_to_pickles(
