@@ -179,7 +179,7 @@ class Server:
 
     def hello(self) -> dict[str, Any]:
         with _environment_check():
-            # torch: only hello (and the jobs) need it; status and cancel answer without.
+            # torch: the reader thread answers status, cancel and bad lines without it.
             from .models.devices import device_report, versions
 
         devices = device_report()

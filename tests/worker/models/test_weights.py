@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
-from shape_e_blender.worker.models.weights import vram_estimate, weights_in
+from shape_e_blender.core.errors import MODEL_UNAVAILABLE, ShapEError
+from shape_e_blender.worker.hub.download import resolve_model
+from shape_e_blender.worker.models.loading import load_text_pipeline
+from shape_e_blender.worker.models.weights import (
+    Weights,
+    folder_problems,
+    pick_weights,
+    vram_estimate,
+    weights_in,
+)
 
 
 def test_loader_contract_for_fp16_safetensors_and_the_renderer_bin(tmp_path):
@@ -86,3 +98,59 @@ def test_vram_estimate_follows_the_parameter_counts():
     assert vram_estimate("text") == (316 + 123 + 226) * 10**6 * 4
     assert vram_estimate("image") == (316 + 303 + 226) * 10**6 * 4
     assert vram_estimate("renderer") == 226 * 10**6 * 4
+
+
+@pytest.mark.parametrize(
+    ("names", "component", "files", "variant", "pickle"),
+    [
+        (
+            ["model.safetensors", "model.fp16.safetensors", "pytorch_model.bin"],
+            "text_encoder",
+            ("model.safetensors",),
+            None,
+            False,
+        ),
+        (
+            ["model.fp16.safetensors", "pytorch_model.bin"],
+            "text_encoder",
+            ("model.fp16.safetensors",),
+            "fp16",
+            False,
+        ),
+        (
+            ["diffusion_pytorch_model.bin"],
+            "shap_e_renderer",
+            ("diffusion_pytorch_model.bin",),
+            None,
+            True,
+        ),
+        (["pytorch_model.bin"], "image_encoder", ("pytorch_model.bin",), None, True),
+    ],
+)
+def test_weights_are_picked_safetensors_first_then_fp16_then_an_allowed_pickle(
+    names: list[str], component: str, files: tuple[str, ...], variant: str | None, pickle: bool
+) -> None:
+    assert pick_weights(component, names) == Weights(files, variant, pickle)
+
+
+@pytest.mark.parametrize("component", ["prior", "text_encoder"])
+def test_no_pickle_is_picked_where_the_hub_has_safetensors(component: str) -> None:
+    names = ["diffusion_pytorch_model.bin", "pytorch_model.bin", "config.json"]
+    assert pick_weights(component, names) is None
+
+
+def test_the_download_and_the_loader_agree_on_what_a_folder_lacks(
+    tiny_text_model: Path, tmp_path: Path
+) -> None:
+    """One rule: a folder the loader cannot use is not taken for a complete download either."""
+    folder = shutil.copytree(tiny_text_model, tmp_path / "model")
+    (folder / "tokenizer" / "tokenizer_config.json").unlink()
+    assert folder_problems(folder, "text") == ["tokenizer/tokenizer_config.json"]
+    for load in (
+        lambda: resolve_model(str(folder), kind="text"),
+        lambda: load_text_pipeline(folder),
+    ):
+        with pytest.raises(ShapEError) as err:
+            load()
+        assert err.value.code == MODEL_UNAVAILABLE and err.value.field == "model"
+        assert "tokenizer/tokenizer_config.json" in err.value.message
