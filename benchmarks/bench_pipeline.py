@@ -9,14 +9,14 @@ then measures, through the worker's own code:
    pipeline) for each precision, through ``sampling.sample_latents``; projected to 64 steps
    (127 calls);
 2. decoding one latent: a dense grid-128 signed-distance evaluation through the same MLP (what
-   diffusers' ``decode_to_mesh`` evaluates: 2.1 M points) against ``stf.extract_mesh`` at each
+   diffusers' ``decode_to_mesh`` evaluates: 2.1 M points) against ``mesh.stf.extract_mesh`` at each
    grid, with field evaluations counted and the meshes' sizes;
 3. one generation through ``engine.Engine`` on a saved copy of the pipeline (a folder laid out
    like the hub repo), so the engine's own timings (load, encode, sample, decode, write) are
    reported.
 
-The renderer's random weights are shaped (``tiny.shape_renderer``) so that its field has real
-surfaces; an unshaped random renderer has none and decoding would measure nothing.
+The renderer's random weights are shaped (``tiny.renderer.shape_renderer``) so that its field has
+real surfaces; an unshaped random renderer has none and decoding would measure nothing.
 
     python benchmarks/bench_pipeline.py --device cpu --precision fp32,bf16 --calls 3 --grids 128
     python benchmarks/bench_pipeline.py --device cuda --precision fp32,fp16,bf16 --calls 127 \\
@@ -60,21 +60,18 @@ from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokeni
 from shape_e_blender.core.errors import ShapEError  # noqa: E402
 from shape_e_blender.core.params import GenerationParams  # noqa: E402
 from shape_e_blender.core.protocol import GenerateRequest  # noqa: E402
-from shape_e_blender.worker.field import LatentField, latent_shape  # noqa: E402
-from shape_e_blender.worker.models import (  # noqa: E402
+from shape_e_blender.worker.mesh.field import LatentField, latent_shape  # noqa: E402
+from shape_e_blender.worker.mesh.stf import coarse_stride, extract_mesh, grid_points  # noqa: E402
+from shape_e_blender.worker.models.devices import (  # noqa: E402
     DeviceChoice,
-    quiet_progress_bars,
     resolve_device,
     versions,
 )
+from shape_e_blender.worker.models.loading import quiet_progress_bars  # noqa: E402
 from shape_e_blender.worker.sampling import prior_calls, sample_latents  # noqa: E402
-from shape_e_blender.worker.stf import coarse_stride, extract_mesh, grid_points  # noqa: E402
-from shape_e_blender.worker.tiny import (  # noqa: E402
-    CLIP_MAX_LENGTH,
-    SCHEDULER_CONFIG,
-    shape_renderer,
-    write_tiny_pipeline,
-)
+from shape_e_blender.worker.tiny.clip import CLIP_MAX_LENGTH  # noqa: E402
+from shape_e_blender.worker.tiny.pipeline import SCHEDULER_CONFIG, write_tiny_pipeline  # noqa: E402
+from shape_e_blender.worker.tiny.renderer import shape_renderer  # noqa: E402
 
 # openai/shap-e prior/config.json, in the current PriorTransformer's argument names. diffusers'
 # scripts/convert_shap_e_to_diffusers.py spells two of them the old way: its
@@ -147,7 +144,7 @@ def build_pipeline(
     torch.manual_seed(seed + 2)
     renderer = shape_renderer(ShapERenderer().eval(), seed, kept_octaves=kept_octaves)
     with torch.no_grad():
-        head = renderer.mlp.mlp[-1]  # row 0 is the SDF, tanh-squashed (field.SDF_CHANNEL)
+        head = renderer.mlp.mlp[-1]  # row 0 is the SDF, tanh-squashed (mesh.field.SDF_CHANNEL)
         head.weight[0] *= sdf_gain
         head.bias[0] *= sdf_gain
     pipe = ShapEPipeline(
@@ -157,7 +154,7 @@ def build_pipeline(
         scheduler=HeunDiscreteScheduler(**SCHEDULER_CONFIG),
         shap_e_renderer=renderer,
     )
-    pipe.set_progress_bar_config(disable=True)
+    quiet_progress_bars(pipe)
     return pipe
 
 
@@ -316,7 +313,7 @@ def dense_decode(field: LatentField, grid: int, device: str, batch: int) -> dict
 
 
 def ours_decode(field: LatentField, grid: int, device: str, batch: int) -> dict[str, Any]:
-    """stf.extract_mesh (coarse to fine), as the engine calls it."""
+    """mesh.stf.extract_mesh (coarse to fine), as the engine calls it."""
     sdf, color = Counted(field.sdf, device), Counted(field.color, device)
     reset_peak(device)
     start = time.perf_counter()
@@ -640,8 +637,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--kept-octaves",
         type=int,
         default=3,
-        help="positional-encoding octaves the random renderer keeps (tiny.shape_renderer): "
-        "3 as the tiny models (much surface), 1 for simpler shapes",
+        help="positional-encoding octaves the random renderer keeps "
+        "(tiny.renderer.shape_renderer): 3 as the tiny models (much surface), 1 for simpler shapes",
     )
     p.add_argument(
         "--sdf-gain",

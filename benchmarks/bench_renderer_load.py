@@ -4,8 +4,8 @@ The hub repos ship ``shap_e_renderer/`` (226 M parameters) only as a pickled
 ``diffusion_pytorch_model.bin``. This builds ``ShapERenderer()`` (the released config) with random
 weights and saves it three ways: a .bin as diffusers saves it (``safe_serialization=False``: a
 torch zip file), safetensors, and a .bin in torch's legacy (pre-1.6, not zip) format. Then it times
-``models.load_renderer`` on each folder, each time in a fresh Python process, alternating the
-formats:
+``models.loading.load_renderer`` on each folder, each time in a fresh Python process, alternating
+the formats:
 
 - ``load``: the ``load_renderer`` call alone (imports are timed apart and are the same for all);
 - ``load + touch``: the load, then reading every parameter once. Both formats are memory-mapped,
@@ -78,7 +78,7 @@ def child(mode: str, folder: Path, dest: Path | None, threads: int) -> dict[str,
     start = time.perf_counter()
     import torch
 
-    from shape_e_blender.worker.models import load_renderer
+    from shape_e_blender.worker.models.loading import load_renderer
 
     if threads:
         torch.set_num_threads(threads)
@@ -191,7 +191,7 @@ def build(work: Path, seed: int) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    from shape_e_blender.worker.models import versions
+    from shape_e_blender.worker.models.devices import versions
 
     cpu = platform.machine()
     for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -27,7 +27,7 @@ from skimage.measure import marching_cubes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shape_e_blender.worker.stf import extract_mesh, grid_points
+from shape_e_blender.worker.mesh.stf import extract_mesh, grid_points
 
 OCTAVES = 15
 BATCH = 65536

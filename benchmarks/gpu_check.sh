@@ -186,8 +186,8 @@ echo "gpu_check: $(date -u +%FT%TZ) on $(hostname), repository $(git rev-parse -
 step "install carried wheels" 90 install_wheels
 step "environment" 60 show_environment
 step "doctor on cuda" 120 "$PY" -m shape_e_blender doctor --device cuda
-step "CUDA tests (test_models, test_field)" 180 \
-    "$PY" -m pytest -q -rs -p no:cacheprovider tests/worker/test_models.py tests/worker/test_field.py
+step "CUDA tests (models/, mesh/test_field)" 180 \
+    "$PY" -m pytest -q -rs -p no:cacheprovider tests/worker/models tests/worker/mesh/test_field.py
 step "tiny generations on cuda" 150 tiny_generations
 step "full-size pipeline benchmark" 300 \
     "$PY" benchmarks/bench_pipeline.py --device cuda --precision fp32,fp16,bf16 --calls 127 \

@@ -38,7 +38,7 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def tiny_text_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random text-to-3D pipeline folder, laid out like the hub repo openai/shap-e."""
-    from shape_e_blender.worker.tiny import write_tiny_pipeline
+    from shape_e_blender.worker.tiny.pipeline import write_tiny_pipeline
 
     return write_tiny_pipeline(tmp_path_factory.mktemp("tiny-text"), "text")
 
@@ -46,7 +46,7 @@ def tiny_text_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_image_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random image-to-3D pipeline folder, laid out like openai/shap-e-img2img."""
-    from shape_e_blender.worker.tiny import write_tiny_pipeline
+    from shape_e_blender.worker.tiny.pipeline import write_tiny_pipeline
 
     return write_tiny_pipeline(tmp_path_factory.mktemp("tiny-image"), "image")
 
@@ -54,7 +54,7 @@ def tiny_image_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_text_model_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny text pipeline (same weights) with the renderer as a pickled .bin, as on the hub."""
-    from shape_e_blender.worker.tiny import write_tiny_pipeline
+    from shape_e_blender.worker.tiny.pipeline import write_tiny_pipeline
 
     return write_tiny_pipeline(
         tmp_path_factory.mktemp("tiny-text-bin"), "text", renderer_format="bin"

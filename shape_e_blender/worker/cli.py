@@ -25,7 +25,10 @@ from ..core.params import (
     GenerationParams,
     add_arguments,
 )
-from .jobs import default_jobs_root
+from .mesh.export import check_output, export_mesh, variant_paths
+from .models.weights import vram_estimate
+from .paths import default_jobs_root
+from .tiny.sizes import TinySizes
 
 log = logging.getLogger("shape_e_blender.cli")
 
@@ -70,9 +73,6 @@ def _fail(err: ShapEError) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .engine import Engine
-    from .export import check_output, export_mesh, variant_paths
-
     try:
         params = GenerationParams.create(**{name: getattr(args, name) for name in SETTINGS})
         check_output(args.output)  # before spending minutes on sampling
@@ -81,6 +81,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
             job_dir=str(args.job_dir) if args.job_dir else None,
             allow_download=not args.no_download,
         )
+        # torch: only once the arguments are known to be good, so that a mistake is told at once.
+        from .engine import Engine
+
         engine = Engine(args.jobs_root or default_jobs_root(), cache_dir=args.cache_dir)
         started = time.perf_counter()
         result = engine.generate(request, emit=ProgressPrinter())
@@ -107,7 +110,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from .download import download, plan_download, vram_estimate
+    from .hub.download import download, plan_download  # huggingface_hub; no torch
 
     repo = args.model or (DEFAULT_IMAGE_MODEL if args.image else DEFAULT_TEXT_MODEL)
     kind = "image" if args.image else "text"
@@ -140,7 +143,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
-    from .tiny import TinySizes, write_tiny_pipeline
+    from .tiny.pipeline import write_tiny_pipeline  # torch, diffusers, transformers
 
     sizes = TinySizes.other() if args.other_sizes else TinySizes()
     path = write_tiny_pipeline(
@@ -155,10 +158,11 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .download import resolve_model
+    # torch, diffusers, transformers, huggingface_hub: what the doctor checks
     from .engine import Engine
-    from .models import device_report, versions
-    from .tiny import write_tiny_pipeline
+    from .hub.download import resolve_model
+    from .models.devices import device_report, versions
+    from .tiny.pipeline import write_tiny_pipeline
 
     print("versions:")
     for name, version in versions().items():

@@ -1,7 +1,10 @@
-"""One generation, start to finish: resolve the model, sample latents, extract meshes, write files.
+"""One generation or one download, start to finish: resolve the model, sample latents, extract
+meshes, write files.
 
-The worker's server and the headless CLI both call Engine.generate; only the way progress is shown
-differs. Everything a job produces is on disk (in its job folder) before it is reported.
+The worker's server and the headless CLI both call Engine.generate and Engine.download; only the
+way progress is shown differs. Everything a job produces is on disk (in its job folder) before it
+is reported. The engine knows nothing of the protocol loop or the command line: they import it
+(lazily: it imports torch), never the other way round.
 """
 
 from __future__ import annotations
@@ -11,19 +14,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
 
 from ..core import jobdir, protocol
-from ..core.errors import NO_SURFACE, ShapEError, cancelled, invalid, unexpected
+from ..core.errors import NO_SURFACE, ShapEError, cancelled, unexpected
 from ..core.mesh import MeshData
 from ..core.params import GenerationParams
 from ..core.results import JobResult, MeshEntry
-from . import jobs
-
-if TYPE_CHECKING:
-    from .server import Job, Output
+from .hub.download import Kind, resolve_model
+from .inputs import load_latents, prepare_image, save_image
+from .logs import job_log
+from .mesh.field import LatentField
+from .mesh.stf import extract_mesh
+from .models.cache import ModelCache
+from .models.devices import DeviceChoice, map_runtime_error, resolve_device, versions
+from .sampling import sample_latents
 
 log = logging.getLogger("shape_e_blender.engine")
 
@@ -81,44 +89,49 @@ def download_progress(
     return progress
 
 
+@dataclass(frozen=True)
+class Downloaded:
+    """The answer to a download: where the model's files are, and how many bytes they take."""
+
+    model: str
+    kind: str
+    path: Path
+    bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "kind": self.kind, "path": str(self.path), "bytes": self.bytes}
+
+
 class Engine:
     """Holds the model cache, so models stay loaded from one job to the next."""
 
     def __init__(self, jobs_root: Path, *, cache_dir: Path | None = None) -> None:
-        from .models import ModelCache
-
         self.jobs_root = Path(jobs_root)
         self.cache_dir = cache_dir
         self.models = ModelCache()
-        _quiet_libraries()
 
-    # -- protocol entry points ----------------------------------------------------------------
-
-    def generate_job(self, job: Job, out: Output) -> dict[str, Any]:
-        request = protocol.GenerateRequest.from_json(job.params)
-        result = self.generate(
-            request, request_id=job.id, emit=out.progress, cancel=job.cancel.is_set
-        )
-        return result.to_dict(inline=True)
-
-    def download_job(self, job: Job, out: Output) -> dict[str, Any]:
-        from .download import resolve_model
-
-        model = job.params["model"]
-        kind = job.params.get("kind") or ("image" if model.endswith("img2img") else "text")
-        if kind not in ("text", "image"):
-            raise invalid("kind", f"{kind!r} is not a model kind", "use text or image")
-        clock = StageClock(job.id, out.progress)
+    def download(
+        self,
+        model: str,
+        *,
+        kind: Kind,
+        cache_dir: str | Path | None = None,
+        request_id: protocol.Id = None,
+        emit: Emit | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> Downloaded:
+        """The model's files for ``kind`` in the cache (or its local folder), fetched if missing."""
+        clock = StageClock(request_id, emit or (lambda _p: None))
         path = resolve_model(
             model,
             kind=kind,
             allow_download=True,
-            cache_dir=job.params.get("cache_dir") or self.cache_dir,
-            progress=download_progress(clock, job.cancel.is_set),
+            cache_dir=cache_dir or self.cache_dir,
+            progress=download_progress(clock, cancel or (lambda: False)),
         )
         # stat() follows the hub cache's links to the blobs: the bytes really on disk.
         size = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-        return {"model": model, "kind": kind, "path": str(path), "bytes": size}
+        return Downloaded(model, kind, Path(path), size)
 
     # -- the generation itself ----------------------------------------------------------------
 
@@ -132,13 +145,13 @@ class Engine:
     ) -> JobResult:
         params = request.params.resolved()
         job_dir = (
-            jobs.prepare_job_dir(request.job_dir)
+            jobdir.ensure_dir(Path(request.job_dir).expanduser(), "the job folder")
             if request.job_dir
             else jobdir.new_job_dir(self.jobs_root, params.prompt or Path(params.image or "x").stem)
         )
         clock = StageClock(request_id, emit or (lambda _p: None))
         should_cancel = cancel or (lambda: False)
-        with jobs.job_log(job_dir) as jlog:
+        with job_log(job_dir) as jlog:
             jlog.info("job %s in %s: %s", request_id, job_dir, params.to_json())
             jobdir.write_request(job_dir, request.to_json())
             try:
@@ -163,20 +176,15 @@ class Engine:
         clock: StageClock,
         should_cancel: Callable[[], bool],
     ) -> JobResult:
-        from .download import resolve_model
-        from .models import resolve_device, versions
-
         timings = Timings()
         choice = resolve_device(params.device, params.precision)
         # Inputs first: a missing image or a bad latent file is reported before any model loads.
         image = latents = None
         if params.mode == "image":
-            from .images import prepare_image
-
             image = prepare_image(params.image or "")
-            jobs.save_image(job_dir / jobdir.INPUT_IMAGE, image)
+            save_image(job_dir / jobdir.INPUT_IMAGE, image)
         elif params.mode == "latent":
-            latents = jobs.load_latents(params.latent or "")
+            latents = load_latents(params.latent or "")
         kind = {"text": "text", "image": "image", "latent": "renderer"}[params.mode]
         folder = resolve_model(
             params.effective_model,
@@ -259,25 +267,20 @@ class Engine:
             versions=versions(),
         )
 
-    def _load(self, clock: StageClock, timings: Timings, kind: str, folder: Path, choice) -> Any:
+    def _load(
+        self, clock: StageClock, timings: Timings, kind: str, folder: Path, choice: DeviceChoice
+    ) -> Any:
         """The pipeline (or renderer) for ``kind``; reports "loading" only when it is not warm."""
-        loader = {
-            "text": self.models.text_pipeline,
-            "image": self.models.image_pipeline,
-            "renderer": self.models.renderer,
-        }[kind]
         if self.models.is_loaded(kind, folder):
-            return loader(folder, choice)
+            return self.models.get(kind, folder, choice)
         started = time.perf_counter()
         clock("loading", 0, 1)
-        obj = loader(folder, choice)
+        obj = self.models.get(kind, folder, choice)
         clock("loading", 1, 1)
         timings.add("load", time.perf_counter() - started)
         return obj
 
     def _sample(self, pipe, params, image, choice, clock, timings, should_cancel) -> np.ndarray:
-        from .sampling import sample_latents
-
         marks: dict[str, float] = {}
 
         def progress(stage: str, step: int, total: int) -> None:
@@ -285,30 +288,24 @@ class Engine:
             clock(stage, step, total)
 
         started = time.perf_counter()
-        with _runtime_errors("sampling"):
-            latents = sample_latents(
-                pipe,
-                prompt=params.prompt,
-                image=image,
-                seeds=params.variant_seeds(),
-                steps=params.steps,
-                guidance_scale=params.effective_guidance,
-                choice=choice,
-                progress=progress,
-                should_cancel=should_cancel,
-            )
+        latents = sample_latents(  # maps its own errors (out of memory) to ShapEErrors
+            pipe,
+            prompt=params.prompt,
+            image=image,
+            seeds=params.variant_seeds(),
+            steps=params.steps,
+            guidance_scale=params.effective_guidance,
+            choice=choice,
+            progress=progress,
+            should_cancel=should_cancel,
+        )
         encoded = marks.get("encoding", started)
         timings.add("encode", encoded - started)
         timings.add("sample", time.perf_counter() - encoded)
         return latents.detach().cpu().numpy().astype(np.float32)
 
     def _decode(self, renderer, latent, grid_size, choice, should_cancel) -> MeshData:
-        import torch
-
-        from .field import LatentField
-        from .stf import extract_mesh
-
-        with _runtime_errors("decoding"):
+        try:
             latent_field = LatentField(renderer, torch.from_numpy(latent), choice.device)
             return extract_mesh(
                 latent_field.sdf,
@@ -319,34 +316,11 @@ class Engine:
                 batch_size=262_144 if choice.device_type == "cuda" else 65_536,
                 should_cancel=should_cancel,
             )
-
-
-class _runtime_errors:
-    """Map device errors (out of memory, ...) to ShapEErrors with a hint for the stage."""
-
-    def __init__(self, stage: str) -> None:
-        self.stage = stage
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc is None or isinstance(exc, ShapEError):
-            return False
-        if isinstance(exc, RuntimeError | MemoryError):
-            from .sampling import map_runtime_error
-
-            mapped = map_runtime_error(exc, self.stage)
-            if mapped is not None:
-                raise mapped from exc
-        return False
-
-
-def _quiet_libraries() -> None:
-    """Progress bars from diffusers/huggingface_hub would only clutter stderr: we report our own."""
-    from diffusers.utils import logging as dlogging
-
-    dlogging.disable_progress_bar()
+        except (RuntimeError, MemoryError) as exc:  # device errors: out of memory, ...
+            mapped = map_runtime_error(exc, "decoding")
+            if mapped is None:
+                raise
+            raise mapped from exc
 
 
 def _write_error(job_dir: Path, err: ShapEError) -> None:

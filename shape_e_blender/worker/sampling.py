@@ -17,17 +17,12 @@ import PIL.Image
 import torch
 from diffusers.pipelines.shap_e import ShapEImg2ImgPipeline, ShapEPipeline
 
-from ..core.errors import OUT_OF_MEMORY, ShapEError, cancelled
-from .models import DeviceChoice
+from ..core.errors import ShapEError, cancelled
+from .models.devices import DeviceChoice, map_runtime_error
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
-
-_OOM_HINTS = {
-    "sampling": "choose precision fp16 or fewer variants",
-    "decoding": "choose a smaller grid_size (128 is the usual) or fewer variants",
-}
 
 
 def prior_calls(pipe: ShapEPipeline | ShapEImg2ImgPipeline, steps: int) -> int:
@@ -39,31 +34,6 @@ def prior_calls(pipe: ShapEPipeline | ShapEImg2ImgPipeline, steps: int) -> int:
     scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
     scheduler.set_timesteps(steps, device="cpu")
     return len(scheduler.timesteps)
-
-
-def map_runtime_error(exc: BaseException, stage: str) -> ShapEError | None:
-    """A ShapEError for errors with a known remedy (running out of memory), else None.
-
-    ``stage`` is "sampling" or "decoding"; it picks the hint. Shared by sampling and the
-    engine's decoding so both say the same thing.
-    """
-    if isinstance(exc, ShapEError):
-        return exc
-    text = str(exc).lower()
-    oom = isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError) or (
-        isinstance(exc, RuntimeError)
-        and ("out of memory" in text or "can't allocate memory" in text)
-    )
-    if not oom:
-        return None
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()  # give back what the failed step held before the next job
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return ShapEError(
-        OUT_OF_MEMORY,
-        f"out of memory while {stage}: {first_line}",
-        _OOM_HINTS.get(stage, "choose smaller settings or fewer variants"),
-    )
 
 
 def sample_latents(

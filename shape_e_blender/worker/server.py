@@ -1,5 +1,8 @@
 """The worker's protocol loop: JSON-RPC 2.0 lines on stdin/stdout (docs/protocol.md).
 
+The protocol's side of each method is here (parsing its params, answering); the work of a
+``generate`` or ``download`` is the engine's.
+
 Threads:
 - the reader thread reads stdin, answers what needs no model at once (hello, status, cancel,
   malformed lines) and queues jobs (generate, download);
@@ -19,6 +22,7 @@ import logging
 import os
 import sys
 import threading
+import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +40,8 @@ from ..core.errors import (
     invalid,
     unexpected,
 )
-from .jobs import default_jobs_root
+from .logs import LOG_FORMAT
+from .paths import default_jobs_root
 
 log = logging.getLogger("shape_e_blender.worker")
 
@@ -71,14 +76,7 @@ class Output:
 
 
 class Server:
-    def __init__(
-        self,
-        output: Output,
-        *,
-        jobs_root: Path,
-        handlers: dict[str, Callable[[Job, Output], Any]] | None = None,
-        hello: Callable[[], dict[str, Any]] | None = None,
-    ) -> None:
+    def __init__(self, output: Output, *, jobs_root: Path) -> None:
         self.out = output
         self.jobs_root = jobs_root
         self._queue: collections.deque[Job] = collections.deque()
@@ -88,27 +86,20 @@ class Server:
         self._shutdown_id: protocol.Id = None
         self._shutdown_requested = False
         self._engine = None
-        self._handlers = handlers
-        self._hello = hello
-
-    # -- engine (imported lazily so that hello and malformed lines never wait for torch) --------
+        self._methods: dict[str, Callable[[Job], Any]] = {
+            "generate": self.generate,
+            "download": self.download,
+        }
 
     @property
     def engine(self):
         if self._engine is None:
             with _environment_check():
+                # Imported on the first job: hello and malformed lines never wait for torch.
                 from .engine import Engine
 
                 self._engine = Engine(self.jobs_root)
         return self._engine
-
-    def handlers(self) -> dict[str, Callable[[Job, Output], Any]]:
-        if self._handlers is None:
-            self._handlers = {
-                "generate": lambda job, out: self.engine.generate_job(job, out),
-                "download": lambda job, out: self.engine.download_job(job, out),
-            }
-        return self._handlers
 
     # -- reader side ---------------------------------------------------------------------------
 
@@ -163,7 +154,7 @@ class Server:
         elif method == "shutdown":
             self._shutdown_requested = True
             self._shutdown_id = req.id
-        elif method in ("generate", "download"):
+        elif method in self._methods:
             if req.id is None:
                 raise ShapEError(INVALID_REQUEST, f"{method} needs an id", "add an id")
             self._validate(method, req.params)
@@ -187,10 +178,9 @@ class Server:
             self.out.send(protocol.response(req.id, result))
 
     def hello(self) -> dict[str, Any]:
-        if self._hello is not None:
-            return self._hello()
         with _environment_check():
-            from .models import device_report, versions
+            # torch: the reader thread answers status, cancel and bad lines without it.
+            from .models.devices import device_report, versions
 
         devices = device_report()
         return {
@@ -258,14 +248,37 @@ class Server:
 
     def run_job(self, job: Job) -> dict[str, Any]:
         """Run one job; returns its answer (a response or an error response)."""
-        handler = self.handlers()[job.method]
         try:
-            return protocol.response(job.id, handler(job, self.out))
+            return protocol.response(job.id, self._methods[job.method](job))
         except ShapEError as err:
             return protocol.error_response(job.id, err)
         except Exception as exc:
             log.exception("job %r failed", job.id)
             return protocol.error_response(job.id, unexpected(exc))
+
+    # -- the protocol's side of the jobs -------------------------------------------------------
+
+    def generate(self, job: Job) -> dict[str, Any]:
+        request = protocol.GenerateRequest.from_json(job.params)
+        result = self.engine.generate(
+            request, request_id=job.id, emit=self.out.progress, cancel=job.cancel.is_set
+        )
+        return result.to_dict(inline=True)
+
+    def download(self, job: Job) -> dict[str, Any]:
+        model = job.params["model"]
+        kind = job.params.get("kind") or ("image" if model.endswith("img2img") else "text")
+        if kind not in ("text", "image"):
+            raise invalid("kind", f"{kind!r} is not a model kind", "use text or image")
+        result = self.engine.download(
+            model,
+            kind=kind,
+            cache_dir=job.params.get("cache_dir"),
+            request_id=job.id,
+            emit=self.out.progress,
+            cancel=job.cancel.is_set,
+        )
+        return result.to_dict()
 
 
 @contextlib.contextmanager
@@ -289,8 +302,6 @@ def package_version() -> str:
     here = Path(__file__).resolve().parents[1]
     for manifest in (here / "blender_manifest.toml", here.parent / "blender_manifest.toml"):
         if manifest.exists():
-            import tomllib
-
             return str(tomllib.loads(manifest.read_text(encoding="utf-8")).get("version", "0"))
     return "0"
 
@@ -315,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
     )
     proto = take_over_stdout()
     server = Server(Output(proto), jobs_root=args.jobs_root or default_jobs_root())

@@ -13,39 +13,33 @@ import trimesh
 
 from shape_e_blender.core.mesh import MeshData
 
-REPO = Path(__file__).resolve().parents[2]
+from .workerproc import child_env, run_python
+
 FAST = ["--steps", "3", "--grid-size", "32"]
 
 
-def cli(*args: str, cwd: Path, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env |= {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_HOME": str(cwd / "hf-home")}
-    env |= env_extra or {}
-    return subprocess.run(
-        [sys.executable, "-m", "shape_e_blender", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = child_env(HF_HOME=str(cwd / "hf-home"))
+    return run_python("-m", "shape_e_blender", *args, env=env, cwd=cwd)
+
+
+def generate(
+    source: list[str], model: Path, output: Path, *args: str
+) -> subprocess.CompletedProcess:
+    """``generate`` from ``source`` (e.g. ["--prompt", "a chair"]) to ``output``; it must succeed.
+
+    Runs in the output's folder.
+    """
+    cwd = output.parent
+    r = cli("generate", *source, "--model", str(model), *args, "-o", str(output), cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    return r
 
 
 def test_generate_glb_with_progress(tiny_text_model, tmp_path):
     out = tmp_path / "chair.glb"
-    r = cli(
-        "generate",
-        "--prompt",
-        "a chair",
-        "--model",
-        str(tiny_text_model),
-        *FAST,
-        "-o",
-        str(out),
-        "--job-dir",
-        str(tmp_path / "job"),
-        cwd=tmp_path,
-    )
+    job = ["--job-dir", str(tmp_path / "job")]
+    r = generate(["--prompt", "a chair"], tiny_text_model, out, *FAST, *job)
     assert r.returncode == 0, r.stderr
     assert out.is_file() and (tmp_path / "job" / "0" / "mesh.npz").is_file()
     assert "sampling" in r.stderr  # progress lines (not a terminal here: one per stage/decile)
@@ -56,22 +50,8 @@ def test_generate_glb_with_progress(tiny_text_model, tmp_path):
 
 
 def test_variants_are_numbered_and_formats_follow_the_suffix(tiny_text_model, tmp_path):
-    r = cli(
-        "generate",
-        "--prompt",
-        "a table",
-        "--model",
-        str(tiny_text_model),
-        *FAST,
-        "--variants",
-        "2",
-        "--seed",
-        "4",
-        "-o",
-        str(tmp_path / "t.ply"),
-        cwd=tmp_path,
-    )
-    assert r.returncode == 0, r.stderr
+    settings = [*FAST, "--variants", "2", "--seed", "4"]
+    r = generate(["--prompt", "a table"], tiny_text_model, tmp_path / "t.ply", *settings)
     assert (tmp_path / "t_0.ply").is_file() and (tmp_path / "t_1.ply").is_file()
     assert not (tmp_path / "t.ply").exists()
     assert "seed 4" in r.stdout and "seed 5" in r.stdout
@@ -83,33 +63,11 @@ def test_variants_are_numbered_and_formats_follow_the_suffix(tiny_text_model, tm
 
 def test_latent_redecode_to_obj_and_npz(tiny_text_model, tmp_path):
     job = tmp_path / "job"
-    r = cli(
-        "generate",
-        "--prompt",
-        "a bowl",
-        "--model",
-        str(tiny_text_model),
-        *FAST,
-        "-o",
-        str(tmp_path / "a.npz"),
-        "--job-dir",
-        str(job),
-        cwd=tmp_path,
+    generate(
+        ["--prompt", "a bowl"], tiny_text_model, tmp_path / "a.npz", *FAST, "--job-dir", str(job)
     )
-    assert r.returncode == 0, r.stderr
-    r = cli(
-        "generate",
-        "--latent",
-        str(job / "0" / "latent.npy"),
-        "--model",
-        str(tiny_text_model),
-        "--grid-size",
-        "48",
-        "-o",
-        str(tmp_path / "b.obj"),
-        cwd=tmp_path,
-    )
-    assert r.returncode == 0, r.stderr
+    latent = ["--latent", str(job / "0" / "latent.npy")]
+    generate(latent, tiny_text_model, tmp_path / "b.obj", "--grid-size", "48")
     coarse = MeshData.load(tmp_path / "a.npz")
     fine = trimesh.load(tmp_path / "b.obj", process=False)
     assert len(fine.faces) > coarse.face_count
@@ -123,18 +81,7 @@ def test_tiny_model_with_other_sizes_built_by_the_cli(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (model / "model_index.json").is_file()
     assert list((model / "shap_e_renderer").glob("*.bin"))
-    r = cli(
-        "generate",
-        "--prompt",
-        "a boat",
-        "--model",
-        str(model),
-        *FAST,
-        "-o",
-        str(tmp_path / "boat.npz"),
-        cwd=tmp_path,
-    )
-    assert r.returncode == 0, r.stderr
+    generate(["--prompt", "a boat"], model, tmp_path / "boat.npz", *FAST)
     mesh = MeshData.load(tmp_path / "boat.npz")
     assert mesh.face_count > 0 and np.isfinite(mesh.vertices).all()
 
@@ -175,8 +122,7 @@ def test_a_terminal_gets_a_progress_bar(tiny_text_model, tmp_path):
     import pty
 
     master, slave = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env |= {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    env = child_env()
     proc = subprocess.Popen(
         [sys.executable, "-m", "shape_e_blender", "generate", "--prompt", "a cup", "--model",
          str(tiny_text_model), "--steps", "8", "--grid-size", "32", "-o", str(tmp_path / "c.npz")],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from shape_e_blender.core.errors import CANCELLED, OUT_OF_MEMORY, ShapEError
-from shape_e_blender.worker.models import DeviceChoice, load_image_pipeline, load_text_pipeline
-from shape_e_blender.worker.sampling import map_runtime_error, prior_calls, sample_latents
-from shape_e_blender.worker.tiny import TinySizes
+from shape_e_blender.core.errors import CANCELLED, ShapEError
+from shape_e_blender.worker.models.devices import DeviceChoice
+from shape_e_blender.worker.models.loading import load_image_pipeline, load_text_pipeline
+from shape_e_blender.worker.sampling import prior_calls, sample_latents
+from shape_e_blender.worker.tiny.sizes import TinySizes
 
 CPU = DeviceChoice("cpu", "fp32")
 ROWS_COLS = TinySizes().latent_shape
@@ -60,22 +63,31 @@ def test_prior_calls_leaves_the_pipeline_scheduler_alone(text_pipe) -> None:
     assert torch.equal(text_pipe.scheduler.timesteps, before)
 
 
-def test_progress_is_exact_one_notification_per_prior_call(text_pipe) -> None:
-    events: list[tuple[str, int, int]] = []
-    calls = []
-    handle = text_pipe.prior.register_forward_pre_hook(lambda *_: calls.append(1))
+@contextmanager
+def _prior_calls_counted(pipe, *, before: bool) -> Iterator[list[int]]:
+    """The prior's calls so far, counted by a hook of the test's own (before or after each)."""
+    calls: list[int] = []
+    register = pipe.prior.register_forward_pre_hook if before else pipe.prior.register_forward_hook
+    handle = register(lambda *_: calls.append(1))
     try:
-        latents = sample_latents(
-            text_pipe,
-            prompt="a red chair",
-            seeds=[0],
-            steps=5,
-            guidance_scale=15.0,
-            choice=CPU,
-            progress=lambda *e: events.append(e),
-        )
+        yield calls
     finally:
         handle.remove()
+
+
+def _sample_text(pipe, prompt: str, seeds: list[int], steps: int, **kwargs) -> torch.Tensor:
+    """Text sampling at the text model's guidance, in fp32 on the cpu."""
+    return sample_latents(
+        pipe, prompt=prompt, seeds=seeds, steps=steps, guidance_scale=15.0, choice=CPU, **kwargs
+    )
+
+
+def test_progress_is_exact_one_notification_per_prior_call(text_pipe) -> None:
+    events: list[tuple[str, int, int]] = []
+    with _prior_calls_counted(text_pipe, before=True) as calls:
+        latents = _sample_text(
+            text_pipe, "a red chair", [0], 5, progress=lambda *e: events.append(e)
+        )
     assert events[:2] == [("encoding", 0, 1), ("encoding", 1, 1)]
     assert events[2:] == [("sampling", k, 9) for k in range(1, 10)]
     assert len(calls) == 9
@@ -133,39 +145,23 @@ def test_cancel_stops_before_the_next_prior_call_and_leaves_the_pipeline_reusabl
     text_pipe, tiny_text_model: Path
 ) -> None:
     events: list[tuple[str, int, int]] = []
-    calls = []
-    handle = text_pipe.prior.register_forward_hook(lambda *_: calls.append(1))
-    try:
-        with pytest.raises(ShapEError) as err:
-            sample_latents(
-                text_pipe,
-                prompt="a boat",
-                seeds=[9],
-                steps=8,
-                guidance_scale=15.0,
-                choice=CPU,
-                progress=lambda *e: events.append(e),
-                # asked before each prior call: True before call 3
-                should_cancel=lambda: len(calls) >= 2,
-            )
-    finally:
-        handle.remove()
+    with _prior_calls_counted(text_pipe, before=False) as calls, pytest.raises(ShapEError) as err:
+        _sample_text(
+            text_pipe,
+            "a boat",
+            [9],
+            8,
+            progress=lambda *e: events.append(e),
+            # asked before each prior call: True before call 3
+            should_cancel=lambda: len(calls) >= 2,
+        )
     assert err.value.code == CANCELLED and err.value.message == "cancelled" and err.value.hint
     assert len(calls) == 2
     assert [e for e in events if e[0] == "sampling"] == [("sampling", 1, 15), ("sampling", 2, 15)]
     assert _clean(text_pipe)
 
-    again = sample_latents(
-        text_pipe, prompt="a boat", seeds=[9], steps=8, guidance_scale=15.0, choice=CPU
-    )
-    fresh = sample_latents(
-        load_text_pipeline(tiny_text_model),
-        prompt="a boat",
-        seeds=[9],
-        steps=8,
-        guidance_scale=15.0,
-        choice=CPU,
-    )
+    again = _sample_text(text_pipe, "a boat", [9], 8)
+    fresh = _sample_text(load_text_pipeline(tiny_text_model), "a boat", [9], 8)
     assert torch.equal(again, fresh)
 
 
@@ -264,36 +260,3 @@ def test_the_wrong_condition_for_the_pipeline_is_refused(text_pipe, image_pipe, 
         sample_latents(image_pipe, prompt="x", seeds=[0], steps=1, guidance_scale=1, choice=CPU)
     with pytest.raises(ValueError, match="seeds"):
         sample_latents(text_pipe, prompt="x", seeds=[], steps=1, guidance_scale=1, choice=CPU)
-
-
-def test_out_of_memory_maps_to_a_hint_per_stage() -> None:
-    # A real allocation failure of this machine's cpu allocator.
-    with pytest.raises(RuntimeError) as real:
-        torch.empty(1 << 62, dtype=torch.uint8)
-    mapped = map_runtime_error(real.value, "decoding")
-    assert mapped is not None and mapped.code == OUT_OF_MEMORY
-    assert "decoding" in mapped.message and "grid_size" in mapped.hint
-
-
-def test_numpy_out_of_memory_maps_too() -> None:
-    # numpy's own allocation failure (a grid too large for this machine's memory) is MemoryError.
-    with pytest.raises(MemoryError) as real:
-        np.empty(1 << 62, dtype=np.uint8)
-    mapped = map_runtime_error(real.value, "decoding")
-    assert mapped is not None and mapped.code == OUT_OF_MEMORY and "grid_size" in mapped.hint
-
-
-def test_cuda_out_of_memory_constructed_here_maps_to_fp16_or_fewer_variants() -> None:
-    # Constructed, not raised by a GPU: this machine may have none.
-    exc = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-    mapped = map_runtime_error(exc, "sampling")
-    assert mapped is not None and mapped.code == OUT_OF_MEMORY
-    assert mapped.hint == "choose precision fp16 or fewer variants"
-    assert "sampling" in mapped.message and "2.00 GiB" in mapped.message
-
-
-def test_other_errors_are_not_mapped() -> None:
-    assert map_runtime_error(ValueError("bad"), "sampling") is None
-    assert map_runtime_error(RuntimeError("shape mismatch"), "decoding") is None
-    own = ShapEError(CANCELLED, "cancelled")
-    assert map_runtime_error(own, "sampling") is own

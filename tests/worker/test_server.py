@@ -14,7 +14,7 @@ from shape_e_blender.core.errors import (
     PARSE_ERROR,
 )
 
-from .workerproc import WorkerProcess
+from .workerproc import WorkerProcess, child_env, run_python
 
 
 @pytest.fixture
@@ -137,3 +137,15 @@ def test_download_without_a_hub_names_the_repo(worker):
     assert "openai/shap-e-img2img" in err["message"] and err["data"]["hint"]
     msg, _ = worker.call("download", {"model": "openai/shap-e", "kind": "video"})
     assert msg["error"]["data"]["field"] == "kind"
+
+
+def test_the_server_cli_and_hub_import_without_torch(tmp_path):
+    """hello's first answer, the CLI's --help and a download never wait for torch to import."""
+    modules = ("server", "cli", "hub.download", "models.weights")
+    heavy = "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
+    code = "; ".join(
+        ["import sys", *(f"import shape_e_blender.worker.{m}" for m in modules), heavy]
+    )
+    proc = run_python("-c", code, env=child_env(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -1,4 +1,5 @@
-"""A real worker subprocess for tests, with a reader thread so that reads can time out."""
+"""Child Pythons for tests: the environment they get, one-shot runs, and a real worker subprocess
+(with a reader thread, so that reads can time out)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,25 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """This environment for a child Python that runs the package of this checkout, offline.
+
+    No inherited PYTHON* variables, as the add-on starts its worker.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    return env | {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"} | extra
+
+
+def run_python(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """``python ARGS`` to its end, with its output as text; the caller checks the status."""
+    command = [sys.executable, *args]
+    return subprocess.run(
+        command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
 class WorkerProcess:
     def __init__(
         self,
@@ -24,10 +44,7 @@ class WorkerProcess:
         code: str | None = None,
     ) -> None:
         """``code``, if given, runs instead of ``-m shape_e_blender.worker`` and calls its main."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-        env["PYTHONPATH"] = str(REPO)
-        env["HF_HUB_OFFLINE"] = "1"
-        env |= env_extra or {}
+        env = child_env(**(env_extra or {}))
         entry = ["-c", code] if code else ["-m", "shape_e_blender.worker"]
         self.proc = subprocess.Popen(
             [python, *entry, "--jobs-root", str(jobs_root), *extra],

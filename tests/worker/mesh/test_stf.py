@@ -16,9 +16,9 @@ from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes
 
 from shape_e_blender.core.errors import CANCELLED, INVALID_PARAMS, NO_SURFACE, ShapEError
-from shape_e_blender.worker import stf
-from shape_e_blender.worker.stf import (
-    PROGRESS_TOTAL,
+from shape_e_blender.worker.mesh import stf
+from shape_e_blender.worker.mesh.batches import PROGRESS_TOTAL
+from shape_e_blender.worker.mesh.stf import (
     coarse_stride,
     extract_mesh,
     grid_coordinates,

@@ -11,10 +11,11 @@ import pytest
 from PIL import Image
 
 from shape_e_blender.core.errors import INVALID_PARAMS, ShapEError
-from shape_e_blender.worker import images
-from shape_e_blender.worker.images import prepare_image
+from shape_e_blender.worker import inputs
+from shape_e_blender.worker.inputs import prepare_image
 
 RED = (255, 0, 0)
+TRANSPARENT_GREEN = (0, 255, 0, 0)
 
 
 def _px(img: Image.Image) -> np.ndarray:
@@ -39,11 +40,26 @@ def _write_png16(path: Path, arr: np.ndarray, color_type: int) -> None:
     )
 
 
-def test_rgba_object_is_cut_out_centred_with_margin(tmp_path):
-    img = Image.new("RGBA", (200, 100), (0, 255, 0, 0))  # green, but fully transparent
-    img.paste(Image.new("RGBA", (40, 40), (*RED, 255)), (130, 10))  # off-centre, top right
-    path = tmp_path / "cutout.png"
+def _object_png(
+    path: Path,
+    size: tuple[int, int],
+    box: tuple[int, int],
+    colour: tuple[int, int, int, int],
+    at: tuple[int, int],
+    background: tuple[int, int, int, int] = (0, 0, 0, 0),
+) -> Path:
+    """An RGBA PNG: a ``box``-sized rectangle of ``colour`` at ``at`` on a transparent image."""
+    img = Image.new("RGBA", size, background)
+    img.paste(Image.new("RGBA", box, colour), at)
     img.save(path)
+    return path
+
+
+def test_rgba_object_is_cut_out_centred_with_margin(tmp_path):
+    # off-centre, top right, on green that is fully transparent
+    path = _object_png(
+        tmp_path / "cutout.png", (200, 100), (40, 40), (*RED, 255), (130, 10), TRANSPARENT_GREEN
+    )
 
     out = prepare_image(path, margin=0.1)
 
@@ -57,10 +73,7 @@ def test_rgba_object_is_cut_out_centred_with_margin(tmp_path):
 
 
 def test_margin_zero_and_larger_margin(tmp_path):
-    img = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
-    img.paste(Image.new("RGBA", (20, 10), (0, 0, 255, 255)), (3, 40))
-    path = tmp_path / "wide_object.png"
-    img.save(path)
+    path = _object_png(tmp_path / "wide_object.png", (64, 64), (20, 10), (0, 0, 255, 255), (3, 40))
 
     tight = _px(prepare_image(path, margin=0.0))
     assert tight.shape[:2] == (20, 20)
@@ -72,10 +85,7 @@ def test_margin_zero_and_larger_margin(tmp_path):
 
 
 def test_semi_transparent_edge_is_composited_on_white(tmp_path):
-    img = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
-    img.paste(Image.new("RGBA", (4, 4), (0, 0, 0, 128)), (3, 3))
-    path = tmp_path / "half.png"
-    img.save(path)
+    path = _object_png(tmp_path / "half.png", (10, 10), (4, 4), (0, 0, 0, 128), (3, 3))
     a = _px(prepare_image(path, margin=0.0))
     assert a.shape[:2] == (4, 4)
     assert np.abs(a - 127).max() <= 1  # black at 50 % over white is mid grey
@@ -206,12 +216,9 @@ def test_exif_orientation_is_applied(tmp_path):
 
 
 def test_large_image_is_downscaled(tmp_path):
-    img = Image.new("RGBA", (3000, 1000), (0, 0, 0, 0))
-    img.paste(Image.new("RGBA", (1500, 900), (*RED, 255)), (100, 50))
-    path = tmp_path / "big.png"
-    img.save(path)
+    path = _object_png(tmp_path / "big.png", (3000, 1000), (1500, 900), (*RED, 255), (100, 50))
     out = prepare_image(path, margin=0.0)
-    assert max(out.size) <= images.MAX_SIDE
+    assert max(out.size) <= inputs.MAX_SIDE
     assert out.size[0] == out.size[1]
     a = _px(out)
     assert (a[a.shape[0] // 2, 5 : a.shape[1] - 5] == RED).all()

@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from shape_e_blender.core.errors import INVALID_PARAMS, ShapEError
-from shape_e_blender.worker.field import LatentField, latent_shape, srgb_to_linear
-from shape_e_blender.worker.models import DeviceChoice, load_renderer, load_text_pipeline
+from shape_e_blender.worker.mesh.field import LatentField, latent_shape, srgb_to_linear
+from shape_e_blender.worker.models.devices import DeviceChoice
+from shape_e_blender.worker.models.loading import load_renderer, load_text_pipeline
 from shape_e_blender.worker.sampling import sample_latents
-from shape_e_blender.worker.tiny import TinySizes, write_tiny_pipeline
+from shape_e_blender.worker.tiny.pipeline import write_tiny_pipeline
+from shape_e_blender.worker.tiny.sizes import TinySizes
 
 CPU = DeviceChoice("cpu", "fp32")
 

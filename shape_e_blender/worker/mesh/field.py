@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.pipelines.shap_e.renderer import ShapERenderer, encode_position
 
-from ..core.errors import INVALID_PARAMS, ShapEError
+from ...core.errors import INVALID_PARAMS, ShapEError
 
 # Output channels of MLPNeRSTFModel (its map_indices_to_keys): 0 = sdf, 3..5 = stf colour.
 SDF_CHANNEL = slice(0, 1)

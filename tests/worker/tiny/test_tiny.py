@@ -8,46 +8,59 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 from skimage.measure import marching_cubes
 
-from shape_e_blender.worker.field import LatentField, latent_shape
-from shape_e_blender.worker.models import (
-    DeviceChoice,
+from shape_e_blender.worker.mesh.field import LatentField, latent_shape
+from shape_e_blender.worker.models.devices import DeviceChoice
+from shape_e_blender.worker.models.loading import (
     load_image_pipeline,
     load_renderer,
     load_text_pipeline,
 )
 from shape_e_blender.worker.sampling import sample_latents
-from shape_e_blender.worker.tiny import SCHEDULER_CONFIG, TinySizes, write_tiny_pipeline
+from shape_e_blender.worker.tiny.pipeline import SCHEDULER_CONFIG, write_tiny_pipeline
+from shape_e_blender.worker.tiny.sizes import TinySizes
 
 CPU = DeviceChoice("cpu", "fp32")
+# The files of both kinds of pipeline.
+BOTH_KINDS = (
+    "model_index.json",
+    "prior/config.json",
+    "prior/diffusion_pytorch_model.safetensors",
+    "scheduler/scheduler_config.json",
+    "shap_e_renderer/config.json",
+    "shap_e_renderer/diffusion_pytorch_model.safetensors",
+)
 
 
 def _files(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
 
 
+def _assert_hub_layout(
+    folder: Path, pipeline: str, encoder: tuple[str, str], condition_files: list[str]
+) -> dict:
+    """The folder holds exactly the hub repo's files, and its model index names the classes."""
+    name, cls = encoder
+    files = {*BOTH_KINDS, f"{name}/config.json", f"{name}/model.safetensors", *condition_files}
+    assert files == _files(folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == pipeline
+    assert index[name] == ["transformers", cls]
+    return index
+
+
 def test_text_layout_is_the_hub_repo_layout(tiny_text_model: Path) -> None:
-    files = _files(tiny_text_model)
-    assert {
-        "model_index.json",
-        "prior/config.json",
-        "prior/diffusion_pytorch_model.safetensors",
-        "text_encoder/config.json",
-        "text_encoder/model.safetensors",
-        "tokenizer/vocab.json",
-        "tokenizer/merges.txt",
-        "tokenizer/tokenizer_config.json",
-        "tokenizer/special_tokens_map.json",
-        "scheduler/scheduler_config.json",
-        "shap_e_renderer/config.json",
-        "shap_e_renderer/diffusion_pytorch_model.safetensors",
-    } == files
-    index = json.loads((tiny_text_model / "model_index.json").read_text())
-    assert index["_class_name"] == "ShapEPipeline"
+    tokenizer = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
+    index = _assert_hub_layout(
+        tiny_text_model,
+        "ShapEPipeline",
+        ("text_encoder", "CLIPTextModelWithProjection"),
+        [f"tokenizer/{name}" for name in tokenizer],
+    )
     assert index["prior"] == ["diffusers", "PriorTransformer"]
-    assert index["text_encoder"] == ["transformers", "CLIPTextModelWithProjection"]
     assert index["scheduler"] == ["diffusers", "HeunDiscreteScheduler"]
     # The byte-level vocabulary has no merges: merges.txt is only its version line.
     assert (tiny_text_model / "tokenizer/merges.txt").read_text().strip() == "#version: 0.2"
@@ -56,21 +69,12 @@ def test_text_layout_is_the_hub_repo_layout(tiny_text_model: Path) -> None:
 
 
 def test_image_layout_is_the_hub_repo_layout(tiny_image_model: Path) -> None:
-    files = _files(tiny_image_model)
-    assert {
-        "model_index.json",
-        "prior/config.json",
-        "prior/diffusion_pytorch_model.safetensors",
-        "image_encoder/config.json",
-        "image_encoder/model.safetensors",
-        "image_processor/preprocessor_config.json",
-        "scheduler/scheduler_config.json",
-        "shap_e_renderer/config.json",
-        "shap_e_renderer/diffusion_pytorch_model.safetensors",
-    } == files
-    index = json.loads((tiny_image_model / "model_index.json").read_text())
-    assert index["_class_name"] == "ShapEImg2ImgPipeline"
-    assert index["image_encoder"] == ["transformers", "CLIPVisionModel"]
+    _assert_hub_layout(
+        tiny_image_model,
+        "ShapEImg2ImgPipeline",
+        ("image_encoder", "CLIPVisionModel"),
+        ["image_processor/preprocessor_config.json"],
+    )
 
 
 def test_scheduler_config_is_the_released_one(tiny_text_model: Path) -> None:
@@ -182,8 +186,6 @@ def test_sampled_latents_give_smooth_closed_surfaces(tiny_text_model: Path) -> N
 
 
 def test_image_pipeline_latents_also_give_surfaces(tiny_image_model: Path) -> None:
-    from PIL import Image
-
     pipe = load_image_pipeline(tiny_image_model)
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 255, (48, 40, 3), dtype=np.uint8))
@@ -197,8 +199,6 @@ def test_image_pipeline_latents_also_give_surfaces(tiny_image_model: Path) -> No
 
 @pytest.mark.parametrize("kind", ["text", "image"])
 def test_a_tiny_model_with_other_sizes_also_works(tmp_path: Path, kind: str) -> None:
-    from PIL import Image
-
     sizes = TinySizes.other()
     folder = write_tiny_pipeline(tmp_path, kind, seed=7, sizes=sizes)
     if kind == "text":

@@ -1,16 +1,17 @@
-"""Input images for the image model: a centred object on a plain white square.
+"""The input files a job opens: an image for the image model, or a saved latent to decode again.
 
-Image300M was trained on renders of a single object on white. CLIP's processor resizes the short
-side and centre-crops, so a non-square picture would lose its sides: every image leaves here
-square. Images with transparency are cut out (composited on white, cropped to the object with a
-margin); opaque images are only padded, never cropped, because there is no way to know where the
-object is.
+Images become a centred object on a plain white square. Image300M was trained on renders of a
+single object on white. CLIP's processor resizes the short side and centre-crops, so a non-square
+picture would lose its sides: every image leaves here square. Images with transparency are cut
+out (composited on white, cropped to the object with a margin); opaque images are only padded,
+never cropped, because there is no way to know where the object is.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from ..core.errors import INVALID_PARAMS, ShapEError
+from ..core.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -176,3 +178,34 @@ def _pad_square(img: Image.Image, background: tuple[int, int, int]) -> Image.Ima
     canvas = Image.new("RGB", (side, side), background)
     canvas.paste(img, ((side - img.width) // 2, (side - img.height) // 2))
     return canvas
+
+
+def save_image(path: Path, image: Image.Image) -> None:
+    """A prepared image as a PNG file (the job folder's input.png)."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    atomic_write(path, buf.getvalue())
+
+
+def load_latents(path: str | os.PathLike[str]) -> np.ndarray:
+    """A saved latent as (N, rows, cols) float32; a (rows, cols) file is one variant."""
+    p = Path(path).expanduser()
+    hint = "pass the latent.npy of an earlier job (in its variant folder)"
+    if not p.is_file():
+        raise ShapEError(INVALID_PARAMS, f"latent file not found: {p}", hint, "latent")
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise ShapEError(
+            INVALID_PARAMS, f"cannot read {p} as a .npy array: {exc}", hint, "latent"
+        ) from None
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or not np.issubdtype(arr.dtype, np.floating):
+        raise ShapEError(
+            INVALID_PARAMS,
+            f"{p} holds a {arr.dtype} array of shape {arr.shape}, not latents",
+            hint,
+            "latent",
+        )
+    return arr.astype(np.float32, copy=False)

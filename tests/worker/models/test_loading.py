@@ -1,10 +1,9 @@
-"""Devices, precision, loading from local folders, and the cache of warm models."""
+"""Loading pipelines from local folders: component by component, the weight files' rule, errors."""
 
 from __future__ import annotations
 
-import gc
 import shutil
-import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,105 +13,13 @@ from diffusers.pipelines.shap_e import ShapEImg2ImgPipeline, ShapEPipeline, Shap
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModel
 
-from shape_e_blender.core.errors import (
-    DEVICE_UNAVAILABLE,
-    INVALID_PARAMS,
-    MODEL_UNAVAILABLE,
-    ShapEError,
-)
-from shape_e_blender.worker.models import (
-    DeviceChoice,
-    ModelCache,
-    device_report,
+from shape_e_blender.core.errors import MODEL_UNAVAILABLE, ShapEError
+from shape_e_blender.worker.models.loading import (
     image_processor_class,
     load_image_pipeline,
     load_renderer,
     load_text_pipeline,
-    resolve_device,
-    versions,
 )
-
-CUDA = torch.cuda.is_available()
-CPU = DeviceChoice("cpu", "fp32")
-
-
-# --- devices and precision ----------------------------------------------------------------------
-
-
-def test_auto_picks_the_best_device_and_its_precision() -> None:
-    choice = resolve_device("auto", "auto")
-    if CUDA:
-        assert choice == DeviceChoice(f"cuda:{torch.cuda.current_device()}", "fp16")
-    elif torch.backends.mps.is_available():
-        assert choice == DeviceChoice("mps", "fp32")
-    else:
-        assert choice == DeviceChoice("cpu", "fp32")
-    assert resolve_device("cpu", "auto") == DeviceChoice("cpu", "fp32")
-    assert resolve_device("CPU", "BF16") == DeviceChoice("cpu", "bf16")
-
-
-@pytest.mark.skipif(CUDA, reason="needs a machine without CUDA")
-def test_cuda_without_a_gpu_is_device_unavailable_naming_what_is_there() -> None:
-    for request in ("cuda", "cuda:1"):
-        with pytest.raises(ShapEError) as err:
-            resolve_device(request, "auto")
-        assert err.value.code == DEVICE_UNAVAILABLE
-        assert err.value.field == "device"
-        assert request in err.value.message
-        assert "cpu" in err.value.hint
-
-
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
-def test_cuda_index_beyond_the_gpus_is_device_unavailable() -> None:
-    assert resolve_device("cuda", "auto").device == f"cuda:{torch.cuda.current_device()}"
-    with pytest.raises(ShapEError) as err:
-        resolve_device(f"cuda:{torch.cuda.device_count()}", "auto")
-    assert err.value.code == DEVICE_UNAVAILABLE and "cuda:0" in err.value.hint
-
-
-def test_fp16_on_the_cpu_is_refused_with_the_alternatives() -> None:
-    with pytest.raises(ShapEError) as err:
-        resolve_device("cpu", "fp16")
-    assert err.value.code == INVALID_PARAMS and err.value.field == "precision"
-    assert "bf16" in err.value.hint and "fp32" in err.value.hint
-
-
-@pytest.mark.parametrize(
-    ("device", "precision", "field"), [("tpu", "auto", "device"), ("cpu", "fp8", "precision")]
-)
-def test_unknown_values_are_invalid_params(device: str, precision: str, field: str) -> None:
-    with pytest.raises(ShapEError) as err:
-        resolve_device(device, precision)
-    assert err.value.code == INVALID_PARAMS and err.value.field == field
-
-
-def test_device_report_lists_the_cpu_last() -> None:
-    report = device_report()
-    assert report[-1]["name"] == "cpu" and report[-1]["type"] == "cpu"
-    for entry in report:
-        assert set(entry) == {"name", "type", "label", "memory_total", "memory_free"}
-        for key in ("memory_total", "memory_free"):
-            assert entry[key] is None or (isinstance(entry[key], int) and entry[key] > 0)
-    assert [e["type"] == "cuda" for e in report].count(True) == (
-        torch.cuda.device_count() if CUDA else 0
-    )
-
-
-def test_versions_name_the_libraries_that_shape_a_result() -> None:
-    import diffusers
-    import numpy
-    import transformers
-
-    v = versions()
-    assert v["torch"] == torch.__version__
-    assert v["diffusers"] == diffusers.__version__
-    assert v["transformers"] == transformers.__version__
-    assert v["numpy"] == numpy.__version__
-    assert v["python"].count(".") == 2
-    assert ("cuda" in v) == bool(torch.version.cuda)
-
-
-# --- loading --------------------------------------------------------------------------------------
 
 
 def _all_fp32(module: torch.nn.Module) -> bool:
@@ -200,19 +107,33 @@ class _Payload:
         return (Path.touch, (self.target,))
 
 
+def _assert_payload_refused(
+    load: Callable[[Path], object], folder: Path, weights: Path, state: dict, marker: Path
+) -> None:
+    """``weights`` rewritten as ``state`` plus a payload: loading fails and runs no code."""
+    torch.save({**state, "params_proj.extra": _Payload(marker)}, weights)
+    with pytest.raises(ShapEError) as err:
+        load(folder)
+    component = weights.parent.name
+    assert err.value.code == MODEL_UNAVAILABLE and component in err.value.message
+    assert not marker.exists()
+
+
 def test_a_renderer_pickle_cannot_run_code_when_loaded(
     tiny_text_model_bin: Path, tmp_path: Path
 ) -> None:
     folder = shutil.copytree(tiny_text_model_bin, tmp_path / "model")
-    marker = tmp_path / "code-ran"
     weights = folder / "shap_e_renderer/diffusion_pytorch_model.bin"
     state = torch.load(weights, weights_only=True)
-    state["params_proj.extra"] = _Payload(marker)
-    torch.save(state, weights)
-    with pytest.raises(ShapEError) as err:
-        load_renderer(folder)
-    assert err.value.code == MODEL_UNAVAILABLE and "shap_e_renderer" in err.value.message
-    assert not marker.exists()
+    _assert_payload_refused(load_renderer, folder, weights, state, tmp_path / "code-ran")
+
+
+def _pickle_only(component: Path, module: torch.nn.Module, name: str) -> Path:
+    """The ``component`` folder's safetensors replaced by a pickle of ``module``'s weights."""
+    for weights in component.glob("*.safetensors"):
+        weights.unlink()
+    torch.save(module.state_dict(), component / name)
+    return component / name
 
 
 def test_pickles_are_refused_where_safetensors_belong(
@@ -220,9 +141,7 @@ def test_pickles_are_refused_where_safetensors_belong(
 ) -> None:
     folder = shutil.copytree(tiny_text_model, tmp_path / "model")
     prior = load_text_pipeline(folder).prior
-    (folder / "prior/diffusion_pytorch_model.safetensors").unlink()
-    prior.save_pretrained(folder / "prior", safe_serialization=False)
-    assert (folder / "prior/diffusion_pytorch_model.bin").is_file()
+    assert _pickle_only(folder / "prior", prior, "diffusion_pytorch_model.bin").is_file()
     with pytest.raises(ShapEError) as err:
         load_text_pipeline(folder)
     assert err.value.code == MODEL_UNAVAILABLE
@@ -236,25 +155,14 @@ def test_an_image_encoder_without_safetensors_loads_its_pickle_safely(
     """Only where no safetensors exist, and through weights_only loading (no code runs)."""
     folder = shutil.copytree(tiny_image_model, tmp_path / "model")
     encoder = load_image_pipeline(folder).image_encoder
-    (folder / "image_encoder/model.safetensors").unlink()
-    torch.save(encoder.state_dict(), folder / "image_encoder/pytorch_model.bin")
+    weights = _pickle_only(folder / "image_encoder", encoder, "pytorch_model.bin")
     again = load_image_pipeline(folder).image_encoder
     for (name, a), (_, b) in zip(
         encoder.state_dict().items(), again.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), name
     # a pickle that would run code when unpickled is refused, not executed
-    marker = tmp_path / "ran"
-
-    class Payload:
-        def __reduce__(self):
-            return (Path.touch, (marker,))
-
-    torch.save({"x": Payload()}, folder / "image_encoder/pytorch_model.bin")
-    with pytest.raises(ShapEError) as err:
-        load_image_pipeline(folder)
-    assert err.value.code == MODEL_UNAVAILABLE and "image_encoder" in err.value.message
-    assert not marker.exists()
+    _assert_payload_refused(load_image_pipeline, folder, weights, {}, tmp_path / "ran")
 
 
 def test_hub_style_fp16_safetensors_load_upcast_next_to_pickles(
@@ -330,100 +238,3 @@ def test_damaged_weights_are_model_unavailable_with_the_cause(
         load_text_pipeline(folder)
     assert err.value.code == MODEL_UNAVAILABLE and "prior" in err.value.message
     assert err.value.__cause__ is not None
-
-
-# --- cache ----------------------------------------------------------------------------------------
-
-
-def test_cache_returns_the_same_pipeline_for_the_same_folder(tiny_text_model: Path) -> None:
-    cache = ModelCache()
-    first = cache.text_pipeline(tiny_text_model, CPU)
-    assert cache.text_pipeline(tiny_text_model / "." / "", CPU) is first
-    assert cache.loaded() == [f"text:{tiny_text_model.resolve()}"]
-
-
-def test_cache_replaces_and_frees_the_previous_folder_of_a_kind(
-    tiny_text_model: Path, tiny_text_model_bin: Path
-) -> None:
-    cache = ModelCache()
-    first = weakref.ref(cache.text_pipeline(tiny_text_model, CPU))
-    second = cache.text_pipeline(tiny_text_model_bin, CPU)
-    gc.collect()
-    assert first() is None
-    assert cache.loaded() == [f"text:{tiny_text_model_bin.resolve()}"]
-    assert cache.text_pipeline(tiny_text_model_bin, CPU) is second
-
-
-def test_cache_keeps_one_text_and_one_image_pipeline(
-    tiny_text_model: Path, tiny_image_model: Path
-) -> None:
-    cache = ModelCache()
-    text = cache.text_pipeline(tiny_text_model, CPU)
-    image = cache.image_pipeline(tiny_image_model, CPU)
-    assert cache.text_pipeline(tiny_text_model, CPU) is text
-    assert cache.image_pipeline(tiny_image_model, CPU) is image
-    assert len(cache.loaded()) == 2
-
-
-def test_cache_renderer_is_shared_with_the_pipeline_of_the_same_folder(
-    tiny_text_model: Path, tiny_text_model_bin: Path
-) -> None:
-    cache = ModelCache()
-    pipe = cache.text_pipeline(tiny_text_model, CPU)
-    assert cache.renderer(tiny_text_model, CPU) is pipe.shap_e_renderer
-    # A renderer asked for alone is loaded alone, then handed over to its pipeline.
-    alone = cache.renderer(tiny_text_model_bin, CPU)
-    assert not alone.training and _all_fp32(alone)
-    assert f"renderer:{tiny_text_model_bin.resolve()}" in cache.loaded()
-    assert cache.renderer(tiny_text_model_bin, CPU) is alone
-    other = cache.text_pipeline(tiny_text_model_bin, CPU)
-    assert other.shap_e_renderer is alone
-    assert cache.loaded() == [f"text:{tiny_text_model_bin.resolve()}"]
-
-
-def test_cache_clear_frees_everything(tiny_text_model: Path, tiny_image_model: Path) -> None:
-    cache = ModelCache()
-    refs = [
-        weakref.ref(cache.text_pipeline(tiny_text_model, CPU)),
-        weakref.ref(cache.image_pipeline(tiny_image_model, CPU)),
-    ]
-    cache.clear()
-    gc.collect()
-    assert cache.loaded() == [] and all(r() is None for r in refs)
-
-
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
-def test_cache_moves_a_pipeline_to_the_requested_device(tiny_text_model: Path) -> None:
-    cache = ModelCache()
-    gpu = resolve_device("cuda", "fp32")
-    pipe = cache.text_pipeline(tiny_text_model, gpu)
-    assert pipe.prior.device.type == "cuda" and pipe.shap_e_renderer.device.type == "cuda"
-    assert cache.text_pipeline(tiny_text_model, CPU) is pipe
-    assert pipe.prior.device.type == "cpu"
-
-
-def test_loaded_answers_while_a_load_holds_the_lock(tiny_text_model: Path) -> None:
-    """The reader thread's status must never wait for a model load on the job thread."""
-    import threading
-
-    cache = ModelCache()
-    cache.text_pipeline(tiny_text_model, resolve_device("cpu"))
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with cache._lock:  # what a long load does
-            holding.set()
-            release.wait(30)
-
-    t = threading.Thread(target=hold)
-    t.start()
-    holding.wait(30)
-    try:
-        answer: list[list[str]] = []
-        reader = threading.Thread(target=lambda: answer.append(cache.loaded()))
-        reader.start()
-        reader.join(5)
-        assert answer == [[f"text:{tiny_text_model.resolve()}"]]
-    finally:
-        release.set()
-        t.join()

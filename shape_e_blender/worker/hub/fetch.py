@@ -52,6 +52,21 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from filelock import Timeout
+from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+from huggingface_hub.file_download import are_symlinks_supported, repo_folder_name
+from huggingface_hub.utils import (
+    WeakFileLock,
+    build_hf_headers,
+    hf_raise_for_status,
+    http_stream_backoff,
+)
+
+try:  # the HTTP client huggingface_hub raises from: httpx2 in its 2.x, httpx in 1.x
+    import httpx2 as _http
+except ImportError:
+    import httpx as _http
+
 log = logging.getLogger(__name__)
 
 # Report and cancel granularity, and at most what a cut connection loses: 1 MiB (huggingface_hub
@@ -61,6 +76,10 @@ PARTIAL_SUFFIX = ".incomplete"
 RETRIES = 5  # retries in a row that bring no new byte before giving up, as in huggingface_hub
 RETRY_WAIT_S = 1.0
 LOCK_POLL_S = 1.0
+
+HTTP_ERROR = _http.HTTPError  # the base of every error the HTTP client raises
+# The client's errors that a new request may cure (huggingface_hub retries the same).
+TRANSIENT_ERRORS = (_http.TimeoutException, _http.NetworkError, _http.RemoteProtocolError)
 
 _HEX_ETAG = re.compile(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}")  # git sha1 or LFS sha256
 
@@ -73,9 +92,6 @@ class DamagedDownload(OSError):
 
 def repo_storage(repo_id: str, cache_dir: str | Path | None) -> Path:
     """The cache's folder for a model repo, as huggingface_hub names it."""
-    from huggingface_hub import constants
-    from huggingface_hub.file_download import repo_folder_name
-
     root = Path(cache_dir if cache_dir is not None else constants.HF_HUB_CACHE)
     return root.expanduser().resolve() / repo_folder_name(repo_id=repo_id, repo_type="model")
 
@@ -95,8 +111,6 @@ def fetch(
     way. Raises DamagedDownload when the bytes are wrong, huggingface_hub's and the HTTP client's
     errors when the hub fails, and whatever ``report`` raises (a cancel).
     """
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
-
     url = hf_hub_url(repo_id, filename, revision=commit)
     meta = get_hf_file_metadata(url, retry_on_errors=True)
     etag, size = meta.etag or "", meta.size
@@ -140,8 +154,6 @@ def _fetch_locked(
 
 
 def _place(part: Path, blob: Path, snapshot_file: Path, storage: Path) -> None:
-    from huggingface_hub.file_download import are_symlinks_supported
-
     if are_symlinks_supported(storage):
         part.replace(blob)
     else:
@@ -152,9 +164,6 @@ def _place(part: Path, blob: Path, snapshot_file: Path, storage: Path) -> None:
 
 @contextmanager
 def _locked(lock_path: Path, part: Path, report: Report) -> Iterator[None]:
-    from filelock import Timeout
-    from huggingface_hub.utils import WeakFileLock
-
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         waiting = False
@@ -197,14 +206,13 @@ class _Partial:
 
     def fill(self, url: str) -> None:
         """Request the missing bytes until the file is complete, resuming after a cut connection."""
-        transient = _transient_errors()
         idle = 0  # requests in a row that brought no byte
         while self.have < self.size:
             before = self.received
             error: Exception | None = None
             try:
                 self._request(url)
-            except transient as exc:
+            except TRANSIENT_ERRORS as exc:
                 error = exc
             idle = 0 if self.received > before else idle + 1
             if idle > RETRIES:
@@ -220,9 +228,6 @@ class _Partial:
 
     def _request(self, url: str) -> None:
         """One GET for the missing bytes, appending what arrives."""
-        from huggingface_hub import constants
-        from huggingface_hub.utils import build_hf_headers, http_stream_backoff
-
         headers = build_hf_headers()
         headers["Accept-Encoding"] = "identity"  # ranges of the file itself, not of a gzip of it
         if self.have:
@@ -243,8 +248,6 @@ class _Partial:
         return self._request(url)
 
     def _receive(self, response: Any) -> None:
-        from huggingface_hub.utils import hf_raise_for_status
-
         hf_raise_for_status(response)
         start = _range_start(response) if response.status_code == 206 else 0
         if start > self.have:
@@ -280,12 +283,3 @@ def _range_start(response: Any) -> int:
             f"the hub answered 206 with Content-Range {response.headers.get('Content-Range')!r}"
         )
     return int(match.group(1))
-
-
-def _transient_errors() -> tuple[type[Exception], ...]:
-    """The HTTP client's errors that a new request may cure (huggingface_hub retries the same)."""
-    try:
-        import httpx2 as http
-    except ImportError:  # huggingface_hub 1.x
-        import httpx as http
-    return (http.TimeoutException, http.NetworkError, http.RemoteProtocolError)

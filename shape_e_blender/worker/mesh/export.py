@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import INVALID_PARAMS, NO_SURFACE, ShapEError
-from ..core.mesh import MeshData
+from ...core.errors import INVALID_PARAMS, NO_SURFACE, ShapEError
+from ...core.files import atomic_write
+from ...core.mesh import MeshData
 
 FORMATS = (".glb", ".ply", ".obj", ".npz")
 GENERATOR = "shape_e_blender"
@@ -39,7 +40,7 @@ _TRIANGLES = 4
 def export_mesh(mesh: MeshData, path: str | Path) -> Path:
     """Write ``mesh`` to ``path`` in the format named by its suffix; returns the path.
 
-    The file appears atomically (written beside it, then renamed), so a reader never sees half.
+    The file appears atomically (core/files.py), so a reader never sees half of it.
     """
     path = Path(path)
     suffix = check_output(path)
@@ -49,7 +50,6 @@ def export_mesh(mesh: MeshData, path: str | Path) -> Path:
             f"the mesh for {path.name} is empty: nothing to export",
             "try another seed or prompt",
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".npz":
         return mesh.save(path)
     writers: dict[str, Callable[[MeshData, str], bytes]] = {
@@ -57,11 +57,7 @@ def export_mesh(mesh: MeshData, path: str | Path) -> Path:
         ".ply": ply_bytes,
         ".obj": obj_bytes,
     }
-    data = writers[suffix](mesh, path.stem)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, writers[suffix](mesh, path.stem))
 
 
 def check_output(path: str | Path) -> str:
@@ -207,7 +203,7 @@ def glb_bytes(mesh: MeshData, name: str = "shape_e") -> bytes:
 
 
 def _trimesh(mesh: MeshData, vertices: np.ndarray):
-    import trimesh  # imported here: only the PLY and OBJ writers need it
+    import trimesh  # slow to import, and only the PLY and OBJ writers need it
 
     rgb = linear_to_srgb8(mesh.colors)
     rgba = np.concatenate([rgb, np.full((len(rgb), 1), 255, np.uint8)], axis=1)
@@ -217,7 +213,7 @@ def _trimesh(mesh: MeshData, vertices: np.ndarray):
 
 def ply_bytes(mesh: MeshData, name: str = "shape_e") -> bytes:
     """Binary little-endian PLY, Z up, uchar red/green/blue(/alpha) in sRGB."""
-    from trimesh.exchange.ply import export_ply
+    from trimesh.exchange.ply import export_ply  # as in _trimesh
 
     del name  # PLY has no object name; the comment line carries the generator
     return export_ply(_trimesh(mesh, mesh.vertices), encoding="binary_little_endian")
@@ -225,7 +221,7 @@ def ply_bytes(mesh: MeshData, name: str = "shape_e") -> bytes:
 
 def obj_bytes(mesh: MeshData, name: str = "shape_e") -> bytes:
     """Wavefront OBJ, Y up, ``v x y z r g b`` with sRGB colours; no material file."""
-    from trimesh.exchange.obj import export_obj
+    from trimesh.exchange.obj import export_obj  # as in _trimesh
 
     text = export_obj(
         _trimesh(mesh, z_up_to_y_up(mesh.vertices)),

@@ -15,14 +15,14 @@ import trimesh
 
 from shape_e_blender.core.errors import INVALID_PARAMS, ShapEError
 from shape_e_blender.core.mesh import MeshData
-from shape_e_blender.worker.export import (
+from shape_e_blender.worker.mesh.export import (
     FORMATS,
     export_mesh,
     linear_to_srgb8,
     variant_paths,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 LO = np.array([-0.3, -0.2, -0.1])
 HI = np.array([0.5, 0.1, 0.9])  # tallest along Z, and off-centre on every axis
 

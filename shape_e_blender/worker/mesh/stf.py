@@ -60,17 +60,15 @@ import numpy as np
 import torch
 from skimage.measure import marching_cubes
 
-from ..core.errors import INTERNAL_ERROR, JOB_FAILED, NO_SURFACE, ShapEError, cancelled, invalid
-from ..core.mesh import MeshData
-from ..core.params import SETTINGS
+from ...core.errors import JOB_FAILED, NO_SURFACE, ShapEError, invalid
+from ...core.mesh import MeshData
+from ...core.params import SETTINGS
+from .batches import Batches, Field
 from .cleanup import drop_small_parts, drop_zero_area, weld
 
 log = logging.getLogger(__name__)
 
-Field = Callable[[torch.Tensor], torch.Tensor]
-
 OUTSIDE = -1.0  # the padding value, and the fill of never-evaluated outside points
-PROGRESS_TOTAL = 1000  # progress(done, total) counts thousandths of the extraction
 COARSE_MIN_POINTS = 32
 MAX_STRIDE = 4
 _SLAB_BYTES = 32 << 20
@@ -113,8 +111,9 @@ def extract_mesh(
     ``sdf`` maps (N, 3) float32 points on ``device`` to (N,) values, positive inside; ``color``
     maps points to (N, 3) linear RGB (clamped to [0, 1] here). Each call gets at most
     ``batch_size`` points. Connected parts with fewer than ``min_part_fraction`` of the largest
-    part's faces are dropped (0 keeps all). ``progress(done, total)`` is called on this thread with
-    a fixed ``total`` (PROGRESS_TOTAL), ``done`` never decreasing and ending equal to ``total``.
+    part's faces are dropped (0 keeps all). ``progress(done, total)`` is called on this thread
+    with a fixed ``total`` (batches.PROGRESS_TOTAL), ``done`` never decreasing and ending equal to
+    ``total``.
     ``should_cancel`` is polled between batches; when it returns True, ShapEError(CANCELLED).
 
     Raises ShapEError(NO_SURFACE) when the field has no zero crossing in the box or returns NaN
@@ -135,7 +134,7 @@ def extract_mesh(
         raise ValueError(f"min_part_fraction must be within 0..1, got {min_part_fraction}")
 
     lattice = _Lattice(grid_size, coarse_stride(grid_size))
-    run = _Run(torch.device(device), batch_size, progress, should_cancel)
+    run = Batches(torch.device(device), batch_size, progress, should_cancel)
     run.start_stage(0.8 if lattice.stride == 1 else 0.25)
     coarse = _coarse_values(sdf, lattice, run)
     active = _active_cells(coarse, lattice)
@@ -220,76 +219,7 @@ class _Lattice:
         return torch.from_numpy(self.world(np.arange(self.size)).astype(np.float32)).to(device)
 
 
-class _Run:
-    """Batching, cancellation and progress for one extraction.
-
-    Progress runs over fixed stages: each ``start_stage(end)`` spans from the current position to
-    ``end`` (a fraction of the whole), and batches advance within it.
-    """
-
-    def __init__(
-        self,
-        device: torch.device,
-        batch_size: int,
-        progress: Callable[[int, int], None] | None,
-        should_cancel: Callable[[], bool] | None,
-    ) -> None:
-        self.device = device
-        self.batch_size = batch_size
-        self._progress = progress
-        self._should_cancel = should_cancel
-        self._done = 0
-        self._lo = self._hi = 0.0
-        self.check()
-        if progress is not None:
-            progress(0, PROGRESS_TOTAL)
-
-    def check(self) -> None:
-        if self._should_cancel is not None and self._should_cancel():
-            raise cancelled()
-
-    def start_stage(self, end: float) -> None:
-        self._lo, self._hi = self._hi, end
-
-    def advance(self, fraction: float) -> None:
-        """Report that ``fraction`` of the current stage is done, and poll for cancellation."""
-        self.check()
-        done = min(int(PROGRESS_TOTAL * (self._lo + (self._hi - self._lo) * fraction)), 999)
-        if self._progress is not None and done > self._done:
-            self._done = done
-            self._progress(done, PROGRESS_TOTAL)
-
-    def finish(self) -> None:
-        if self._progress is not None:
-            self._progress(PROGRESS_TOTAL, PROGRESS_TOTAL)
-
-    def evaluate(
-        self,
-        fn: Field,
-        count: int,
-        points: Callable[[int, int], torch.Tensor],
-        width: int,
-        name: str,
-    ) -> torch.Tensor:
-        """Call ``fn`` on ``points(start, stop)`` in batches; returns (count, width) float32."""
-        out = torch.empty((count, width), dtype=torch.float32, device=self.device)
-        for start in range(0, count, self.batch_size):
-            stop = min(start + self.batch_size, count)
-            with torch.inference_mode():
-                value = fn(points(start, stop))
-            if not isinstance(value, torch.Tensor) or value.numel() != (stop - start) * width:
-                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value)
-                raise ShapEError(
-                    INTERNAL_ERROR,
-                    f"the {name} field returned {shape} for {stop - start} points",
-                    f"the {name} callable must return {width} value(s) per point",
-                )
-            out[start:stop] = value.reshape(stop - start, width).to(self.device, torch.float32)
-            self.advance(stop / count)
-        return out
-
-
-def _coarse_values(sdf: Field, lattice: _Lattice, run: _Run) -> torch.Tensor:
+def _coarse_values(sdf: Field, lattice: _Lattice, run: Batches) -> torch.Tensor:
     """The field at every coarse point, padding included: ((cells + 1)^3) on the device."""
     n, m = lattice.coarse_in_box, lattice.cells + 1
     axis = lattice.axis(run.device)[lattice.stride * torch.arange(1, n + 1, device=run.device)]
@@ -332,7 +262,7 @@ def _dilate(cells: torch.Tensor) -> torch.Tensor:
 
 
 def _fine_values(
-    sdf: Field, lattice: _Lattice, coarse: torch.Tensor, active: torch.Tensor, run: _Run
+    sdf: Field, lattice: _Lattice, coarse: torch.Tensor, active: torch.Tensor, run: Batches
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """The field at every in-box fine point of the (closed) active cells.
 
@@ -372,7 +302,7 @@ def _march(
     active: torch.Tensor,
     index: np.ndarray,
     values: np.ndarray,
-    run: _Run,
+    run: Batches,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Marching cubes over the fine grid, slab by slab. Vertices in fine index space (float64)."""
     s, p, n = lattice.stride, lattice.size, lattice.cells
