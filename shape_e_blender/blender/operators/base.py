@@ -81,7 +81,7 @@ class TaskOperator:
             return {"CANCELLED"}
         try:
             if self.offline_instead:
-                require_online(self.bl_idname.split(".")[1], self.offline_instead)
+                require_online("online_access", self.offline_instead)
             task = start()
         except ShapEError as err:
             return self.fail(err, label)

@@ -108,9 +108,9 @@ class SHAPE_E_OT_remesh(TaskOperator, bpy.types.Operator):
             stored_model = settings.get("model")
             model = stored_model if isinstance(stored_model, str) and stored_model else None
             params = GenerationParams.create(
+                **self.as_keywords(ignore=("blocking", "object_name")),
                 latent=str(latent),
                 model=model or default_model.strip() or None,
-                grid_size=self.grid_size,
                 device=p.device.lower(),
                 precision=p.precision.lower(),
             )
