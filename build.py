@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Task runner for shape_e_blender. Standard library only: it runs before any environment exists.
 
-python build.py setup            create .venv (the development and test environment)
-python build.py test [ARGS]      lint, then the whole pytest suite (sets up what is missing)
-python build.py lint             ruff check and ruff format --check
+python build.py setup            create the environments the tests need (.venv and .venv-*)
+python build.py test [ARGS]      lint, then the whole suite: the worker in .venv, the Blender side
+                                 on Blender 4.2, 4.5, 5.2 and 5.3, core and client on Python 3.13
+                                 (ARGS go to pytest in .venv; --blender V runs tests on one Blender)
+python build.py lint             ruff, and mypy against the bpy stubs of Blender 4.2 and 5.2
 python build.py zip              write dist/shape_e_blender-<version>.zip (the extension)
 python build.py scene [ARGS]     the main job: a prompt becomes a mesh in a Blender scene
 python build.py tiny-model DIR   write a tiny random Shap-E pipeline (for offline runs)
+
+Every command runs in the folder it was typed in: relative paths resolve there.
 """
 
 from __future__ import annotations
@@ -18,27 +22,70 @@ import re
 import shutil
 import subprocess
 import sys
-import venv
+import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 PACKAGE = ROOT / "shape_e_blender"
-VENV = ROOT / ".venv"
-VENV_BPY42 = ROOT / ".venv-bpy42"
-DEV_REQUIREMENTS = ROOT / "vendor" / "requirements-dev.txt"
-BPY42_REQUIREMENTS = ROOT / "vendor" / "requirements-bpy42.txt"
-VENV_CLIENT = ROOT / ".venv-client"
-CLIENT_REQUIREMENTS = ROOT / "vendor" / "requirements-client.txt"
-# Tested again in a Python without bpy and torch: they must not need either.
-NO_BPY_TESTS = ["tests/core", "tests/client", "tests/test_architecture.py"]
+VENDOR = ROOT / "vendor"
 NODE_DIR = ROOT / ".cache" / "node"
 GLTF_VALIDATOR = "gltf-validator@2.0.0-dev.3.10"
-PYTHON_VERSION = (3, 11)  # bpy 4.2 .. 5.0 wheels exist for CPython 3.11 only
+
+
+@dataclass(frozen=True)
+class Env:
+    """A venv of this repository: its folder, its pinned requirements and its Python version."""
+
+    name: str
+    requirements: Path
+    python: tuple[int, int]
+    what: str
+
+    @property
+    def path(self) -> Path:
+        return ROOT / self.name
+
+
+# The worker's stack (torch, diffusers) and the development tools. Python 3.11: the only torch
+# wheel these machines carry is the 3.11 CPU build (vendor/requirements-dev.txt).
+WORKER = Env(".venv", VENDOR / "requirements-dev.txt", (3, 11), "the worker and the tools")
+# Blender as a module, one venv per tested version, each with the Python and numpy that Blender
+# bundles (bpy 4.2 to 5.0 exist for CPython 3.11, 5.1 onwards for 3.13). They hold bpy, numpy
+# and pytest only, like Blender's own Python: their worker is WORKER's Python.
+BLENDERS = {
+    version: Env(f".venv-blender-{version}", VENDOR / "blender" / f"{version}.txt", py, what)
+    for version, py, what in [
+        ("4.2", (3, 11), "Blender 4.2 LTS, the manifest's minimum"),
+        ("4.5", (3, 11), "Blender 4.5 LTS"),
+        ("5.2", (3, 13), "Blender 5.2 LTS"),
+        ("5.3", (3, 13), "Blender 5.3, the newest release"),
+    ]
+}
+MAIN_BLENDER = "5.2"  # the scene command's Blender: the LTS most artists run
+# Python 3.13 without bpy and torch, as a worker environment made from Blender 5.1+'s Python is
+# before torch is installed: what needs neither is tested there.
+NO_TORCH = Env(
+    ".venv-py313", VENDOR / "requirements-py313.txt", (3, 13), "Python 3.13 without bpy or torch"
+)
+NO_TORCH_TESTS = [
+    "tests/core",
+    "tests/client",
+    "tests/test_architecture.py",
+    "tests/worker/test_inputs.py",
+    "tests/worker/mesh/test_export.py",
+]
+# fake-bpy-module's stubs, for type-checking the Blender side against each API (build.py lint).
+STUBS = {
+    version: Env(f".venv-stubs-{version}", VENDOR / "stubs" / f"{version}.txt", py, "stubs")
+    for version, py in [("4.2", (3, 11)), ("5.2", (3, 13))]
+}
+TYPED = ["shape_e_blender/blender", "shape_e_blender/client", "shape_e_blender/core"]
 
 
 def venv_python(env: Path) -> Path:
-    if os.name == "nt":
+    if sys.platform == "win32":
         return env / "Scripts" / "python.exe"
     return env / "bin" / "python"
 
@@ -58,23 +105,36 @@ def _stamp(requirements: Path) -> str:
     return hashlib.sha256(requirements.read_bytes()).hexdigest()
 
 
-def ensure_env(env: Path, requirements: Path) -> Path:
-    """Create or update a venv from a requirements file; a no-op when it is current."""
-    if sys.version_info[:2] != PYTHON_VERSION:
-        sys.exit(
-            f"build.py: Python {'.'.join(map(str, PYTHON_VERSION))} is needed "
-            f"(bpy wheels exist for it only); this is {sys.version.split()[0]}. "
-            f"Run it as python3.11 build.py ..."
-        )
-    py = venv_python(env)
-    stamp_file = env / ".requirements.sha256"
-    stamp = _stamp(requirements)
+def find_python(version: tuple[int, int]) -> Path:
+    """An interpreter of this version: this one, pythonX.Y on PATH, or one that pyenv installed."""
+    if sys.version_info[:2] == version:
+        return Path(sys.executable)
+    name = "python{}.{}".format(*version)
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates = [shutil.which(name), *sorted(pyenv_root.glob(f"versions/{name[6:]}*/bin/{name}"))]
+    for candidate in filter(None, candidates):
+        # pyenv's shim is on PATH even where that version is not selected: it must really run.
+        probe = subprocess.run([candidate, "-c", ""], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return Path(candidate)
+    sys.exit(
+        f"build.py: {name} is needed (bpy wheels for this Blender exist for it only) and was "
+        f"not found on PATH or in {pyenv_root}/versions: install it (for instance "
+        f"`pyenv install {name[6:]}`) and run this again"
+    )
+
+
+def ensure_env(env: Env) -> Path:
+    """Create or update a venv from its requirements file; a no-op when it is current."""
+    py = venv_python(env.path)
+    stamp_file = env.path / ".requirements.sha256"
+    stamp = _stamp(env.requirements)
     if py.exists() and stamp_file.exists() and stamp_file.read_text().strip() == stamp:
         return py
     if not py.exists():
-        print(f"creating {env.name} ...", flush=True)
-        venv.EnvBuilder(with_pip=True, clear=True).create(env)
-    check([py, "-m", "pip", "install", "--disable-pip-version-check", "-r", requirements])
+        print(f"creating {env.name} ({env.what}) ...", flush=True)
+        check([find_python(env.python), "-m", "venv", "--clear", env.path])
+    check([py, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", env.requirements])
     stamp_file.write_text(stamp + "\n")
     return py
 
@@ -89,51 +149,72 @@ def ensure_node_tools() -> None:
     check([npm, "install", "--no-audit", "--no-fund", "--prefix", NODE_DIR, GLTF_VALIDATOR])
 
 
-def cmd_setup(args: argparse.Namespace) -> int:
-    ensure_env(VENV, DEV_REQUIREMENTS)
+def ensure_test_envs() -> None:
+    ensure_env(WORKER)
     ensure_node_tools()
-    if args.bpy42:
-        ensure_env(VENV_BPY42, BPY42_REQUIREMENTS)
-    ensure_env(VENV_CLIENT, CLIENT_REQUIREMENTS)
+    for env in [*BLENDERS.values(), NO_TORCH, *STUBS.values()]:
+        ensure_env(env)
+
+
+def cmd_setup(_args: argparse.Namespace) -> int:
+    ensure_test_envs()
     return 0
 
 
 def cmd_lint(_args: argparse.Namespace | None = None) -> int:
-    py = ensure_env(VENV, DEV_REQUIREMENTS)
+    py = ensure_env(WORKER)
     targets = ["build.py", "shape_e_blender", "tests", "benchmarks"]
     rc = run([py, "-m", "ruff", "check", *targets], cwd=ROOT)
     rc |= run([py, "-m", "ruff", "format", "--check", *targets], cwd=ROOT)
+    # The bpy-facing code against each Blender's API (fake-bpy-module), so an attribute that one
+    # version lacks fails here even where no test reaches it.
+    for version, stubs in STUBS.items():
+        stubs_py = ensure_env(stubs)
+        python_version = "{}.{}".format(*stubs.python)
+        print(f"build.py: type-checking against Blender {version}'s API", flush=True)
+        rc |= run(
+            [py, "-m", "mypy", "--python-executable", stubs_py, "--python-version",
+             python_version, *TYPED],
+            cwd=ROOT,
+        )  # fmt: skip
     return rc
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    py = ensure_env(VENV, DEV_REQUIREMENTS)
-    ensure_node_tools()
-    ensure_env(VENV_BPY42, BPY42_REQUIREMENTS)
-    ensure_env(VENV_CLIENT, CLIENT_REQUIREMENTS)
-    if cmd_lint() != 0:
+    ensure_test_envs()
+    if not args.pytest_args and cmd_lint() != 0:
         print("build.py: lint failed (run `.venv/bin/ruff format` to fix formatting)")
         return 1
     env = dict(os.environ)
-    env["SHAPE_E_BPY42_PYTHON"] = str(venv_python(VENV_BPY42))
     env["SHAPE_E_NODE_MODULES"] = str(NODE_DIR / "node_modules")
-    # Tests never reach a model hub.
-    env["HF_HUB_OFFLINE"] = "1"
-    env["SHAPE_E_WORKER_PYTHON"] = str(py)
-    rc = _pytest(py, args.pytest_args, env)
-    if rc == 0 and not args.pytest_args:
-        # The Blender side again on the manifest's minimum version, 4.2 LTS. Its worker is .venv's
-        # Python: the 4.2 venv holds Blender and numpy only, like Blender's own Python.
-        print("build.py: the Blender tests again on Blender 4.2 LTS", flush=True)
-        rc = _pytest(venv_python(VENV_BPY42), ["tests/blender"], env)
-    if rc == 0 and not args.pytest_args:
-        print("build.py: core and the client again in a Python without bpy and torch", flush=True)
-        rc = _pytest(venv_python(VENV_CLIENT), NO_BPY_TESTS, env)
+    env["HF_HUB_OFFLINE"] = "1"  # tests never reach a model hub
+    # Whatever Python runs the tests, the worker runs in the worker environment.
+    env["SHAPE_E_WORKER_PYTHON"] = str(venv_python(WORKER.path))
+    env["SHAPE_E_NO_TORCH_PYTHON"] = str(venv_python(NO_TORCH.path))
+    if args.blender:
+        return _pytest(BLENDERS[args.blender], args.pytest_args or ["tests/blender"], env)
+    if args.pytest_args:
+        return _pytest(WORKER, args.pytest_args, env)
+    runs = [(WORKER, ["tests"])]  # everything but tests/blender, which needs bpy
+    runs += [(BLENDERS[MAIN_BLENDER], ["tests/blender"])]
+    runs += [(b, ["tests/blender"]) for v, b in BLENDERS.items() if v != MAIN_BLENDER]
+    runs += [(NO_TORCH, NO_TORCH_TESTS)]
+    timings: list[tuple[str, float, int]] = []
+    for target, paths in runs:
+        print(f"build.py: {' '.join(paths)} on {target.what} ({target.name})", flush=True)
+        started = time.perf_counter()
+        rc = _pytest(target, paths, env)
+        timings.append((target.what, time.perf_counter() - started, rc))
+        if rc != 0:
+            break
+    print("build.py: test runs")
+    for what, seconds, rc in timings:
+        print(f"  {what:<42} {seconds / 60:5.1f} min  {'ok' if rc == 0 else 'FAILED'}")
     return rc
 
 
-def _pytest(py: Path, pytest_args: list[str], env: dict[str, str]) -> int:
-    rc = run([py, "-m", "pytest", *pytest_args], cwd=ROOT, env=env)
+def _pytest(target: Env, pytest_args: list[str], env: dict[str, str]) -> int:
+    rc = run([venv_python(target.path), "-m", "pytest", *pytest_args], cwd=ROOT, env=env)
     if rc == 5:
         print("build.py: pytest collected no tests; that counts as a failure")
         return 1
@@ -183,26 +264,40 @@ def cmd_zip(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _from_here() -> dict[str, str]:
+    """The environment for a command run where the user typed it: the repository importable, so
+    that relative paths (-o, --model, --image) resolve in the caller's folder."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
 def cmd_scene(args: argparse.Namespace) -> int:
-    py = ensure_env(VENV, DEV_REQUIREMENTS)
-    return run([py, "-m", "shape_e_blender.blender.scene_cli", *args.rest], cwd=ROOT)
+    worker = ensure_env(WORKER)
+    blender = ensure_env(BLENDERS[MAIN_BLENDER])
+    command = [blender, "-m", "shape_e_blender.blender.scene_cli", "--worker-python", worker]
+    return run([*command, *args.rest], cwd=Path.cwd(), env=_from_here())
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
-    py = ensure_env(VENV, DEV_REQUIREMENTS)
-    return run([py, "-m", "shape_e_blender", "tiny-model", *args.rest], cwd=ROOT)
+    py = ensure_env(WORKER)
+    command = [py, "-m", "shape_e_blender", "tiny-model", *args.rest]
+    return run(command, cwd=Path.cwd(), env=_from_here())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="build.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("setup", help="create .venv")
-    p.add_argument("--bpy42", action="store_true", help="also create .venv-bpy42 (Blender 4.2)")
-    p.set_defaults(func=cmd_setup)
+    sub.add_parser("setup", help="create the test environments").set_defaults(func=cmd_setup)
     p = sub.add_parser("test", help="lint and run the tests; extra arguments go to pytest")
+    p.add_argument(
+        "--blender",
+        choices=sorted(BLENDERS),
+        help="run the given tests (default tests/blender) on this Blender only",
+    )
     p.add_argument("pytest_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_test)
-    sub.add_parser("lint", help="ruff check and format check").set_defaults(func=cmd_lint)
+    sub.add_parser("lint", help="ruff and mypy against the bpy stubs").set_defaults(func=cmd_lint)
     sub.add_parser("zip", help="build the extension zip").set_defaults(func=cmd_zip)
     p = sub.add_parser("scene", help="generate a mesh into a Blender scene (see --help)")
     p.add_argument("rest", nargs=argparse.REMAINDER)

@@ -29,9 +29,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
+from tests.blender.shapes import linear_to_srgb, uv_sphere  # noqa: E402
+
 from shape_e_blender.blender.importer import import_meshes  # noqa: E402
 from shape_e_blender.core.mesh import MeshData  # noqa: E402
-from tests.blender.shapes import linear_to_srgb, uv_sphere  # noqa: E402
 
 
 def write_ply(path: Path, mesh: MeshData) -> None:

@@ -20,6 +20,10 @@ FAST = {"steps": 4, "grid_size": 32}  # a tiny generation: seconds on two CPU co
 # The worker's interpreter. build.py names .venv's Python: the Blender tests also run under
 # Pythons that hold only bpy and numpy (like Blender's own), so the worker runs elsewhere.
 WORKER_PYTHON = os.environ.get("SHAPE_E_WORKER_PYTHON") or sys.executable
+# An interpreter with numpy but no torch, as a worker environment is before its setup finishes:
+# build.py names Python 3.13's .venv-py313, which is also what Blender 5.1+ would make.
+NO_TORCH_PYTHON = os.environ.get("SHAPE_E_NO_TORCH_PYTHON", "")
+NO_TORCH_REASON = "needs a Python with numpy but no torch: build.py test names it"
 RESULT_PREFIX = "RESULT_JSON:"
 HAS_EGL = ctypes.util.find_library("EGL") is not None
 NO_EGL_REASON = "rendering with bpy needs an EGL library (Mesa's libEGL); without it Blender aborts"

@@ -17,10 +17,12 @@ forbids that; a model that is not on disk then fails with the worker's model_una
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ..core.errors import JOB_FAILED, ShapEError, invalid
 from ..core.params import SETTINGS, GenerationParams, add_arguments
@@ -68,9 +70,46 @@ def fail(err: ShapEError) -> int:
     return 1
 
 
+class _DropErrorReports:
+    """sys.stdout, without the operator's error reports.
+
+    When an operator returns, bpy.ops writes each of its reports to sys.stdout, one write per
+    report ("Error: <message> (<hint>)", cut at 1000 characters and followed by "... truncated"),
+    and Blender offers no switch for it. This command prints the error itself, once, with the
+    hint on its own line; everything else (warnings included) passes through as it is written.
+    """
+
+    def __init__(self, real: TextIO) -> None:
+        self.real = real
+        self.dropping = False
+
+    def write(self, text: str) -> int:
+        self.dropping = text.startswith("Error: ") or (self.dropping and text == "... truncated")
+        return len(text) if self.dropping else self.real.write(text)
+
+    def flush(self) -> None:
+        self.real.flush()
+
+
+@contextlib.contextmanager
+def _errors_unprinted() -> Iterator[None]:
+    real = sys.stdout
+    sys.stdout = _DropErrorReports(real)  # type: ignore[assignment]  # write() and flush() only
+    try:
+        yield
+    finally:
+        sys.stdout = real
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Paths resolve where the command was typed: the worker runs in another folder, and a model
+    # that is a local folder is told from a hub id by existing.
     output = Path(args.output).expanduser().resolve()
+    if args.model is not None and Path(args.model).expanduser().is_dir():
+        args.model = str(Path(args.model).expanduser().resolve())
+    if args.jobs_dir:
+        args.jobs_dir = str(Path(args.jobs_dir).expanduser().resolve())
     if output.suffix.lower() != ".blend":
         print(f"error: the output must be a .blend file, not {output.name}", file=sys.stderr)
         return 2
@@ -140,7 +179,8 @@ def _generate(bpy: Any, args: argparse.Namespace, source: dict[str, str], output
         op = bpy.ops.shape_e.image_to_mesh
         kwargs["filepath"] = str(Path(source["image"]).resolve())
     try:
-        result = op(blocking=True, allow_download=args.allow_download, **kwargs)
+        with _errors_unprinted():
+            result = op(blocking=True, allow_download=args.allow_download, **kwargs)
     except RuntimeError:
         # Background mode turns the operator's error report into this exception; the message
         # and its hint are in the add-on's status.

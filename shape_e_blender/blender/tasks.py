@@ -257,7 +257,11 @@ def timer() -> float | None:
     """bpy.app.timers callback: poll until the task is done, redraw the UI meanwhile."""
     global _active
     try:
-        tick()
+        done = tick()
+        for warning in done.warnings if done is not None else ():
+            # A timer has no operator to report through (a blocking call's operator reports
+            # them): the console gets them too, once.
+            print(f"shape_e: {done.label}: {warning}", file=sys.stderr)
     except Exception as exc:
         # An exception here would unregister the timer and leave the task "running" forever.
         traceback.print_exc()
@@ -320,9 +324,6 @@ def _settle(task: Task) -> None:
             objects=names,
             warnings=list(task.warnings),
         )
-        for warning in task.warnings:
-            # A timer has no operator to report through: the console gets them too.
-            print(f"shape_e: {task.label}: {warning}", file=sys.stderr)
     elif err.code == CANCELLED:
         status = Status(state="cancelled", kind=task.kind, label=task.label, message="Cancelled")
     else:

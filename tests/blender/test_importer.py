@@ -19,8 +19,7 @@ from shape_e_blender.blender.importer import (
 )
 from shape_e_blender.core.errors import INTERNAL_ERROR, INVALID_PARAMS, ShapEError
 from shape_e_blender.core.mesh import MeshData
-
-from .shapes import linear_to_srgb, uv_sphere
+from tests.shapes import linear_to_srgb, uv_sphere
 
 SETTINGS = {
     "prompt": "a red chair",

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.shapes import SNOWMAN_COLORS, linear_to_srgb, snowman
 from tests.support import HAS_EGL, NO_EGL_REASON, REPO, run_blender_script
 
 from .images import png_header, read_pixels
-from .shapes import SNOWMAN_COLORS, linear_to_srgb, snowman
 
 pytestmark = pytest.mark.skipif(not HAS_EGL, reason=NO_EGL_REASON)
 OUT = REPO / "out"

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,7 +22,15 @@ from shape_e_blender.core.errors import (
 from shape_e_blender.core.mesh import MeshData
 from shape_e_blender.core.params import GenerationParams
 from shape_e_blender.core.protocol import PROTOCOL_VERSION, GenerateRequest
-from tests.support import FAST, REPO, WORKER_PYTHON, frozen, kill_process, process_gone
+from tests.support import (
+    FAST,
+    NO_TORCH_PYTHON,
+    NO_TORCH_REASON,
+    WORKER_PYTHON,
+    frozen,
+    kill_process,
+    process_gone,
+)
 
 
 def _wait_all(client: WorkerClient, job, timeout: float = 120.0) -> list:
@@ -243,28 +249,10 @@ def test_protocol_mismatch_with_a_worker_copy_of_another_version(tmp_path):
     assert c.threads_alive() == []
 
 
-def _python_without_torch() -> str | None:
-    """An interpreter with numpy but no torch, like Blender's own Python: this one under the
-    Blender 4.2 tests, else the 4.2 test environment that build.py makes."""
-    candidates = [
-        sys.executable,
-        os.environ.get("SHAPE_E_BPY42_PYTHON", ""),
-        str(venv_python(REPO / ".venv-bpy42")),
-    ]
-    probe = "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)"
-    for python in candidates:
-        if python and Path(python).is_file():
-            ok = subprocess.run([python, "-c", "import numpy"], capture_output=True, check=False)
-            if ok.returncode == 0 and subprocess.run([python, "-c", probe]).returncode == 0:
-                return python
-    return None
-
-
 def test_a_failed_hello_fails_the_queued_jobs_with_its_error_and_stops_the_worker(tmp_path):
-    python = _python_without_torch()
-    if python is None:
-        pytest.skip("no Python with numpy but without torch here (build.py setup --bpy42)")
-    c = WorkerClient(python, tmp_path / "jobs", hello_timeout=120)
+    if not NO_TORCH_PYTHON:
+        pytest.skip(NO_TORCH_REASON)
+    c = WorkerClient(NO_TORCH_PYTHON, tmp_path / "jobs", hello_timeout=120)
     job = c.generate(_request(Path("unused")))
     popen = c._worker.popen
     with pytest.raises(ShapEError) as info:

@@ -1,7 +1,6 @@
 """The worker's protocol loop, run as a real subprocess (no model needed for these)."""
 
 import json
-import os
 
 import pytest
 
@@ -13,6 +12,7 @@ from shape_e_blender.core.errors import (
     MODEL_UNAVAILABLE,
     PARSE_ERROR,
 )
+from tests.support import NO_TORCH_PYTHON, NO_TORCH_REASON
 
 from .workerproc import WorkerProcess, child_env, run_python
 
@@ -97,12 +97,9 @@ def test_stdout_carries_only_protocol_lines(tmp_path):
         w.kill()
 
 
-@pytest.mark.skipif(
-    not os.environ.get("SHAPE_E_BPY42_PYTHON"),
-    reason="needs a Python with numpy but no torch: build.py test names .venv-bpy42's",
-)
+@pytest.mark.skipif(not NO_TORCH_PYTHON, reason=NO_TORCH_REASON)
 def test_a_worker_python_without_torch_says_how_to_fix_it(tmp_path):
-    w = WorkerProcess(tmp_path, python=os.environ["SHAPE_E_BPY42_PYTHON"])
+    w = WorkerProcess(tmp_path, python=NO_TORCH_PYTHON)
     try:
         msg, _ = w.call("hello")
         err = msg["error"]

@@ -1,4 +1,5 @@
-"""export_mesh: each format read back by a plain parser, by trimesh, and by Blender's importers."""
+"""export_mesh: each format read back by a plain parser and by trimesh (Blender's importers read
+them in tests/blender/test_export_import.py, on every Blender of the matrix)."""
 
 from __future__ import annotations
 
@@ -21,44 +22,14 @@ from shape_e_blender.worker.mesh.export import (
     linear_to_srgb8,
     variant_paths,
 )
+from tests.shapes import corner_box, outward
 
 REPO = Path(__file__).resolve().parents[3]
-LO = np.array([-0.3, -0.2, -0.1])
-HI = np.array([0.5, 0.1, 0.9])  # tallest along Z, and off-centre on every axis
-
-
-def _box() -> MeshData:
-    """An asymmetric box with a distinct linear colour per corner, including very dark ones."""
-    box = trimesh.creation.box(bounds=np.stack([LO, HI]))
-    colors = np.array(
-        [
-            [1.0, 0.0, 0.0],
-            [0.0, 1.0, 0.0],
-            [0.0, 0.0, 1.0],
-            [0.002, 0.01, 0.05],
-            [0.5, 0.5, 0.5],
-            [0.9, 0.6, 0.1],
-            [0.214, 0.0031308, 0.8],
-            [1.0, 1.0, 1.0],
-        ]
-    )
-    return MeshData(box.vertices, box.faces, colors)
 
 
 def _srgb_to_linear(s: np.ndarray) -> np.ndarray:
     s = np.asarray(s, dtype=np.float64)
     return np.where(s <= 0.04045, s / 12.92, ((s + 0.055) / 1.055) ** 2.4)
-
-
-# 8-bit sRGB quantisation, seen in linear space: at most half a step at the steep top of the curve.
-SRGB8_LINEAR_TOL = 0.0046
-
-
-def _outward(vertices: np.ndarray, faces: np.ndarray) -> bool:
-    tri = vertices[faces]
-    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    outwards = tri.mean(axis=1) - vertices.mean(axis=0)
-    return bool((np.einsum("ij,ij->i", normals, outwards) > 0).all())
 
 
 # ---- a minimal GLB reader: header, JSON chunk, BIN chunk, accessors --------------------------
@@ -96,7 +67,7 @@ def _read_glb(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def test_glb_structure_frame_and_linear_float_colours(tmp_path):
-    mesh = _box()
+    mesh = corner_box()
     path = export_mesh(mesh, tmp_path / "box.glb")
     doc, arrays = _read_glb(path)
 
@@ -111,7 +82,7 @@ def test_glb_structure_frame_and_linear_float_colours(tmp_path):
     # The tall axis is glTF's up (+Y), and the winding still faces outwards after the rotation.
     extent = arrays["POSITION"].max(0) - arrays["POSITION"].min(0)
     assert extent.argmax() == 1
-    assert _outward(arrays["POSITION"].astype(np.float64), arrays["indices"].reshape(-1, 3))
+    assert outward(arrays["POSITION"].astype(np.float64), arrays["indices"].reshape(-1, 3))
     assert "material" in prim and doc["asset"]["version"] == "2.0"
 
 
@@ -127,7 +98,7 @@ def test_glb_passes_the_khronos_validator(tmp_path):
         pytest.skip("node is not installed: the Khronos glTF validator runs on node")
     if not (module / "package.json").exists():
         pytest.skip(f"gltf-validator is not installed at {module} (python build.py setup)")
-    path = export_mesh(_box(), tmp_path / "box.glb")
+    path = export_mesh(corner_box(), tmp_path / "box.glb")
     script = (
         "const v = require(process.argv[1]); const fs = require('fs');"
         "v.validateBytes(new Uint8Array(fs.readFileSync(process.argv[2])))"
@@ -148,7 +119,7 @@ def test_glb_passes_the_khronos_validator(tmp_path):
 
 
 def test_ply_binary_z_up_with_srgb_bytes(tmp_path):
-    mesh = _box()
+    mesh = corner_box()
     path = export_mesh(mesh, tmp_path / "box.ply")
     header = path.read_bytes().split(b"end_header\n")[0].decode("ascii")
     assert "format binary_little_endian 1.0" in header
@@ -162,7 +133,7 @@ def test_ply_binary_z_up_with_srgb_bytes(tmp_path):
 
 
 def test_obj_y_up_with_srgb_float_colours(tmp_path):
-    mesh = _box()
+    mesh = corner_box()
     path = export_mesh(mesh, tmp_path / "box.obj")
     assert not list(tmp_path.glob("*.mtl"))
     rows = [line.split()[1:] for line in path.read_text().splitlines() if line.startswith("v ")]
@@ -177,14 +148,14 @@ def test_obj_y_up_with_srgb_float_colours(tmp_path):
 
 
 def test_npz_round_trip(tmp_path):
-    mesh = _box()
+    mesh = corner_box()
     back = MeshData.load(export_mesh(mesh, tmp_path / "box.npz"))
     np.testing.assert_array_equal(back.vertices, mesh.vertices)
     np.testing.assert_array_equal(back.colors, mesh.colors)
 
 
 def test_suffix_is_case_insensitive_and_folders_are_made(tmp_path):
-    path = export_mesh(_box(), tmp_path / "a" / "b" / "BOX.GLB")
+    path = export_mesh(corner_box(), tmp_path / "a" / "b" / "BOX.GLB")
     assert path.exists() and _read_glb(path)[1]["POSITION"].shape == (8, 3)
     assert not list(path.parent.glob("*.part"))
 
@@ -192,7 +163,7 @@ def test_suffix_is_case_insensitive_and_folders_are_made(tmp_path):
 @pytest.mark.parametrize("name", ["box.stl", "box", "box.glb.txt"])
 def test_unknown_format_names_the_output_field(tmp_path, name):
     with pytest.raises(ShapEError) as err:
-        export_mesh(_box(), tmp_path / name)
+        export_mesh(corner_box(), tmp_path / name)
     assert err.value.code == INVALID_PARAMS and err.value.field == "output"
     assert all(fmt in err.value.hint for fmt in FORMATS)
     assert not list(tmp_path.iterdir())
@@ -221,52 +192,3 @@ def test_variant_paths(tmp_path):
     with pytest.raises(ShapEError) as err:
         variant_paths(out, 0)
     assert err.value.field == "variants"
-
-
-# ---- Blender's own importers ---------------------------------------------------------------
-
-
-def _blender_import(bpy, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """World-space vertices, per-vertex linear colours and triangles of the one imported mesh."""
-    bpy.ops.wm.read_homefile(use_empty=True)
-    importers = {
-        ".glb": bpy.ops.import_scene.gltf,
-        ".ply": bpy.ops.wm.ply_import,
-        ".obj": bpy.ops.wm.obj_import,
-    }
-    assert importers[path.suffix](filepath=str(path)) == {"FINISHED"}
-    objects = [o for o in bpy.context.scene.objects if o.type == "MESH"]
-    assert len(objects) == 1
-    obj = objects[0]
-    me = obj.data
-    m = np.array(obj.matrix_world)
-    co = np.array([v.co for v in me.vertices], dtype=np.float64)
-    world = co @ m[:3, :3].T + m[:3, 3]
-    attr = me.color_attributes[0]
-    colors = np.zeros((len(me.vertices), 3))
-    if attr.domain == "POINT":
-        colors[:] = [tuple(d.color)[:3] for d in attr.data]
-    else:  # CORNER: every corner of a vertex carries the same colour here
-        for loop, d in zip(me.loops, attr.data, strict=True):
-            colors[loop.vertex_index] = tuple(d.color)[:3]
-    faces = np.array([tuple(p.vertices) for p in me.polygons])
-    return world, colors, faces
-
-
-@pytest.mark.parametrize("suffix", [".glb", ".ply", ".obj"])
-def test_blender_reimport_keeps_frame_and_colours(tmp_path, suffix):
-    bpy = pytest.importorskip("bpy")
-    mesh = _box()
-    path = export_mesh(mesh, tmp_path / f"box{suffix}")
-
-    world, colors, faces = _blender_import(bpy, path)
-
-    assert len(world) == mesh.vertex_count and len(faces) == mesh.face_count
-    np.testing.assert_allclose(world.min(0), LO, atol=1e-5)  # same bounds: Z stays the tall axis
-    np.testing.assert_allclose(world.max(0), HI, atol=1e-5)
-    assert _outward(world, faces)
-    # Match vertices by position: importers may reorder them.
-    nearest = np.linalg.norm(world[:, None] - mesh.vertices[None], axis=2).argmin(axis=1)
-    assert sorted(nearest) == list(range(mesh.vertex_count))
-    np.testing.assert_allclose(colors, mesh.colors[nearest], atol=SRGB8_LINEAR_TOL)
-    bpy.ops.wm.read_homefile(use_empty=True)

@@ -1,6 +1,7 @@
 """Analytic coloured meshes built with numpy, where the right answer is known.
 
-Standard library, numpy and our core only: these run under every Blender version we test.
+Standard library, numpy and our core only: the worker's tests and every Blender version we test
+use them.
 """
 
 from __future__ import annotations
@@ -85,3 +86,51 @@ def snowman() -> MeshData:
         uv_sphere(0.4, rings=24, segments=48, center=(0, 0, 1.55), color=SNOWMAN_COLORS["head"]),
         uv_sphere(0.22, rings=16, segments=32, center=(0, 0, 2.1), color=SNOWMAN_COLORS["hat"]),
     )
+
+
+# 8-bit sRGB quantisation, seen in linear space: at most half a step at the steep top of the curve.
+SRGB8_LINEAR_TOL = 0.0046
+BOX_LO = np.array([-0.3, -0.2, -0.1])
+BOX_HI = np.array([0.5, 0.1, 0.9])  # tallest along Z, and off-centre on every axis
+
+
+def outward(vertices: np.ndarray, faces: np.ndarray) -> bool:
+    """Every triangle of a convex mesh faces away from its centre."""
+    tri = vertices[faces]
+    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    outwards = tri.mean(axis=1) - vertices.mean(axis=0)
+    return bool((np.einsum("ij,ij->i", normals, outwards) > 0).all())
+
+
+def corner_box() -> MeshData:
+    """The box from BOX_LO to BOX_HI, 12 outward triangles, with a distinct linear colour per
+    corner, very dark ones included. Corner i takes BOX_HI on the axes whose bit is set in i
+    (x is bit 2)."""
+    bits = np.array([[(i >> 2) & 1, (i >> 1) & 1, i & 1] for i in range(8)], dtype=bool)
+    vertices = np.where(bits, BOX_HI, BOX_LO)
+    faces = []
+    for axis in range(3):
+        u, v = (a for a in range(3) if a != axis)
+        for side in (0, 1):
+            # The face's four corners in order around it, then two triangles, wound outwards.
+            ring = [(side << (2 - axis)) | (a << (2 - u)) | (b << (2 - v))
+                    for a, b in [(0, 0), (1, 0), (1, 1), (0, 1)]]  # fmt: skip
+            quad = [[ring[0], ring[1], ring[2]], [ring[0], ring[2], ring[3]]]
+            tri = vertices[quad[0]]
+            normal = np.cross(tri[1] - tri[0], tri[2] - tri[0])
+            if np.dot(normal, tri.mean(0) - vertices.mean(0)) < 0:
+                quad = [q[::-1] for q in quad]
+            faces += quad
+    colors = np.array(
+        [
+            [1.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0],
+            [0.0, 0.0, 1.0],
+            [0.002, 0.01, 0.05],
+            [0.5, 0.5, 0.5],
+            [0.9, 0.6, 0.1],
+            [0.214, 0.0031308, 0.8],
+            [1.0, 1.0, 1.0],
+        ]
+    )
+    return MeshData(vertices, np.array(faces), colors)
