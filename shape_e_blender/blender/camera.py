@@ -158,12 +158,12 @@ def render_camera_image(
 
 
 def _render_still(context: bpy.types.Context) -> None:
-    if bpy.ops.render.render.poll():
+    if bpy.ops.render.render.poll():  # type: ignore[call-arg, unused-ignore]  # 4.2's stubs make poll's context required
         bpy.ops.render.render(write_still=False)
         return
     # A timer callback has no window in its context, where render.render refuses to run.
     window = context.window_manager.windows[0]
-    with context.temp_override(window=window, screen=window.screen):
+    with context.temp_override(window=window, screen=window.screen):  # type: ignore[attr-defined, unused-ignore]  # 4.2's stubs: not a context manager
         bpy.ops.render.render(write_still=False)
 
 
@@ -171,7 +171,8 @@ def _use_first_engine(render: bpy.types.RenderSettings) -> None:
     # The engine list is dynamic (add-ons register engines), so try them in turn.
     for engine in ENGINES:
         try:
-            render.engine = engine
+            # The ids differ between versions (compat.EEVEE); the stubs know one version's.
+            render.engine = engine  # type: ignore[assignment]
         except TypeError:
             continue
         return

@@ -14,7 +14,7 @@ import json
 import re
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import bpy
 import numpy as np
@@ -60,12 +60,12 @@ def push_undo(message: str) -> bool:
     then the step is pushed with the first window as context. Returns False when no window could
     take it (nothing else goes wrong: the import itself stays).
     """
-    if bpy.ops.ed.undo_push.poll():
+    if bpy.ops.ed.undo_push.poll():  # type: ignore[call-arg, unused-ignore]  # 4.2's stubs make poll's context required
         bpy.ops.ed.undo_push(message=message)
         return True
     for window in bpy.context.window_manager.windows:
-        with bpy.context.temp_override(window=window, screen=window.screen):
-            if bpy.ops.ed.undo_push.poll():
+        with bpy.context.temp_override(window=window, screen=window.screen):  # type: ignore[attr-defined, unused-ignore]  # 4.2's stubs: not a context manager
+            if bpy.ops.ed.undo_push.poll():  # type: ignore[call-arg, unused-ignore]  # 4.2's stubs make poll's context required
                 bpy.ops.ed.undo_push(message=message)
                 return True
     return False
@@ -79,7 +79,7 @@ def ensure_undo_baseline() -> None:
     then be the first one, and undo would have nothing to go back to. The UI always has a stack.
     ``ed.undo_history`` polls true only once the stack exists.
     """
-    if bpy.app.background and not bpy.ops.ed.undo_history.poll():
+    if bpy.app.background and not bpy.ops.ed.undo_history.poll():  # type: ignore[call-arg, unused-ignore]  # 4.2's stubs make poll's context required
         push_undo("Before Shap-E import")
 
 
@@ -187,7 +187,7 @@ def settings_of(obj: bpy.types.ID | None) -> dict[str, Any] | None:
     """The generation settings stored on a mesh object this add-on made, else None."""
     if obj is None or getattr(obj, "type", None) != "MESH":
         return None
-    group = obj.get(PROPERTY_KEY)
+    group = obj.get(PROPERTY_KEY)  # type: ignore[func-returns-value, unused-ignore]  # 4.2's stubs: get() -> None
     # An ID-property group reads back with to_dict(); anything else under the key is not ours.
     to_dict = getattr(group, "to_dict", None)
     return to_dict() if callable(to_dict) else None
@@ -227,7 +227,7 @@ def replace_mesh(obj: bpy.types.Object, data: MeshData) -> bpy.types.Mesh:
             INVALID_PARAMS, f"{obj.name!r} is not a mesh object", "pick a Shap-E mesh object"
         )
     vertices, _ = _bottom_centred(data)
-    old = obj.data
+    old = cast(bpy.types.Mesh, obj.data)  # a Shap-E object's data is a mesh (checked above)
     ensure_undo_baseline()
     mesh = bpy.data.meshes.new(old.name)
     try:
@@ -270,19 +270,25 @@ def _fill_mesh(
     mesh.vertices.add(len(vertices))
     mesh.loops.add(len(corners))
     mesh.polygons.add(len(faces))
-    mesh.attributes["position"].data.foreach_set("vector", vertices.ravel())
+    # Named attributes come back as the base Attribute type; these are a mesh's built-in ones.
+    position = cast(bpy.types.FloatVectorAttribute, mesh.attributes["position"])
+    position.data.foreach_set("vector", vertices.ravel())
     if len(faces):
-        mesh.attributes[".corner_vert"].data.foreach_set("value", corners)
+        corner_vert = cast(bpy.types.IntAttribute, mesh.attributes[".corner_vert"])
+        corner_vert.data.foreach_set("value", corners)
         # Blender 4.0+ derives each face's size from the next face's loop_start.
         mesh.polygons.foreach_set("loop_start", np.arange(0, len(corners), 3, dtype=np.int32))
     rgba = np.empty((len(colors), 4), np.float32)
     rgba[:, :3] = colors
     rgba[:, 3] = 1.0
-    attr = mesh.color_attributes.new(COLOR_ATTRIBUTE, "FLOAT_COLOR", "POINT")
+    attr = cast(
+        bpy.types.FloatColorAttribute,
+        mesh.color_attributes.new(COLOR_ATTRIBUTE, "FLOAT_COLOR", "POINT"),
+    )
     # "color" is the linear value (as MeshData holds it); "color_srgb" would convert.
     attr.data.foreach_set("color", rgba.ravel())
     mesh.color_attributes.active_color = attr
-    mesh.color_attributes.render_color_index = mesh.color_attributes.active_color_index
+    mesh.color_attributes.render_color_index = cast(int, mesh.color_attributes.active_color_index)
     # Builds the edges (there are none yet); validate() is not needed for this input.
     mesh.update()
     mesh.shade_smooth()

@@ -7,7 +7,7 @@ import sys
 import textwrap
 import time
 import traceback
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import bpy
 
@@ -16,8 +16,11 @@ from ..core.errors import ShapEError
 from . import compat, history, importer, tasks
 from .props import guidance_name
 
+if TYPE_CHECKING:  # fake-bpy-module's literal types, for `python build.py lint`
+    from bpy.stub_internal.rna_enums import IconItems
+
 RECENT_SHOWN = 8  # jobs listed in the panel; the jobs folder holds the rest
-STATE_ICONS = {
+STATE_ICONS: dict[str, IconItems] = {
     jobdir.DONE: "CHECKMARK",
     jobdir.FAILED: "ERROR",
     jobdir.CANCELLED: "CANCEL",
@@ -40,7 +43,7 @@ class SHAPE_E_PT_panel(_Sidebar, bpy.types.Panel):
     bl_label = "Shap-E"
 
     def draw(self, context: bpy.types.Context) -> None:
-        draw_panel(self.layout, context)
+        draw_panel(self.layout, context)  # type: ignore[arg-type]  # set while it draws
 
 
 def draw_panel(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
@@ -150,10 +153,10 @@ class SHAPE_E_PT_recent(_Sidebar, bpy.types.Panel):
     bl_idname = "SHAPE_E_PT_recent"
     bl_label = "Recent Jobs"
     bl_parent_id = SHAPE_E_PT_panel.bl_idname
-    bl_options: ClassVar[set[str]] = {"DEFAULT_CLOSED"}  # closed, it costs no folder scan
+    bl_options = {"DEFAULT_CLOSED"}  # closed, it costs no folder scan
 
     def draw(self, context: bpy.types.Context) -> None:
-        draw_recent(self.layout, context)
+        draw_recent(self.layout, context)  # type: ignore[arg-type]  # set while it draws
 
 
 def draw_recent(layout: bpy.types.UILayout, context: bpy.types.Context) -> int:
@@ -196,7 +199,9 @@ def draw_recent(layout: bpy.types.UILayout, context: bpy.types.Context) -> int:
     return min(len(found), RECENT_SHOWN)
 
 
-def _wrapped(layout: bpy.types.UILayout, text: str, icon: str, width: int, max_lines: int) -> None:
+def _wrapped(
+    layout: bpy.types.UILayout, text: str, icon: IconItems, width: int, max_lines: int
+) -> None:
     lines = [w for part in text.splitlines() for w in textwrap.wrap(part, width) or [""]]
     for i, line in enumerate(lines[:max_lines]):
         layout.label(text=line, icon=icon if i == 0 else "BLANK1")

@@ -11,15 +11,23 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from ..core.params import SETTINGS, Setting
 
-SKIP_SAVE = {"SKIP_SAVE"}
-_KINDS = {int: IntProperty, float: FloatProperty, str: StringProperty}
+if TYPE_CHECKING:  # fake-bpy-module's literal types, for `python build.py lint`
+    from bpy.stub_internal.rna_enums import PropertyFlagItems
+
+SKIP_SAVE: set[PropertyFlagItems] = {"SKIP_SAVE"}
+SKIP_SAVE_HIDDEN: set[PropertyFlagItems] = {"SKIP_SAVE", "HIDDEN"}
+_KINDS: dict[type, Callable[..., Any]] = {
+    int: IntProperty,
+    float: FloatProperty,
+    str: StringProperty,
+}
 
 
 def enum_items(setting: Setting) -> list[tuple[str, str, str]]:
@@ -145,7 +153,8 @@ CLASSES = (ShapESettings,)
 
 
 def attach() -> None:
-    bpy.types.Scene.shape_e = bpy.props.PointerProperty(type=ShapESettings)
+    # The stubs know not our attribute, and 4.2's that PointerProperty returns its definition.
+    bpy.types.Scene.shape_e = bpy.props.PointerProperty(type=ShapESettings)  # type: ignore[attr-defined, func-returns-value, unused-ignore]
 
 
 def detach() -> None:

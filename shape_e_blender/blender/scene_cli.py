@@ -94,7 +94,7 @@ class _DropErrorReports:
 @contextlib.contextmanager
 def _errors_unprinted() -> Iterator[None]:
     real = sys.stdout
-    sys.stdout = _DropErrorReports(real)  # type: ignore[assignment]  # write() and flush() only
+    sys.stdout = _DropErrorReports(real)  # write() and flush() are all that bpy.ops calls
     try:
         yield
     finally:
@@ -142,9 +142,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # ``-m`` already imported the package; without this stamp addon_utils would reload it.
     package = sys.modules[ROOT]
-    package.__time__ = Path(package.__file__).stat().st_mtime
+    package.__time__ = Path(__file__).parents[1].joinpath("__init__.py").stat().st_mtime  # type: ignore[attr-defined]
     errors: list[BaseException] = []
-    if addon_utils.enable(ROOT, default_set=True, handle_error=errors.append) is None:
+    # enable() returns the module, or None when it failed; the stubs say None only.
+    enabled = addon_utils.enable(ROOT, default_set=True, handle_error=errors.append)  # type: ignore[func-returns-value]
+    if enabled is None:
         print(
             f"error: the add-on did not register: {errors[0] if errors else '?'}", file=sys.stderr
         )

@@ -337,7 +337,8 @@ def _main_context(context: bpy.types.Context | None) -> contextlib.AbstractConte
     windows = bpy.context.window_manager.windows
     if not windows:
         return contextlib.nullcontext()
-    return bpy.context.temp_override(window=windows[0])
+    # 5.2's stubs type ContextTempOverride apart from context managers; Blender's is one.
+    return bpy.context.temp_override(window=windows[0])  # type: ignore[return-value, unused-ignore]
 
 
 def _redraw() -> None:

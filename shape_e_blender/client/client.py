@@ -288,7 +288,7 @@ class WorkerClient:
             self._on_response(gen, payload)
         elif payload.get("method") == "progress" and isinstance(payload.get("params"), dict):
             params = payload["params"]
-            job = self._jobs.get(params.get("id"))  # type: ignore[arg-type]
+            job = self._jobs.get(params.get("id"))
             if job is None or job.done:
                 return
             try:
@@ -308,17 +308,17 @@ class WorkerClient:
             self._note(gen, f"response to no pending request: {json.dumps(msg)[:500]}")
             return
         w = self._worker_of(gen)
-        is_hello = w is not None and job is w.hello
+        hello_from = w if w is not None and job is w.hello else None  # a worker's hello
         if "error" in msg:
             err = ShapEError.from_json(msg["error"])
             self._finish(job, error=err)
-            if is_hello:
+            if hello_from is not None:
                 # A worker that cannot say hello (e.g. its Python has no torch) cannot run a job
                 # either: its other jobs fail with the same message and hint.
-                self._abandon(w, err)
+                self._abandon(hello_from, err)
             return
         result = msg["result"]
-        if is_hello:
+        if hello_from is not None:
             protocol = result.get("protocol") if isinstance(result, dict) else None
             if protocol != PROTOCOL_VERSION:
                 err = ShapEError(
@@ -329,7 +329,7 @@ class WorkerClient:
                     "or point worker_python at an interpreter that runs this version",
                 )
                 self._finish(job, error=err)
-                self._abandon(w, err)
+                self._abandon(hello_from, err)
                 return
             self.info = result
         self._finish(job, result=result)

@@ -216,6 +216,7 @@ class EnvSetup:
             self.tail.append(f"{cmd[0]}: {exc}")
             return -1
         proc = self._proc
+        assert proc.stdout is not None  # started with stdout=PIPE
         for raw in proc.stdout:
             line = raw.decode("utf-8", "replace").rstrip()
             if line:

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,7 @@ def worker_command(
 def venv_python(env_dir: str | os.PathLike[str]) -> Path:
     """The interpreter inside a venv, on Windows and elsewhere."""
     env_dir = Path(env_dir)
-    if os.name == "nt":
+    if sys.platform == "win32":
         return env_dir / "Scripts" / "python.exe"
     return env_dir / "bin" / "python"
 
@@ -130,7 +131,7 @@ def clean_env(
 
 def process_group_kwargs() -> dict[str, Any]:
     """Start the child in its own process group, so that killing it takes its children too."""
-    if os.name == "nt":
+    if sys.platform == "win32":
         return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
     return {"start_new_session": True}
 
@@ -141,7 +142,7 @@ def kill_tree(popen: subprocess.Popen, grace: float = KILL_GRACE_S) -> None:
     Waits up to twice ``grace`` for the process to end: for background mode and unregister().
     Blender's UI thread calls kill_now() instead.
     """
-    if os.name == "nt":
+    if sys.platform == "win32":
         if popen.poll() is None:
             # taskkill /T takes the children (torch's helpers) along; kill() is the fallback.
             subprocess.run(
@@ -175,7 +176,7 @@ def kill_now(popen: subprocess.Popen) -> None:
     For Blender's UI thread: nothing here blocks. Whoever reads the process's pipes sees them
     close and reaps it (WorkerClient's stdout reader, EnvSetup's thread).
     """
-    if os.name == "nt":
+    if sys.platform == "win32":
         if popen.poll() is not None:
             return
         try:

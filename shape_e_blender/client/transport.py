@@ -139,12 +139,14 @@ class WorkerProcess:
         """Write one protocol message; OSError or ValueError when the pipe is gone."""
         data = encode(message).encode("utf-8")
         with self._write_lock:
+            assert self.popen.stdin is not None  # started with three pipes
             self.popen.stdin.write(data)
             self.popen.stdin.flush()
 
     def close_input(self) -> None:
         with contextlib.suppress(OSError, ValueError):
-            self.popen.stdin.close()
+            if self.popen.stdin is not None:
+                self.popen.stdin.close()
 
     def tail(self, lines: int = 30) -> str:
         with self.tail_lock:
@@ -163,6 +165,7 @@ class WorkerProcess:
         gen = self.generation
         try:
             # Lines of any length: an inline mesh at grid 512 is tens of MB on one line.
+            assert self.popen.stdout is not None
             for raw in self.popen.stdout:
                 try:
                     msg = json.loads(raw)
@@ -186,6 +189,7 @@ class WorkerProcess:
 
     def _read_stderr(self, log: LogFile) -> None:
         try:
+            assert self.popen.stderr is not None
             for raw in self.popen.stderr:
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
                 with self.tail_lock:

@@ -69,7 +69,8 @@ class ShapEError(Exception):
     def from_json(cls, obj: Any) -> ShapEError:
         if not isinstance(obj, dict):
             return cls(INTERNAL_ERROR, f"malformed error object: {obj!r}")
-        data = obj.get("data") if isinstance(obj.get("data"), dict) else {}
+        raw = obj.get("data")
+        data: dict[str, Any] = raw if isinstance(raw, dict) else {}
         code = obj.get("code")
         return cls(
             code=code if isinstance(code, int) else INTERNAL_ERROR,

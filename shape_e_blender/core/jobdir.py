@@ -36,7 +36,7 @@ import numpy as np
 from .errors import CANCELLED as CANCELLED_CODE
 from .errors import JOB_FAILED, ShapEError, invalid
 from .files import atomic_write, write_json
-from .results import JobResult
+from .results import JobResult, is_int
 
 REQUEST_FILE = "request.json"
 RESULT_FILE = "result.json"
@@ -298,9 +298,9 @@ def _record(
         label=shown,
         name_source=name_source,
         started=started_at(path),
-        seed=seed if _is_int(seed) else None,
-        grid_size=grid if _is_int(grid) else None,
-        variants=variants if _is_int(variants) and variants > 0 else 1,
+        seed=seed if is_int(seed) else None,
+        grid_size=grid if is_int(grid) else None,
+        variants=variants if is_int(variants) and variants > 0 else 1,
         **fields,
     )
 
@@ -376,7 +376,3 @@ def same_folder(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
 def file_name(path_text: str) -> str:
     """The last part of a path written on any system (a job from Windows read on Linux)."""
     return PurePath(path_text.replace("\\", "/")).name
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

@@ -301,10 +301,11 @@ class GenerationParams:
         if unknown:
             name = sorted(unknown)[0]
             raise invalid(name, "is not a generation parameter", "check the spelling")
-        out = {
+        out: dict[str, Any] = {
             s.name: s.check(kwargs.get(s.name)) for s in SETTINGS.values() if s.name not in SOURCES
         }
-        return cls(**out, **{src: value})
+        out[src] = value
+        return cls(**out)
 
 
 def variant_seed(seed: int, index: int) -> int:

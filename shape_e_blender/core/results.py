@@ -8,7 +8,7 @@ downstream looks at its dict keys.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import JOB_FAILED, ShapEError
 from .mesh import MeshData
@@ -79,10 +79,10 @@ class MeshEntry:
         if not isinstance(obj, dict):
             raise _malformed(f"mesh entry {index} is not an object")
         variant = obj.get("variant", index)
-        if not _is_int(variant) or variant < 0:
+        if not is_int(variant) or variant < 0:
             raise _malformed(f"mesh entry {index} has no variant number")
         seed = obj.get("seed")
-        base = cls(variant=variant, seed=seed if _is_int(seed) else None)
+        base = cls(variant=variant, seed=seed if is_int(seed) else None)
         if "error" in obj:
             return replace(base, error=ShapEError.from_json(obj["error"]))
         path, latent, inline = obj.get("path"), obj.get("latent"), obj.get("npz_b64")
@@ -93,8 +93,8 @@ class MeshEntry:
             base,
             path=path if isinstance(path, str) and path else None,
             latent=latent if isinstance(latent, str) and latent else None,
-            vertices=obj["vertices"] if _is_int(obj.get("vertices")) else 0,
-            faces=obj["faces"] if _is_int(obj.get("faces")) else 0,
+            vertices=obj["vertices"] if is_int(obj.get("vertices")) else 0,
+            faces=obj["faces"] if is_int(obj.get("faces")) else 0,
             bounds=_bounds(bounds),
             npz_b64=inline if isinstance(inline, str) and inline else None,
         )
@@ -122,7 +122,7 @@ class JobResult:
     def partial(self) -> bool:
         """Some variants are missing: skipped, or left out when the job was imported in part."""
         asked = self.params.get("variants")
-        return bool(self.skipped) or (_is_int(asked) and len(self.made) < asked)
+        return bool(self.skipped) or (is_int(asked) and len(self.made) < asked)
 
     def variant(self, number: int) -> MeshEntry | None:
         return next((m for m in self.meshes if m.variant == number), None)
@@ -155,7 +155,8 @@ def _malformed(what: str) -> ShapEError:
     return ShapEError(JOB_FAILED, f"the worker's result is malformed: {what}", _UPDATE_HINT)
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> TypeGuard[int]:
+    """An int read from JSON (bool is an int to Python, not to us)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -9,13 +9,17 @@ a loop and returns once the task has ended, so scripts and batch jobs get their 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import bpy
 from bpy.props import BoolProperty
 
 from ...core.errors import CANCELLED, ShapEError, invalid
 from .. import tasks
-from ..props import SKIP_SAVE
+from ..props import SKIP_SAVE_HIDDEN
+
+# Type-checking sees the mixin as the Operator it always joins (report, properties, as_keywords).
+_Mixin = bpy.types.Operator if TYPE_CHECKING else object
 
 
 def require_online(field: str, otherwise: str) -> None:
@@ -28,7 +32,7 @@ def require_online(field: str, otherwise: str) -> None:
         )
 
 
-class TaskOperator:
+class TaskOperator(_Mixin):
     """Mixin for operators that run a task; ``run()`` is their whole execute()."""
 
     blocking: BoolProperty(
@@ -37,7 +41,7 @@ class TaskOperator:
             "Wait for the result before returning (default: on in background mode, off in the UI)"
         ),
         default=False,
-        options=SKIP_SAVE | {"HIDDEN"},
+        options=SKIP_SAVE_HIDDEN,
     )
 
     kind = "generate"  # the task kind the status shows (generate, download, check, setup)

@@ -12,17 +12,23 @@ import dataclasses
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import bpy
 from bpy.props import BoolProperty, StringProperty
 
 from ...core import jobdir
 from ...core.errors import invalid
-from ...core.params import SETTINGS, GenerationParams
+from ...core.params import SEED_MAX, SETTINGS, GenerationParams
 from ...core.protocol import GenerateRequest
 from .. import camera, finish, importer, prefs
-from ..props import PANEL_SETTINGS, SKIP_SAVE, generation_properties, guidance_name
+from ..props import (
+    PANEL_SETTINGS,
+    SKIP_SAVE,
+    SKIP_SAVE_HIDDEN,
+    generation_properties,
+    guidance_name,
+)
 from ..tasks import Task
 from .base import TaskOperator, require_online
 
@@ -45,7 +51,7 @@ class _Generation(TaskOperator):
         name="Allow Download",
         description="Fetch missing model weights from the hub (needs Blender's online access)",
         default=False,
-        options=SKIP_SAVE | {"HIDDEN"},
+        options=SKIP_SAVE_HIDDEN,
     )
 
     def params(self, p: prefs.ShapEPreferences, source: dict[str, str]) -> GenerationParams:
@@ -101,7 +107,7 @@ class SHAPE_E_OT_text_to_mesh(_Generation, bpy.types.Operator):
     bl_idname = "shape_e.text_to_mesh"
     bl_label = "Text to Mesh"
     # The import pushes its own undo step when it lands.
-    bl_options: ClassVar[set[str]] = {"REGISTER"}
+    bl_options = {"REGISTER"}
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         label = importer.object_name_for(" ".join(self.prompt.split()) or "Shap-E")
@@ -114,7 +120,7 @@ class SHAPE_E_OT_image_to_mesh(_Generation, bpy.types.Operator):
 
     bl_idname = "shape_e.image_to_mesh"
     bl_label = "Image to Mesh"
-    bl_options: ClassVar[set[str]] = {"REGISTER"}
+    bl_options = {"REGISTER"}
 
     filepath: StringProperty(name="Image", subtype="FILE_PATH", options=SKIP_SAVE)
     filter_glob: StringProperty(default=IMAGE_GLOB, options={"HIDDEN", "SKIP_SAVE"})
@@ -145,7 +151,7 @@ class SHAPE_E_OT_camera_to_mesh(_Generation, bpy.types.Operator):
 
     bl_idname = "shape_e.camera_to_mesh"
     bl_label = "Camera to Mesh"
-    bl_options: ClassVar[set[str]] = {"REGISTER"}
+    bl_options = {"REGISTER"}
 
     selected_only: BoolProperty(
         name="Selected Objects Only",
@@ -185,20 +191,21 @@ class SHAPE_E_OT_generate(bpy.types.Operator):
 
     bl_idname = "shape_e.generate"
     bl_label = "Generate"
-    bl_options: ClassVar[set[str]] = {"REGISTER"}
+    bl_options = {"REGISTER"}
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         s = context.scene.shape_e
         if s.random_seed:
             # Chosen here, before the operator runs, and kept in the panel so it can be reused.
-            s.seed = random.randint(0, SETTINGS["seed"].range[1])
+            s.seed = random.randint(0, SEED_MAX)
         common = {name: getattr(s, name) for name in PANEL_SETTINGS}
         common["guidance_scale"] = getattr(s, guidance_name(s))
+        ops = bpy.ops.shape_e  # type: ignore[attr-defined]  # ours: the stubs list Blender's only
         if s.source == "TEXT":
-            return bpy.ops.shape_e.text_to_mesh(prompt=s.prompt, **common)
+            return ops.text_to_mesh(prompt=s.prompt, **common)
         if s.source == "IMAGE":
-            return bpy.ops.shape_e.image_to_mesh("EXEC_DEFAULT", filepath=s.image_path, **common)
-        return bpy.ops.shape_e.camera_to_mesh(
+            return ops.image_to_mesh("EXEC_DEFAULT", filepath=s.image_path, **common)
+        return ops.camera_to_mesh(
             selected_only=s.selected_only and bool(context.selected_objects), **common
         )
 
@@ -209,7 +216,7 @@ def _status_text(context: bpy.types.Context, text: str | None) -> None:
     if bpy.app.background or workspace is None:
         return
     workspace.status_text_set(text)
-    if text is not None and bpy.ops.wm.redraw_timer.poll():
+    if text is not None and bpy.ops.wm.redraw_timer.poll():  # type: ignore[call-arg, unused-ignore]  # 4.2's stubs make poll's context required
         # Blender would only draw the message after the render; draw once now.
         bpy.ops.wm.redraw_timer(type="DRAW_WIN_SWAP", iterations=1)
 

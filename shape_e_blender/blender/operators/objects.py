@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import bpy
 from bpy.props import IntProperty, StringProperty
@@ -89,7 +89,7 @@ class SHAPE_E_OT_remesh(TaskOperator, bpy.types.Operator):
 
     bl_idname = "shape_e.remesh"
     bl_label = "Re-mesh"
-    bl_options: ClassVar[set[str]] = {"REGISTER"}  # the finish step pushes its own undo step
+    bl_options = {"REGISTER"}  # the finish step pushes its own undo step
 
     object_name: _object_name("re-mesh")
     grid_size: prop("grid_size", default=REMESH_GRID)
@@ -108,7 +108,8 @@ class SHAPE_E_OT_remesh(TaskOperator, bpy.types.Operator):
             stored_model = settings.get("model")
             model = stored_model if isinstance(stored_model, str) and stored_model else None
             params = GenerationParams.create(
-                **self.as_keywords(ignore=("blocking", "object_name")),
+                # 4.2's stubs say as_keywords() returns None.
+                **self.as_keywords(ignore=("blocking", "object_name")),  # type: ignore[func-returns-value, arg-type, unused-ignore]
                 latent=str(latent),
                 model=model or default_model.strip() or None,
                 device=p.device.lower(),
@@ -138,7 +139,7 @@ class SHAPE_E_OT_use_settings(bpy.types.Operator):
 
     bl_idname = "shape_e.use_settings"
     bl_label = "Use These Settings"
-    bl_options: ClassVar[set[str]] = {"REGISTER", "UNDO"}  # the panel's settings live in the file
+    bl_options = {"REGISTER", "UNDO"}  # the panel's settings live in the file
 
     object_name: _object_name("take the settings from")
 
@@ -183,7 +184,7 @@ class SHAPE_E_OT_import_job(bpy.types.Operator):
 
     bl_idname = "shape_e.import_job"
     bl_label = "Import Job"
-    bl_options: ClassVar[set[str]] = {"REGISTER"}  # import_result pushes its own undo step
+    bl_options = {"REGISTER"}  # import_result pushes its own undo step
 
     job_dir: StringProperty(
         name="Job Folder",
