@@ -8,7 +8,7 @@
 
 Each is timed on a fresh empty scene; the table gives the median and the ratio to import_meshes.
 
-    .venv/bin/python benchmarks/bench_import.py [--repeat 5] [--segments 316]
+    .venv-blender-5.2/bin/python benchmarks/bench_import.py [--repeat 5] [--segments 316]
 
 The files are written with numpy and trimesh (benchmark only: the add-on imports neither).
 """
@@ -58,7 +58,7 @@ def write_ply(path: Path, mesh: MeshData) -> None:
 
 def write_glb(path: Path, mesh: MeshData) -> bool:
     try:
-        import trimesh  # benchmark only; absent from the Blender 4.2 test venv
+        import trimesh  # benchmark only; absent from the Blender test venvs
     except ImportError:
         print("trimesh is not installed: no glTF row", file=sys.stderr)
         return False

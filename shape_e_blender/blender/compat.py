@@ -11,7 +11,8 @@ from typing import Any
 import bpy
 
 MIN_VERSION = (4, 2, 0)  # blender_manifest.toml's blender_version_min
-VERSION: tuple[int, int, int] = tuple(bpy.app.version)  # type: ignore[assignment]
+_MAJOR, _MINOR, _PATCH = bpy.app.version
+VERSION = (_MAJOR, _MINOR, _PATCH)
 
 # EEVEE's engine id: BLENDER_EEVEE_NEXT in 4.2 to 4.5, BLENDER_EEVEE again from 5.0.
 EEVEE = "BLENDER_EEVEE_NEXT" if VERSION < (5, 0, 0) else "BLENDER_EEVEE"

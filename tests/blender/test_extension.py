@@ -25,6 +25,7 @@ VALIDATOR /= "blender_ext.py"
 def _build_module():
     spec = importlib.util.spec_from_file_location("shape_e_build", REPO / "build.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # build.py's dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

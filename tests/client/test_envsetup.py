@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -29,6 +31,14 @@ def test_env_setup_creates_a_venv_that_runs(tmp_path):
     assert setup.fraction == 1.0 and setup.stage == "checking"
     assert venv_python(tmp_path / "env").is_file()
     assert setup.last_line == "ok"
+    # Made from the Python that runs the add-on (Blender's own): 3.13 under Blender 5.1 and later.
+    made = subprocess.run(
+        [venv_python(tmp_path / "env"), "-c", "import sys; print(sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert made.stdout.strip() == str(sys.version_info[:2])
 
 
 def test_env_setup_failure_keeps_the_tail_and_a_hint(tmp_path):
