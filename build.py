@@ -109,9 +109,10 @@ def find_python(version: tuple[int, int]) -> Path:
     """An interpreter of this version: this one, pythonX.Y on PATH, or one that pyenv installed."""
     if sys.version_info[:2] == version:
         return Path(sys.executable)
-    name = "python{}.{}".format(*version)
+    dotted = "{}.{}".format(*version)
+    name = f"python{dotted}"
     pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-    candidates = [shutil.which(name), *sorted(pyenv_root.glob(f"versions/{name[6:]}*/bin/{name}"))]
+    candidates = [shutil.which(name), *sorted(pyenv_root.glob(f"versions/{dotted}*/bin/{name}"))]
     for candidate in filter(None, candidates):
         # pyenv's shim is on PATH even where that version is not selected: it must really run.
         probe = subprocess.run([candidate, "-c", ""], capture_output=True, check=False)
@@ -120,7 +121,7 @@ def find_python(version: tuple[int, int]) -> Path:
     sys.exit(
         f"build.py: {name} is needed (bpy wheels for this Blender exist for it only) and was "
         f"not found on PATH or in {pyenv_root}/versions: install it (for instance "
-        f"`pyenv install {name[6:]}`) and run this again"
+        f"`pyenv install {dotted}`) and run this again"
     )
 
 

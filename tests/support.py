@@ -39,12 +39,16 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 def run_child(
-    *args: str, timeout: float = 600, env_extra: dict[str, str] | None = None
+    *args: str,
+    timeout: float = 600,
+    env_extra: dict[str, str] | None = None,
+    cwd: str | os.PathLike[str] = REPO,
 ) -> subprocess.CompletedProcess:
-    """Run a child process from the repository root with child_env(); output captured as text."""
+    """Run a child process (from the repository root unless ``cwd``) with child_env(); output
+    captured as text."""
     return subprocess.run(
         list(args),
-        cwd=REPO,
+        cwd=cwd,
         env=child_env(**(env_extra or {})),
         capture_output=True,
         text=True,

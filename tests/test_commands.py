@@ -3,22 +3,13 @@ relative paths, through build.py (which runs the scene on Blender 5.2 LTS, the w
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
-from tests.support import REPO, child_env
+from tests.support import REPO, run_child
 
 
-def _build(cwd, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "build.py"), *args],
-        cwd=cwd,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+def _build(cwd, *args: str):
+    return run_child(sys.executable, str(REPO / "build.py"), *args, timeout=900, cwd=cwd)
 
 
 def test_the_scene_command_writes_where_it_was_typed(tmp_path):

@@ -158,7 +158,7 @@ def render_camera_image(
 
 
 def _render_still(context: bpy.types.Context) -> None:
-    if bpy.ops.render.render.poll():  # type: ignore[call-arg, unused-ignore]  # 4.2's stubs make poll's context required
+    if compat.can_run(bpy.ops.render.render):
         bpy.ops.render.render(write_still=False)
         return
     # A timer callback has no window in its context, where render.render refuses to run.

@@ -37,6 +37,15 @@ def too_old() -> str:
     return f"Shap-E needs Blender {need} or newer; this is Blender {have}"
 
 
+def can_run(op: Any) -> bool:
+    """``op.poll()`` for a ``bpy.ops`` operator: whether it can run in this context.
+
+    Typed Any because fake-bpy-module's 4.2 stubs make poll's optional context argument required
+    (5.2's do not), so each call would need its own ignore.
+    """
+    return bool(op.poll())
+
+
 def use_nodes(id_block: Any) -> None:
     """Give a material or world a node tree: 5.0 always has one (and warns on use_nodes)."""
     if VERSION < (5, 0, 0):

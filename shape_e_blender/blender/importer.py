@@ -60,12 +60,12 @@ def push_undo(message: str) -> bool:
     then the step is pushed with the first window as context. Returns False when no window could
     take it (nothing else goes wrong: the import itself stays).
     """
-    if bpy.ops.ed.undo_push.poll():  # type: ignore[call-arg, unused-ignore]  # 4.2's stubs make poll's context required
+    if compat.can_run(bpy.ops.ed.undo_push):
         bpy.ops.ed.undo_push(message=message)
         return True
     for window in bpy.context.window_manager.windows:
         with bpy.context.temp_override(window=window, screen=window.screen):  # type: ignore[attr-defined, unused-ignore]  # 4.2's stubs: not a context manager
-            if bpy.ops.ed.undo_push.poll():  # type: ignore[call-arg, unused-ignore]  # 4.2's stubs make poll's context required
+            if compat.can_run(bpy.ops.ed.undo_push):
                 bpy.ops.ed.undo_push(message=message)
                 return True
     return False
@@ -79,7 +79,7 @@ def ensure_undo_baseline() -> None:
     then be the first one, and undo would have nothing to go back to. The UI always has a stack.
     ``ed.undo_history`` polls true only once the stack exists.
     """
-    if bpy.app.background and not bpy.ops.ed.undo_history.poll():  # type: ignore[call-arg, unused-ignore]  # 4.2's stubs make poll's context required
+    if bpy.app.background and not compat.can_run(bpy.ops.ed.undo_history):
         push_undo("Before Shap-E import")
 
 

@@ -62,9 +62,8 @@ def test_blender_reimport_keeps_frame_and_colours(tmp_path, suffix):
     world, colors, faces = _blender_import(path)
 
     assert len(world) == mesh.vertex_count and len(faces) == mesh.face_count
-    np.testing.assert_allclose(
-        world.min(0), BOX_LO, atol=1e-5
-    )  # same bounds: Z stays the tall axis
+    # The same bounds: Z stays the tall axis.
+    np.testing.assert_allclose(world.min(0), BOX_LO, atol=1e-5)
     np.testing.assert_allclose(world.max(0), BOX_HI, atol=1e-5)
     assert outward(world, faces)
     # Match vertices by position: importers may reorder them.

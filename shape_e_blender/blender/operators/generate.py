@@ -21,7 +21,7 @@ from ...core import jobdir
 from ...core.errors import invalid
 from ...core.params import SEED_MAX, SETTINGS, GenerationParams
 from ...core.protocol import GenerateRequest
-from .. import camera, finish, importer, prefs
+from .. import camera, compat, finish, importer, prefs
 from ..props import (
     PANEL_SETTINGS,
     SKIP_SAVE,
@@ -216,7 +216,7 @@ def _status_text(context: bpy.types.Context, text: str | None) -> None:
     if bpy.app.background or workspace is None:
         return
     workspace.status_text_set(text)
-    if text is not None and bpy.ops.wm.redraw_timer.poll():  # type: ignore[call-arg, unused-ignore]  # 4.2's stubs make poll's context required
+    if text is not None and compat.can_run(bpy.ops.wm.redraw_timer):
         # Blender would only draw the message after the render; draw once now.
         bpy.ops.wm.redraw_timer(type="DRAW_WIN_SWAP", iterations=1)
 
