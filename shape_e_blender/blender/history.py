@@ -127,7 +127,7 @@ def forget() -> None:
 def active_job() -> tuple[Path | None, str]:
     """The folder and label of the generation this Blender is running, if any."""
     task = tasks.active()
-    if task is None or task.kind != "generate":
+    if task is None or task.kind not in ("generate", "scene"):
         return None, ""
     return task.job_dir, task.label
 

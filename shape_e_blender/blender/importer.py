@@ -11,7 +11,6 @@ Blender's own PLY and glTF importers (see docs/performance.md, "Blender import")
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
@@ -19,36 +18,15 @@ from typing import Any, cast
 import bpy
 import numpy as np
 
-from ..core import jobdir
 from ..core.errors import INTERNAL_ERROR, INVALID_PARAMS, ShapEError, invalid
 from ..core.mesh import MeshData
+from ..core.names import DEFAULT_NAME
 from ..core.params import variant_seed
 from . import compat
 
 COLOR_ATTRIBUTE = "Color"
 PROPERTY_KEY = "shape_e"  # obj["shape_e"] holds the generation settings as an ID-property group
-DEFAULT_NAME = "Shap-E"
-NAME_MAX_CHARS = 40
 _INT32 = (-(2**31), 2**31 - 1)
-_FILE_SUFFIX = re.compile(r"\.(png|jpe?g|webp|bmp|tiff?|exr|npz|npy|glb|gltf|ply|obj)$", re.I)
-_LEADING_ARTICLE = re.compile(r"^(a|an|the)\s+", re.I)
-
-
-def object_name_for(prompt_or_path: str) -> str:
-    """A short readable object name: "a red chair" -> "Red chair", "/x/my_lamp.png" -> "My lamp"."""
-    text = prompt_or_path.strip()
-    if _FILE_SUFFIX.search(text):  # an image (or mesh) file: its name, not its folder
-        text = jobdir.file_name(text)
-        text = _FILE_SUFFIX.sub("", text).replace("_", " ").replace("-", " ")
-    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
-    text = _LEADING_ARTICLE.sub("", text).strip(" .,;:!?\"'")
-    if len(text) > NAME_MAX_CHARS:
-        cut = text[:NAME_MAX_CHARS].rsplit(" ", 1)[0]
-        text = cut if len(cut) >= NAME_MAX_CHARS // 2 else text[:NAME_MAX_CHARS]
-    # Blender 4.2 holds names up to 63 bytes of UTF-8; longer ones are cut mid-character.
-    while len(text.encode("utf-8")) > 63:
-        text = text[:-1]
-    return text[:1].upper() + text[1:] if text else DEFAULT_NAME
 
 
 def push_undo(message: str) -> bool:
@@ -158,7 +136,7 @@ def import_meshes(
                 x += prev_half_width + spacing + half_width
             prev_half_width = half_width
             obj.location = (x, origin[1], origin[2])
-            obj[PROPERTY_KEY] = _variant_properties(settings, index, job_dir, latent)
+            obj[PROPERTY_KEY] = variant_properties(settings, index, job_dir, latent)
             collection.objects.link(obj)
 
         # A freshly loaded file does not refresh view_layer.objects on link: without this the new
@@ -312,7 +290,7 @@ def _vertex_color_material(name: str) -> bpy.types.Material:
     return material
 
 
-def _variant_properties(
+def variant_properties(
     settings: Mapping[str, object], index: int, job_dir: str | None, latent: str | None = None
 ) -> dict[str, Any]:
     props = _id_safe_dict(settings)

@@ -83,8 +83,11 @@ def draw_panel(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
     sub.enabled = not running
     sub.operator("shape_e.generate", icon="SHADERFX")
     sub = row.row(align=True)
-    sub.enabled = running and st.kind in ("generate", "download")
+    sub.enabled = running and st.kind in ("generate", "download", "scene")
     sub.operator("shape_e.cancel", text="", icon="CANCEL")
+    row = layout.row()
+    row.enabled = not running
+    row.operator("shape_e.build_scene", icon="SCENE_DATA")
 
     if st.state in ("running", "cancelling"):
         layout.progress(factor=st.fraction, type="BAR", text=st.progress_text())

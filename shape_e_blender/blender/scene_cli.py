@@ -1,6 +1,12 @@
-"""The main job, headless: a prompt (or an image) becomes a mesh in a saved Blender scene.
+"""The main job, headless: a prompt (or an image) becomes a mesh in a saved Blender scene, or a
+scene spec (docs/scenes.md) becomes a whole scene.
 
     python -m shape_e_blender.blender.scene_cli --prompt "a red chair" -o chair.blend
+    python -m shape_e_blender.blender.scene_cli props.toml -o props.blend
+
+A spec is built into ``-o`` when that file exists (the objects the spec made before are updated
+in place, everything else in it is kept), else into a new scene. Objects that fail are listed,
+the others are saved, and the exit status is 1.
 
 It runs Blender as a Python module (bpy), enables the add-on from this source tree (no install),
 points the worker at an interpreter (by default this very one: the development venv holds the
@@ -26,6 +32,7 @@ from typing import Any, TextIO
 
 from ..core.errors import JOB_FAILED, ShapEError, invalid
 from ..core.params import SETTINGS, GenerationParams, add_arguments
+from ..core.spec import load_spec
 
 ROOT = __package__.split(".")[0]  # the add-on's root package when run from the source tree
 # The generation parameters this command takes: all but latent (shape_e.remesh decodes those).
@@ -37,8 +44,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m shape_e_blender.blender.scene_cli",
         description="Generate a Shap-E mesh into a Blender scene and save it as a .blend file.",
     )
-    add_arguments(ap, GENERATION)
+    ap.add_argument("spec", nargs="?", help="a scene spec (.toml) to build, instead of --prompt")
+    add_arguments(ap, GENERATION, source_required=False)
     ap.add_argument("-o", "--output", required=True, help="the .blend file to write")
+    for kind in ("text", "image"):
+        ap.add_argument(
+            f"--{kind}-model",
+            help=f"with a spec: the model of {kind} objects that name none (default: the "
+            "spec's [defaults], then openai's)",
+        )
     ap.add_argument(
         "--worker-python",
         default=sys.executable,
@@ -101,8 +115,32 @@ def _errors_unprinted() -> Iterator[None]:
         sys.stdout = real
 
 
+# With a spec, the only generation options are those a spec has no key for.
+SPEC_OPTIONS = ("device", "precision")
+
+
+def _spec_problem(args: argparse.Namespace) -> str:
+    """What is wrong with how the command was called, given the spec or not; "" when nothing."""
+    if args.spec is None:
+        if args.prompt is None and args.image is None:
+            return "give a scene spec (a .toml file), --prompt or --image"
+        if args.text_model or args.image_model:
+            return "--text-model and --image-model go with a spec; use --model with --prompt"
+        return ""
+    if args.prompt is not None or args.image is not None:
+        return "give a scene spec or --prompt/--image, not both"
+    extra = [SETTINGS[n].flag for n in generation_kwargs(args) if n not in SPEC_OPTIONS]
+    if extra:
+        return f"{', '.join(extra)}: with a spec, set these in its [defaults] or objects"
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    problem = _spec_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     # Paths resolve where the command was typed: the worker runs in another folder, and a model
     # that is a local folder is told from a hub id by existing.
     output = Path(args.output).expanduser().resolve()
@@ -113,10 +151,26 @@ def main(argv: list[str] | None = None) -> int:
     if output.suffix.lower() != ".blend":
         print(f"error: the output must be a .blend file, not {output.name}", file=sys.stderr)
         return 2
+    for kind in ("text_model", "image_model"):
+        value = getattr(args, kind)
+        if value is not None and Path(value).expanduser().is_dir():
+            setattr(args, kind, str(Path(value).expanduser().resolve()))
+    if args.spec is not None:
+        args.spec = str(Path(args.spec).expanduser().resolve())
     source = {"prompt": args.prompt} if args.prompt is not None else {"image": args.image}
     try:
         # Check everything before Blender starts, with the same validation the operator uses.
-        params = GenerationParams.create(**source, **generation_kwargs(args))
+        if args.spec is not None:
+            load_spec(
+                args.spec,
+                text_model=args.text_model,
+                image_model=args.image_model,
+                common=generation_kwargs(args),
+            )
+            source = {}
+        params = GenerationParams.create(
+            **(source or {"prompt": "spec"}), **generation_kwargs(args)
+        )
         if params.device not in SETTINGS["device"].values:  # Blender's setting has no cuda:N
             raise invalid(
                 "device",
@@ -134,11 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     import addon_utils
     import bpy
 
-    # The factory scene (camera and light), without its cube: the new mesh takes its place.
-    bpy.ops.wm.read_homefile(use_factory_startup=True)
-    cube = bpy.data.objects.get("Cube")
-    if cube is not None:
-        bpy.data.objects.remove(cube)
+    if args.spec is not None and output.is_file():
+        # A spec is built into the file it made before: its objects are updated in place.
+        bpy.ops.wm.open_mainfile(filepath=str(output), load_ui=False)
+    else:
+        # The factory scene (camera and light), without its cube: the new mesh takes its place.
+        bpy.ops.wm.read_homefile(use_factory_startup=True)
+        cube = bpy.data.objects.get("Cube")
+        if cube is not None:
+            bpy.data.objects.remove(cube)
 
     # ``-m`` already imported the package; without this stamp addon_utils would reload it.
     package = sys.modules[ROOT]
@@ -152,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     try:
+        _set_up(bpy, args)
+        if args.spec is not None:
+            return _build(bpy, args, output)
         return _generate(bpy, args, source, output)
     except ShapEError as err:
         return fail(err)
@@ -162,17 +223,88 @@ def main(argv: list[str] | None = None) -> int:
         addon_utils.disable(ROOT, default_set=True)
 
 
-def _generate(bpy: Any, args: argparse.Namespace, source: dict[str, str], output: Path) -> int:
+def _set_up(bpy: Any, args: argparse.Namespace) -> None:
+    """The preferences for this process (module mode never saves them) and the progress."""
     from . import prefs, tasks  # they import bpy, loaded by main() only after validation
 
     p = prefs.get(bpy.context)
     p.worker_python = str(Path(args.worker_python).expanduser())
     p.jobs_dir = args.jobs_dir
+    for name in SPEC_OPTIONS:
+        value = getattr(args, name)
+        if value is not None:
+            setattr(p, name, SETTINGS[name].identifier(value))
     if args.allow_download:
-        # This process only: module mode never saves the preferences.
         bpy.context.preferences.system.use_online_access = True
-    kwargs = {name: SETTINGS[name].identifier(v) for name, v in generation_kwargs(args).items()}
+    tasks.watch = ProgressLine(sys.stderr).show
     print(f"worker: {p.worker_python}; jobs: {prefs.jobs_root(p)}", flush=True)
+
+
+def _build(bpy: Any, args: argparse.Namespace, output: Path) -> int:
+    """A spec into the scene; saved with what succeeded, and 1 when an object failed."""
+    from . import scenes, tasks
+
+    started = time.perf_counter()
+    try:
+        with _errors_unprinted():
+            result = bpy.ops.shape_e.build_scene(
+                filepath=args.spec,
+                text_model=args.text_model or "",
+                image_model=args.image_model or "",
+                blocking=True,
+            )
+    except RuntimeError:  # background mode raises the operator's error report
+        result = {"CANCELLED"}
+    tasks.watch = None
+    built = scenes.last_build
+    for name, how in built.items():
+        if how["error"]:
+            print(f"{name}: failed", flush=True)
+            continue
+        objects = ", ".join(
+            f"{n} ({len(bpy.data.objects[n].data.vertices)} vertices)" for n in how["objects"]
+        )
+        print(f"{name}: {how['how']}: {objects}; job folder {how['job_dir']}", flush=True)
+    st = tasks.status
+    if result != {"FINISHED"}:
+        fail(ShapEError(JOB_FAILED, st.error or st.message or "the build failed", st.hint))
+    if not built or st.state == "cancelled":
+        return 1  # nothing was imported: the file is left as it was
+    print(f"built in {time.perf_counter() - started:.1f} s")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    bpy.ops.wm.save_as_mainfile(filepath=str(output))
+    print(f"saved {output}")
+    return 0 if result == {"FINISHED"} else 1
+
+
+class ProgressLine:
+    """The running task's progress on stderr: one line redrawn in place on a terminal, else a
+    line each time the object or the stage changes (a log stays short)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.last: object = None
+
+    def show(self, status: Any) -> None:
+        if status.state not in ("running", "cancelling"):
+            return
+        text = status.progress_text()
+        if self.tty:
+            filled = round(status.fraction * 24)
+            self.out.write(f"\r[{'#' * filled}{'.' * (24 - filled)}] {text[:90]:<90}")
+            self.out.flush()
+            return
+        head = (status.part, status.stage)
+        if head != self.last:
+            self.last = head
+            print(text, file=self.out, flush=True)
+
+
+def _generate(bpy: Any, args: argparse.Namespace, source: dict[str, str], output: Path) -> int:
+    from . import tasks
+
+    kwargs = {name: SETTINGS[name].identifier(v) for name, v in generation_kwargs(args).items()}
     started = time.perf_counter()
     if args.prompt is not None:
         op = bpy.ops.shape_e.text_to_mesh

@@ -38,12 +38,21 @@ class Status:
     objects: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # a task that succeeded in part
     fraction_override: float | None = None  # a task that measures its own progress (setup)
+    # A scene build: object ``part`` of ``parts`` (1-based) runs; the time left for them all.
+    part: int = 0
+    parts: int = 0
+    part_label: str = ""
+    part_started: float = 0.0
+    overall_eta_s: float | None = None
 
     @property
     def fraction(self) -> float:
         if self.fraction_override is not None:
             return self.fraction_override
-        return min(1.0, self.step / self.total) if self.total > 0 else 0.0
+        own = min(1.0, self.step / self.total) if self.total > 0 else 0.0
+        if self.parts:  # a scene build: the whole build's share
+            return (self.part - 1 + own) / self.parts
+        return own
 
     def progress_text(self) -> str:
         name = STAGE_LABELS.get(self.stage, self.stage.capitalize() or "Working")
@@ -57,6 +66,9 @@ class Status:
             count = f" {self.step}/{self.total}"
         else:
             count = ""
+        if self.parts:
+            eta = f", {_duration(self.overall_eta_s)} left in all" if self.overall_eta_s else ""
+            return f"{self.part}/{self.parts} {self.part_label}: {name}{count}{eta}"
         eta = f", {_duration(self.eta_s)} left" if self.eta_s else ""
         return f"{name}{count}{eta}"
 

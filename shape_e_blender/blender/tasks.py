@@ -56,6 +56,10 @@ class Task:
     objects: list[Any] = field(default_factory=list)
     # What the finish step left out but the task still produced (e.g. a variant with no surface).
     warnings: list[str] = field(default_factory=list)
+    # A scene build: each request fails alone (the finish step imports the others and lists the
+    # failures), and ``parts`` names each request's object for the progress ("2/5 Lamp").
+    each_alone: bool = False
+    parts: list[str] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -69,8 +73,11 @@ class Task:
 
     @property
     def job_dir(self) -> Path | None:
-        """The job folder of a generation (the first request that names one)."""
-        return next((Path(r.job_dir) for r in self.requests if r.job_dir), None)
+        """The job folder of a generation: the first unfinished request's that names one (a
+        scene build runs one at a time), else the first request's."""
+        named = [r for r in self.requests if r.job_dir]
+        current = next((r for r in named if not r.done), named[0] if named else None)
+        return Path(current.job_dir) if current is not None and current.job_dir else None
 
     def poll(self, timeout: float) -> None:
         """Apply what happened since the last poll to ``status``; waits up to ``timeout``."""
@@ -92,6 +99,25 @@ class Task:
                     p.total,
                     p.eta_s,
                 )
+        if self.parts and current is not None:
+            self._show_part(self.requests.index(current))
+
+    def _show_part(self, index: int) -> None:
+        """Which object of a scene build runs, and the time left for the whole build: the
+        current object's estimate plus the finished ones' mean time for each one after it."""
+        if status.part != index + 1:
+            status.part, status.parts = index + 1, len(self.requests)
+            status.part_label = self.parts[index]
+            status.part_started = time.time()
+            status.stage, status.step, status.total, status.eta_s = "queued", 0, 0, None
+        mean = (status.part_started - status.started) / index if index else None
+        left = len(self.requests) - index - 1
+        current = status.eta_s if status.eta_s is not None else mean
+        status.overall_eta_s = (
+            current + left * (mean if mean is not None else current)
+            if current is not None
+            else None
+        )
 
     def first_error(self) -> ShapEError | None:
         if self.setup is not None:
@@ -108,6 +134,8 @@ class Task:
 
 
 status = Status()
+# Called with ``status`` after each poll of a blocking run (the headless command's progress).
+watch: Callable[[Status], None] | None = None
 _client: WorkerClient | None = None
 # Clients replaced while their worker was still stopping: their threads are joined later.
 _retired: list[WorkerClient] = []
@@ -189,7 +217,7 @@ def tick(context: bpy.types.Context | None = None, timeout: float = 0.0) -> Task
     if not task.done:
         return None
     _active = None
-    task.error = task.first_error()
+    task.error = None if task.each_alone else task.first_error()
     if task.error is None and task.discard:
         task.error = ShapEError(CANCELLED, "cancelled: another file was opened", "")
     if task.error is None and task.finish is not None:
@@ -223,6 +251,8 @@ def run_blocking(context: bpy.types.Context | None = None) -> Task:
             done = tick(context, timeout=0.25)
             if done is not None:
                 return done
+            if watch is not None:
+                watch(status)
     except KeyboardInterrupt:
         # Ctrl+C in a terminal: stop the worker's job rather than leave it running unseen.
         if _active is not None and _active.setup is not None:
@@ -279,7 +309,7 @@ def ensure_timer() -> None:
 
 @persistent
 def on_load_pre(*_args: Any) -> None:
-    if _active is not None and _active.kind == "generate":
+    if _active is not None and _active.kind in ("generate", "scene"):
         _active.discard = True
         cancel()
 

@@ -11,6 +11,7 @@ import, Recent Jobs, Re-mesh), the CLI and any other client. The layout is the p
       <i>/mesh.npz   variant i's mesh (core/mesh.py); <i>/latent.npy its latent
       result.json    written last: the JobResult (core/results.py) without inline meshes
       error.json     instead of result.json when the job failed or was cancelled
+      key.json       the job key (core/jobkey.py), written by the client that made the folder
 
 Every file is written beside its place and renamed into it (core/files.py). Read back, a folder
 is done (result.json), failed or cancelled (error.json; its code says which), running (the
@@ -45,6 +46,7 @@ LOG_FILE = "job.log"
 INPUT_IMAGE = "input.png"
 MESH_FILE = "mesh.npz"
 LATENT_FILE = "latent.npy"
+KEY_FILE = "key.json"
 
 STATES = ("done", "failed", "cancelled", "running", "interrupted")
 DONE, FAILED, CANCELLED, RUNNING, INTERRUPTED = STATES

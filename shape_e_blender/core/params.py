@@ -327,10 +327,13 @@ def _table() -> dict[str, Setting]:
 SETTINGS: dict[str, Setting] = _table()
 
 
-def add_arguments(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser, names: Iterable[str], *, source_required: bool = True
+) -> None:
     """Add ``--grid-size`` etc. for these settings; defaults stay None, so core's apply.
 
-    The sources (prompt, image, latent) among ``names`` form one required either-or group.
+    The sources (prompt, image, latent) among ``names`` form one either-or group, required
+    unless ``source_required`` is false (the command then has another source, e.g. a spec).
     """
     names = list(names)
     group = None
@@ -338,7 +341,7 @@ def add_arguments(parser: argparse.ArgumentParser, names: Iterable[str]) -> None
         s = SETTINGS[name]
         target: Any = parser
         if name in SOURCES:
-            group = group or parser.add_mutually_exclusive_group(required=True)
+            group = group or parser.add_mutually_exclusive_group(required=source_required)
             target = group
         target.add_argument(s.flag, type=s.kind, metavar=_metavar(s), help=argument_help(s))
 

@@ -14,10 +14,10 @@ from shape_e_blender.blender import importer
 from shape_e_blender.blender.importer import (
     COLOR_ATTRIBUTE,
     import_meshes,
-    object_name_for,
     push_undo,
 )
 from shape_e_blender.core.errors import INTERNAL_ERROR, INVALID_PARAMS, ShapEError
+from shape_e_blender.core.names import object_name_for
 from shape_e_blender.core.mesh import MeshData
 from tests.shapes import linear_to_srgb, uv_sphere
 

@@ -3,9 +3,10 @@
 - base.py: TaskOperator, the busy check, the error report and the blocking rule they all share;
 - generate.py: text_to_mesh, image_to_mesh, camera_to_mesh, and the panel's generate;
 - objects.py: remesh, use_settings and import_job, on what Shap-E already made;
+- scene.py: build_scene, a scene spec into the open file;
 - worker.py: check_worker, release_worker, download_models, setup_worker_env, cancel.
 """
 
-from . import generate, objects, worker
+from . import generate, objects, scene, worker
 
-CLASSES = (*generate.CLASSES, *objects.CLASSES, *worker.CLASSES)
+CLASSES = (*generate.CLASSES, *objects.CLASSES, *scene.CLASSES, *worker.CLASSES)

@@ -19,9 +19,10 @@ from bpy.props import BoolProperty, StringProperty
 
 from ...core import jobdir
 from ...core.errors import invalid
+from ...core.names import object_name_for
 from ...core.params import SEED_MAX, SETTINGS, GenerationParams
 from ...core.protocol import GenerateRequest
-from .. import camera, compat, finish, importer, prefs
+from .. import camera, compat, finish, prefs
 from ..props import (
     PANEL_SETTINGS,
     SKIP_SAVE,
@@ -110,7 +111,7 @@ class SHAPE_E_OT_text_to_mesh(_Generation, bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        label = importer.object_name_for(" ".join(self.prompt.split()) or "Shap-E")
+        label = object_name_for(" ".join(self.prompt.split()) or "Shap-E")
         return self.start(context, {}, label)
 
 
@@ -141,7 +142,7 @@ class SHAPE_E_OT_image_to_mesh(_Generation, bpy.types.Operator):
                     SETTINGS["image"].hint,
                 )
             )
-        label = importer.object_name_for(str(path))
+        label = object_name_for(str(path))
         return self.start(context, {"image": str(path)}, label)
 
 
@@ -169,7 +170,7 @@ class SHAPE_E_OT_camera_to_mesh(_Generation, bpy.types.Operator):
         # The render is named after the camera, so that the job folder alone names the objects
         # the same way (Recent Jobs names them after the image file).
         render_name = camera.render_file_name(cam.name)
-        label = importer.object_name_for(render_name)
+        label = object_name_for(render_name)
         selected_only = self.selected_only
 
         def render(params: GenerationParams, job_dir: Path) -> GenerationParams:

@@ -16,6 +16,7 @@ from bpy.props import IntProperty, StringProperty
 
 from ...core import jobdir
 from ...core.errors import ShapEError, invalid
+from ...core.names import object_name_for
 from ...core.params import SETTINGS, GenerationParams
 from ...core.protocol import GenerateRequest
 from .. import finish, history, importer, prefs
@@ -209,7 +210,7 @@ class SHAPE_E_OT_import_job(bpy.types.Operator):
             record, result = jobdir.load_result(
                 bpy.path.abspath(text) if text else "", self.variant, active=active
             )
-            label = importer.object_name_for(record.name_source)
+            label = object_name_for(record.name_source)
             # The same finish step as a fresh generation: the same names, placement and settings.
             objects, warnings = finish.import_result(result, context, label)
         except ShapEError as err:

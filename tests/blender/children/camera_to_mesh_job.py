@@ -36,8 +36,9 @@ def main() -> int:
     jobs_dir, model, worker_python = sys.argv[1:4]
     build_scene()
     assert addon_utils.enable("shape_e_blender", default_set=True) is not None
-    from shape_e_blender.blender import importer, prefs, tasks
+    from shape_e_blender.blender import prefs, tasks
     from shape_e_blender.core import jobdir
+    from shape_e_blender.core.names import object_name_for
 
     p = prefs.get()
     p.worker_python, p.jobs_dir, p.image_model = worker_python, jobs_dir, model
@@ -55,7 +56,7 @@ def main() -> int:
         "job_dir": settings.get("job_dir"),
         "render_restored": before == after,
         # What Recent Jobs would name the objects when importing this job from its folder.
-        "from_folder": importer.object_name_for(
+        "from_folder": object_name_for(
             jobdir.read_job(Path(settings["job_dir"])).name_source
         )
         if objects
