@@ -242,7 +242,7 @@ def _set_up(bpy: Any, args: argparse.Namespace) -> None:
 
 def _build(bpy: Any, args: argparse.Namespace, output: Path) -> int:
     """A spec into the scene; saved with what succeeded, and 1 when an object failed."""
-    from . import scenes, tasks
+    from . import scenes, tasks  # bpy: imported once main() has checked the arguments
 
     started = time.perf_counter()
     try:
@@ -302,7 +302,7 @@ class ProgressLine:
 
 
 def _generate(bpy: Any, args: argparse.Namespace, source: dict[str, str], output: Path) -> int:
-    from . import tasks
+    from . import tasks  # bpy: imported once main() has checked the arguments
 
     kwargs = {name: SETTINGS[name].identifier(v) for name, v in generation_kwargs(args).items()}
     started = time.perf_counter()

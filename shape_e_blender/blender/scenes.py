@@ -21,7 +21,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import bpy
 import numpy as np
@@ -110,7 +110,7 @@ def start(planned: list[Planned], client: WorkerClient, jobs_root: Path) -> list
 
 def objects_of(spec: SceneSpec, name: str) -> dict[int, bpy.types.Object]:
     """This file's objects made for spec object ``name``, by variant."""
-    found = {}
+    found: dict[int, bpy.types.Object] = {}
     for obj in bpy.data.objects:
         s = importer.settings_of(obj) or {}
         if obj.library is None and (s.get(SPEC), s.get(SPEC_OBJECT)) == (str(spec.path), name):
@@ -224,20 +224,20 @@ def _update(
         latents=[m.latent for m in new],
     ) if new else []  # fmt: skip
     for obj in objects:
-        obj[importer.PROPERTY_KEY].update(ours)  # type: ignore[attr-defined]  # an ID-property group
+        obj[importer.PROPERTY_KEY].update(ours)
     for m in made:
-        obj = existing.get(m.variant)
-        if obj is None:
+        old = existing.get(m.variant)
+        if old is None:
             continue
-        importer.check_editable(obj)
-        importer.replace_mesh(obj, m.load())
-        obj[importer.PROPERTY_KEY] = (
+        importer.check_editable(old)
+        importer.replace_mesh(old, m.load())
+        old[importer.PROPERTY_KEY] = (
             importer.variant_properties(settings, m.variant, result.job_dir, m.latent) | ours
         )
-        objects.append(obj)
-    for variant, obj in existing.items():
+        objects.append(old)
+    for variant, gone in existing.items():
         if variant not in {m.variant for m in made}:
-            bpy.data.objects.remove(obj, do_unlink=True)
+            bpy.data.objects.remove(gone, do_unlink=True)
     return sorted(objects, key=lambda o: _settings(o).get("variant", 0))
 
 
@@ -245,7 +245,7 @@ def place(objects: list[bpy.types.Object], o: SpecObject, context: bpy.types.Con
     """Location, rotation, scale or size, and collection, as the spec says; the variants of one
     object stand side by side along +X from its location."""
     p = o.placement
-    target = collection_for(context.scene, p.collection_path)
+    target = collection_for(cast(bpy.types.Scene, context.scene), p.collection_path)
     x = p.location[0]
     prev_half: float | None = None
     for obj in objects:

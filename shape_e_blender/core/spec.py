@@ -178,6 +178,7 @@ class _Reader:
         self.base = base
         self.problems = problems
         self.common = common
+        self._pending = ""  # a problem with the object's name, told once its label is known
 
     def object(
         self,
@@ -187,22 +188,26 @@ class _Reader:
         mode_models: Mapping[str, Any],
         taken: dict[str, int],
     ) -> SpecObject | None:
-        own_name = entry.get("name")
-        label = f"object {index}" + (f" ({own_name!r})" if isinstance(own_name, str) else "")
+        values = {k: v for k, v in defaults.items() if k in OBJECT_KEYS}
+        if "prompt" in entry or "image" in entry:  # its own source replaces the defaults'
+            values.pop("prompt", None)
+            values.pop("image", None)
+        values.update(entry)
+        own_name = values.get("name")
+        name = self._name(index, own_name, values, taken)
+        label = f"object {index}" + (
+            f" ({name!r})" if name else f" ({own_name!r})" if isinstance(own_name, str) else ""
+        )
+        if name is None and self._pending:
+            self.problems.append(self._pending.format(label=label))
         before = len(self.problems)
         for key in entry:
             if key not in OBJECT_KEYS:
                 self.problems.append(
                     f"{label}, {key}: is not an object key; allowed: {', '.join(OBJECT_KEYS)}"
                 )
-        values = {k: v for k, v in defaults.items() if k in OBJECT_KEYS}
-        if "prompt" in entry or "image" in entry:  # its own source replaces the defaults'
-            values.pop("prompt", None)
-            values.pop("image", None)
-        values.update(entry)
         params = self._params(label, values, "model" in entry, mode_models)
         placement = self._placement(label, values)
-        name = self._name(label, index, own_name, values, taken)
         if params is None or placement is None or name is None or len(self.problems) > before:
             return None
         return SpecObject(index, name, params, placement)
@@ -249,8 +254,8 @@ class _Reader:
             )
         if "scale" in values:
             raw = values["scale"]
-            vec = (_number(raw),) * 3 if not isinstance(raw, list) else _vector(raw)
-            if vec is None or any(v is None or v <= 0 for v in vec):
+            vec = _vector(raw if isinstance(raw, list) else [raw] * 3)
+            if vec is None or min(vec) <= 0:
                 self._bad(label, "scale", raw, "a number above 0, or three of them [x, y, z]")
             else:
                 out["scale"] = vec
@@ -270,21 +275,19 @@ class _Reader:
         return Placement(**out) if len(out) == len(set(values) & set(PLACEMENT_KEYS)) else None
 
     def _name(
-        self,
-        label: str,
-        index: int,
-        own: Any,
-        values: dict[str, Any],
-        taken: dict[str, int],
+        self, index: int, own: Any, values: dict[str, Any], taken: dict[str, int]
     ) -> str | None:
+        """The object's name (its own, or one made from its source); None when its own cannot
+        be used, with the problem in ``_pending`` until the object's label is known."""
+        self._pending = ""
         if own is not None:
             if not isinstance(own, str) or not own.strip() or "\0" in own:
-                self._bad(label, "name", own, "a name (text, not empty)")
+                self._pending = f"{{label}}, name: must be a name (text, not empty), not {own!r}"
                 return None
             name = own.strip()
             if name in taken:
-                self.problems.append(
-                    f"{label}, name: {name!r} is the name of object {taken[name]} too; give "
+                self._pending = (
+                    f"{{label}}, name: {name!r} is the name of object {taken[name]} too; give "
                     "each object its own name"
                 )
                 return None

@@ -17,8 +17,8 @@ from shape_e_blender.blender.importer import (
     push_undo,
 )
 from shape_e_blender.core.errors import INTERNAL_ERROR, INVALID_PARAMS, ShapEError
-from shape_e_blender.core.names import object_name_for
 from shape_e_blender.core.mesh import MeshData
+from shape_e_blender.core.names import object_name_for
 from tests.shapes import linear_to_srgb, uv_sphere
 
 SETTINGS = {
@@ -264,7 +264,7 @@ def test_simulated_error_after_the_meshes_leaves_nothing_behind(context, monkeyp
     def fail(*_args, **_kwargs):
         raise KeyError("simulated failure while storing the settings")
 
-    monkeypatch.setattr(importer, "_variant_properties", fail)
+    monkeypatch.setattr(importer, "variant_properties", fail)
     with pytest.raises(KeyError, match="simulated"):
         _import(context, [uv_sphere(), uv_sphere()])
     assert _datablock_counts() == before

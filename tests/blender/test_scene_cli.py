@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import bpy
 
@@ -95,3 +96,80 @@ def test_a_generated_object_renders_to_a_picture(tmp_path, worker_text_model):
     # vertex colours and shading: many distinct colours, not one flat fill
     colours = np.unique((pixels[opaque][:, :3] * 255).round().astype(np.uint8), axis=0)
     assert len(colours) > 100
+
+
+def _spec(folder, text_model) -> str:
+    path = folder / "props.toml"
+    path.write_text(
+        f"""
+[defaults]
+steps = 2
+grid_size = 32
+text_model = "{text_model}"
+
+[[object]]
+name = "Chair"
+prompt = "a red chair"
+location = [1, 0, 0]
+collection = "Props"
+
+[[object]]
+name = "Lamp"
+prompt = "a lamp"
+size = 0.4
+""",
+        encoding="utf-8",
+    )
+    return str(path)
+
+
+def test_a_spec_builds_a_scene_and_a_second_run_generates_nothing(tmp_path, worker_text_model):
+    spec, out, jobs = _spec(tmp_path, worker_text_model), tmp_path / "props.blend", tmp_path / "j"
+    args = (spec, "-o", str(out), "--jobs-dir", str(jobs), "--no-download")
+    proc = _run(*args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Chair: generate: Chair (" in proc.stdout and "Lamp: generate: Lamp (" in proc.stdout
+    assert "1/2 Chair" in proc.stderr and "2/2 Lamp" in proc.stderr  # the progress
+    folders = sorted(p.name for p in jobs.iterdir() if p.is_dir())
+    assert len(folders) == 2
+    with bpy.data.libraries.load(str(out)) as (data_from, _data_to):
+        assert {"Chair", "Lamp", "Camera"} <= set(data_from.objects)
+        assert "Props" in data_from.collections
+    log = (jobs / "worker.log").read_text()
+    proc = _run(*args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "(0 generated, 0 reused, 2 unchanged)" in proc.stdout
+    assert "Chair: unchanged" in proc.stdout
+    # No worker ran: it would have written to its log, and made job folders.
+    assert (jobs / "worker.log").read_text() == log
+    assert sorted(p.name for p in jobs.iterdir() if p.is_dir()) == folders
+
+
+def test_a_spec_with_a_failing_object_saves_the_others_and_exits_1(tmp_path, worker_text_model):
+    spec = _spec(tmp_path, worker_text_model)
+    (tmp_path / "broken").mkdir()  # a model folder with nothing in it
+    path = Path(spec)
+    path.write_text(path.read_text().replace('"a lamp"', '"a lamp"\nmodel = "broken"'))
+    out = tmp_path / "props.blend"
+    proc = _run(spec, "-o", str(out), "--jobs-dir", str(tmp_path / "j"), "--no-download")
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "1 of 2 objects of props.toml failed" in proc.stderr
+    assert "object 2 ('Lamp'): " in proc.stderr and proc.stderr.count("object 2 ('Lamp')") == 1
+    assert "Lamp: failed" in proc.stdout and f"saved {out}" in proc.stdout
+    with bpy.data.libraries.load(str(out)) as (data_from, _data_to):
+        assert "Chair" in data_from.objects and "Lamp" not in data_from.objects
+
+
+def test_a_bad_spec_or_a_mix_of_forms_is_refused_before_blender_starts(tmp_path):
+    spec = tmp_path / "bad.toml"
+    spec.write_text('[[object]]\nprompt = "a cup"\ngrid = 3\n', encoding="utf-8")
+    proc = _run(str(spec), "-o", str(tmp_path / "x.blend"))
+    assert proc.returncode == 2
+    assert "object 1 ('Cup'), grid: is not an object key" in proc.stderr
+    proc = _run(str(spec), "--prompt", "a cup", "-o", str(tmp_path / "x.blend"))
+    assert proc.returncode == 2 and "not both" in proc.stderr
+    proc = _run(str(spec), "--steps", "3", "-o", str(tmp_path / "x.blend"))
+    assert proc.returncode == 2 and "--steps: with a spec" in proc.stderr
+    proc = _run("-o", str(tmp_path / "x.blend"))
+    assert proc.returncode == 2 and "give a scene spec" in proc.stderr
+    assert not (tmp_path / "x.blend").exists()

@@ -56,9 +56,7 @@ def main() -> int:
         "job_dir": settings.get("job_dir"),
         "render_restored": before == after,
         # What Recent Jobs would name the objects when importing this job from its folder.
-        "from_folder": object_name_for(
-            jobdir.read_job(Path(settings["job_dir"])).name_source
-        )
+        "from_folder": object_name_for(jobdir.read_job(Path(settings["job_dir"])).name_source)
         if objects
         else None,
     }

@@ -22,8 +22,8 @@ from mathutils import Vector
 
 from shape_e_blender.blender import compat
 from shape_e_blender.blender.importer import import_meshes
-from shape_e_blender.core.names import object_name_for
 from shape_e_blender.core.mesh import MeshData
+from shape_e_blender.core.names import object_name_for
 from tests.support import emit_result
 
 
