@@ -4,7 +4,9 @@ included), no bpy or torch where the layers forbid them, and short modules.
 - core/ is plain Python and numpy: it imports nothing of ours but core;
 - client/ speaks to the worker without bpy: it imports core only, and no heavy library;
 - worker/ never imports bpy, nor the Blender side or the client;
-- blender/ never imports torch, diffusers, transformers or the worker;
+- batch/ runs a spec's jobs on many workers (local ones, or Ray actors) without Blender: it
+  imports core, client and worker, never bpy; nothing else imports it;
+- blender/ never imports torch, diffusers, transformers, the worker or batch/;
 - a function-local import is only for a heavy or optional library (or a module of ours that needs
   one at import time), with a comment saying why, never to dodge a cycle.
 """
@@ -185,10 +187,11 @@ def test_no_import_cycles_local_imports_included():
 @pytest.mark.parametrize(
     ("layer", "forbidden_ours", "forbidden_libs"),
     [
-        ("core", {"client", "worker", "blender"}, HEAVY),
-        ("client", {"worker", "blender"}, HEAVY),
-        ("worker", {"client", "blender"}, BLENDER_ONLY),
-        ("blender", {"worker"}, TORCH_STACK),
+        ("core", {"client", "worker", "batch", "blender"}, HEAVY),
+        ("client", {"worker", "batch", "blender"}, HEAVY),
+        ("worker", {"client", "batch", "blender"}, BLENDER_ONLY),
+        ("batch", {"blender"}, BLENDER_ONLY),
+        ("blender", {"worker", "batch"}, TORCH_STACK),
     ],
 )
 def test_each_layer_imports_only_what_it_may(layer, forbidden_ours, forbidden_libs):

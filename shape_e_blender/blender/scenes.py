@@ -90,7 +90,7 @@ def plan(spec: SceneSpec, jobs_root: Path) -> list[Planned]:
         if keys == {key.key} and set(existing) == set(range(o.params.variants)):
             planned.append(Planned(o, key, UNCHANGED))
             continue
-        done = jobkey.find_done(jobs_root, key.key)
+        done = jobkey.find_done(jobs_root, key.key, o.params.device, o.params.precision)
         planned.append(Planned(o, key, REUSED if done else GENERATE, done))
     return planned
 
@@ -101,8 +101,7 @@ def start(planned: list[Planned], client: WorkerClient, jobs_root: Path) -> list
     for item in planned:
         if item.how != GENERATE:
             continue
-        item.job_dir = jobdir.new_job_dir(jobs_root, item.obj.name)
-        jobkey.write_key(item.job_dir, item.key)
+        item.job_dir = jobkey.new_keyed_dir(jobs_root, item.key, item.obj.name)
         item.request = client.generate(GenerateRequest(item.obj.params, job_dir=str(item.job_dir)))
         requests.append(item.request)
     return requests

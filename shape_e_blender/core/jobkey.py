@@ -1,13 +1,19 @@
 """Job keys: what decides a job's meshes, hashed, so that a finished job folder is a cache.
 
 A key hashes the model's identity, the source (the prompt's text, or the image file's bytes),
-the seed, steps, guidance, grid size, variants, precision and the device class (cuda:1 and cuda
-are one class: the same model on two GPUs of a kind makes the same mesh). Where an object goes
-(location, rotation, size, collection) is not in it: moving an object regenerates nothing.
+the seed, steps, guidance, grid size and variants. Where an object goes (location, rotation,
+size, collection) is not in it: moving an object regenerates nothing.
+
+The device class and the precision decide the mesh too, but a request often leaves them to the
+worker ("auto": CUDA with fp16 where there is a GPU), and only the worker can resolve that. So
+they are matched, not hashed: ``find_done`` takes a folder whose result was made on the device
+class (cuda:1 and cuda are one class) and at the precision that the request names, and any
+folder when it says auto. A scene generated on a GPU cluster with ``cuda:N`` is then reused by
+a Blender build that asks for "auto", and a request for the CPU never takes a GPU's mesh.
 
 The client writes the key into the job folder (``key.json``, next to the worker's files) before
-it sends the request. ``find_done`` then finds the newest finished folder with that key, so a
-scene can be built again, anywhere that sees the jobs root, without starting the worker.
+it sends the request, so a scene can be built again, anywhere that sees the jobs root, without
+starting the worker.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import Any
 
 from .errors import ShapEError
 from .files import write_json
-from .jobdir import DONE, KEY_FILE, read_job
+from .jobdir import KEY_FILE, load_result, new_job_dir
 from .params import GenerationParams
 
 # Raised when the worker's mesh path changes what the same inputs make: old folders are then
@@ -56,8 +62,6 @@ def job_key(params: GenerationParams) -> JobKey:
         "guidance_scale": r.guidance_scale,
         "grid_size": r.grid_size,
         "variants": r.variants,
-        "precision": r.precision,
-        "device": device_class(r.device),
     }
     text = json.dumps(made_of, sort_keys=True, separators=(",", ":"))
     return JobKey(hashlib.sha256(text.encode()).hexdigest()[:32], made_of)
@@ -87,6 +91,13 @@ def write_key(job_dir: Path, key: JobKey) -> None:
     write_json(job_dir / KEY_FILE, {"key": key.key, "made_of": key.made_of})
 
 
+def new_keyed_dir(root: str | os.PathLike[str], key: JobKey, label: str) -> Path:
+    """A new job folder that holds its key before the worker is asked for anything."""
+    folder = new_job_dir(root, label)
+    write_key(folder, key)
+    return folder
+
+
 def read_key(job_dir: Path) -> str | None:
     try:
         with (job_dir / KEY_FILE).open("rb") as f:
@@ -97,20 +108,27 @@ def read_key(job_dir: Path) -> str | None:
     return key if isinstance(key, str) else None
 
 
-def find_done(root: str | os.PathLike[str], key: str) -> Path | None:
-    """The newest finished, importable job folder under ``root`` with this key, else None."""
-    best: tuple[float, Path] | None = None
+def find_done(
+    root: str | os.PathLike[str], key: str, device: str = "auto", precision: str = "auto"
+) -> Path | None:
+    """The newest finished job folder under ``root`` with this key, every mesh on disk, made on
+    ``device``'s class at ``precision`` (either "auto": any); else None."""
+    best: tuple[float, str, Path] | None = None  # the newest; of one second, the last name
     for folder in _folders(Path(root)):
         if read_key(folder) != key:
             continue
         try:
-            job = read_job(folder)
-        except ShapEError:
+            job, result = load_result(folder)
+        except ShapEError:  # failed, cancelled, interrupted, or its files are gone
             continue
-        usable = job.state == DONE and job.importable and not job.missing
-        if usable and (best is None or job.started > best[0]):
-            best = (job.started, folder)
-    return best[1] if best is not None else None
+        made = result.params
+        if device != "auto" and device_class(str(made.get("device"))) != device_class(device):
+            continue
+        if precision != "auto" and made.get("precision") != precision:
+            continue
+        if best is None or (job.started, folder.name) > best[:2]:
+            best = (job.started, folder.name, folder)
+    return best[2] if best is not None else None
 
 
 def _folders(root: Path) -> Iterator[Path]:

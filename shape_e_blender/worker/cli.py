@@ -207,7 +207,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m shape_e_blender",
-        description="Shap-E without Blender: generate meshes, fetch weights, check the setup.",
+        description="Shap-E without Blender: generate meshes, fetch weights, check the setup. "
+        "(`python -m shape_e_blender scene SPEC` generates a scene spec's objects: see its "
+        "--help.)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -12,6 +12,7 @@ import pytest
 from shape_e_blender.blender import scenes, tasks
 from shape_e_blender.blender.status import Status
 from tests.blender.addon import drain
+from tests.support import WORKER_PYTHON, run_child
 
 SPEC = """
 [defaults]
@@ -244,6 +245,35 @@ def test_the_ui_build_shows_object_i_of_n_and_cancels(scene, spec, addon):
     assert done is not None and done.cancelled
     assert not any(o.type == "MESH" for o in bpy.data.objects)  # a cancelled build imports nothing
     assert "building the spec again" in done.error.hint
+
+
+def test_a_spec_generated_by_two_workers_outside_blender_builds_without_generating(
+    scene, spec, addon, tmp_path, worker_text_model
+):
+    jobs = tmp_path / "farm"
+    spec.write_text(
+        SPEC.replace("[defaults]\n", f'[defaults]\ntext_model = "{worker_text_model}"\n'),
+        encoding="utf-8",
+    )
+    proc = run_child(
+        WORKER_PYTHON, "-m", "shape_e_blender", "scene", str(spec), "--jobs-dir", str(jobs),
+        "--workers", "2", "--device", "cpu", "--image-model", addon.image_model,
+        "--no-download",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "3 generated, 0 reused, 0 failed" in proc.stdout
+    _stop_worker()
+    before, addon.jobs_dir = addon.jobs_dir, str(jobs)
+    try:
+        assert _build(spec) == {"FINISHED"}
+    finally:
+        addon.jobs_dir = before
+    assert not _worker_started()
+    assert {n: b["how"] for n, b in scenes.last_build.items()} == dict.fromkeys(
+        ("Chair", "Statue", "Vase"), "reused"
+    )
+    assert all(str(jobs) in b["job_dir"] for b in scenes.last_build.values())
+    assert sorted(o.name for o in bpy.data.objects) == ["Chair", "Statue", "Vase_0", "Vase_1"]
 
 
 def test_the_progress_text_counts_the_objects_and_the_time_left_in_all():

@@ -3,8 +3,8 @@ finished folder with the key is found again."""
 
 from __future__ import annotations
 
-import os
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,8 +33,6 @@ def _key(params: GenerationParams) -> str:
         {"guidance_scale": 7.5},
         {"grid_size": 64},
         {"variants": 2},
-        {"precision": "fp16"},
-        {"device": "cpu"},
         {"model": "other/text"},
     ],
 )
@@ -42,12 +40,12 @@ def test_everything_that_decides_the_mesh_changes_the_key(change):
     assert _key(replace(BASE, **change)) != _key(BASE)
 
 
-def test_the_same_inputs_give_the_same_key_and_a_gpus_index_is_not_one():
+def test_the_same_inputs_give_the_same_key_and_the_device_is_matched_not_hashed():
     assert _key(BASE) == _key(GenerationParams.create(**BASE.to_json()))
     # The default guidance spelled out is the same job.
     assert _key(replace(BASE, guidance_scale=15.0)) == _key(BASE)
-    assert _key(replace(BASE, device="cuda:0")) == _key(replace(BASE, device="cuda:3"))
-    assert _key(replace(BASE, device="cuda:0")) != _key(replace(BASE, device="auto"))
+    assert _key(replace(BASE, device="cuda:0")) == _key(replace(BASE, device="auto"))
+    assert _key(replace(BASE, precision="fp16")) == _key(BASE)
     made_of = jobkey.job_key(BASE).made_of
     assert made_of["prompt"] == "a red chair" and made_of["model"] == {"hub": "tiny/text"}
 
@@ -76,8 +74,19 @@ def test_a_model_folder_is_keyed_by_its_files(tmp_path):
     assert _key(params) != before
 
 
-def _finished(root: Path, key: jobkey.JobKey, label: str, *, when: int, ok: bool = True) -> Path:
-    folder = jobdir.new_job_dir(root, label)
+def _finished(
+    root: Path,
+    key: jobkey.JobKey,
+    label: str,
+    *,
+    when: int,
+    ok: bool = True,
+    device: str = "cpu",
+    precision: str = "fp32",
+) -> Path:
+    # Named as new_job_dir names folders, with the start time ``when``.
+    folder = root / f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(when))}-{label}-000000"
+    folder.mkdir(parents=True)
     jobkey.write_key(folder, key)
     jobdir.write_request(folder, BASE.to_json())
     if not ok:
@@ -88,9 +97,8 @@ def _finished(root: Path, key: jobkey.JobKey, label: str, *, when: int, ok: bool
         )
         mesh.save(jobdir.mesh_path(folder, 0))
         entry = MeshEntry(0, seed=0, path=str(jobdir.mesh_path(folder, 0)), vertices=3, faces=1)
-        jobdir.write_result(folder, JobResult(str(folder), BASE.resolved().to_json(), (entry,)))
-    for f in (folder / jobdir.REQUEST_FILE, folder):
-        os.utime(f, (when, when))
+        made = replace(BASE.resolved(), device=device, precision=precision).to_json()
+        jobdir.write_result(folder, JobResult(str(folder), made, (entry,)))
     return folder
 
 
@@ -113,3 +121,16 @@ def test_find_done_takes_the_newest_finished_folder_with_the_key(tmp_path):
     jobdir.mesh_path(new, 0).unlink()
     assert jobkey.find_done(tmp_path, key.key) == old
     assert jobkey.read_key(failed) == key.key and jobkey.read_key(tmp_path / "not-a-job") is None
+
+
+def test_find_done_matches_the_device_class_and_precision_a_request_names(tmp_path):
+    key = jobkey.job_key(BASE)
+    gpu = _finished(tmp_path, key, "gpu", when=2000, device="cuda:1", precision="fp16")
+    cpu = _finished(tmp_path, key, "cpu", when=1000, device="cpu", precision="fp32")
+    assert jobkey.find_done(tmp_path, key.key) == gpu  # auto: the newest, wherever it was made
+    assert jobkey.find_done(tmp_path, key.key, device="cuda:0") == gpu  # cuda:1's class
+    assert jobkey.find_done(tmp_path, key.key, device="cuda") == gpu
+    assert jobkey.find_done(tmp_path, key.key, device="cpu") == cpu
+    assert jobkey.find_done(tmp_path, key.key, device="mps") is None
+    assert jobkey.find_done(tmp_path, key.key, precision="fp32") == cpu
+    assert jobkey.find_done(tmp_path, key.key, device="cuda", precision="fp32") is None
