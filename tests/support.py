@@ -8,6 +8,8 @@ import contextlib
 import ctypes.util
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -133,3 +135,21 @@ def kill_process(pid: int) -> None:
         os.kill(pid, signal.SIGTERM)  # TerminateProcess on Windows
     else:
         os.kill(pid, signal.SIGKILL)
+
+
+def remote_command(machine: Path, model: Path) -> tuple[list[str], Path]:
+    """A wrapper around the worker that lives in ``machine``: its own package copy, model copy,
+    HOME, jobs root and working folder. Returns the command and the model's path there."""
+    site, home, jobs, cwd = (machine / n for n in ("site", "home", "jobs", "cwd"))
+    for folder in (home, cwd):
+        folder.mkdir(parents=True)
+    package = REPO / "shape_e_blender"
+    shutil.copytree(package, site / package.name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(model, machine / "models" / "tiny")
+    script = (
+        f"cd {shlex.quote(str(cwd))} && HOME={shlex.quote(str(home))} "
+        f"PYTHONPATH={shlex.quote(str(site))} HF_HOME={shlex.quote(str(home / 'hf'))} "
+        f"exec {shlex.quote(WORKER_PYTHON)} -m shape_e_blender.worker "
+        f"--jobs-root {shlex.quote(str(jobs))}"
+    )
+    return ["sh", "-c", script], machine / "models" / "tiny"

@@ -88,7 +88,7 @@ def jobs_root(p: ShapEPreferences) -> Path:
 
 def client(context: bpy.types.Context | None = None) -> WorkerClient:
     p = get(context)
-    return tasks.client_for(worker_python(p), jobs_root(p))
+    return tasks.client_for(worker_python(p), jobs_root(p), p.worker_command)
 
 
 class ShapEPreferences(bpy.types.AddonPreferences):
@@ -101,6 +101,16 @@ class ShapEPreferences(bpy.types.AddonPreferences):
             "managed worker environment that the Set Up button creates"
         ),
         subtype="FILE_PATH",
+        default="",
+    )
+    worker_command: StringProperty(
+        name="Worker Command",
+        description=(
+            "A command that runs the worker elsewhere, speaking the protocol on its stdin and "
+            "stdout, e.g. ssh gpu-box ~/shape-e/bin/python -m shape_e_blender.worker. Results "
+            "come back through it and are kept in the local jobs folder; text prompts only. "
+            "Empty: the local worker"
+        ),
         default="",
     )
     env_dir: StringProperty(
@@ -156,8 +166,10 @@ def draw_preferences(p: ShapEPreferences, layout: bpy.types.UILayout) -> None:
 
     box = layout.box()
     box.label(text="Worker", icon="CONSOLE")
-    box.prop(p, "worker_python")
-    if not p.worker_python.strip():
+    box.prop(p, "worker_command")
+    if not p.worker_command.strip():  # else the command is the worker: no local environment
+        box.prop(p, "worker_python")
+    if not p.worker_command.strip() and not p.worker_python.strip():
         _draw_managed_env(box, p, online)
     else:
         box.operator("shape_e.check_worker", icon="CHECKMARK")

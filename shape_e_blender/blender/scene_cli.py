@@ -58,6 +58,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=sys.executable,
         help="interpreter with torch and diffusers that runs the worker (default: this one)",
     )
+    ap.add_argument(
+        "--worker-command",
+        default="",
+        help="run the worker through this command instead (e.g. ssh gpu-box ~/shape-e/bin/python "
+        "-m shape_e_blender.worker); text prompts only",
+    )
     ap.add_argument("--jobs-dir", default="", help="where job folders go (default: Blender's)")
     ap.add_argument(
         "--no-download",
@@ -229,6 +235,7 @@ def _set_up(bpy: Any, args: argparse.Namespace) -> None:
 
     p = prefs.get(bpy.context)
     p.worker_python = str(Path(args.worker_python).expanduser())
+    p.worker_command = args.worker_command
     p.jobs_dir = args.jobs_dir
     for name in SPEC_OPTIONS:
         value = getattr(args, name)
@@ -237,7 +244,7 @@ def _set_up(bpy: Any, args: argparse.Namespace) -> None:
     if args.allow_download:
         bpy.context.preferences.system.use_online_access = True
     tasks.watch = ProgressLine(sys.stderr).show
-    print(f"worker: {p.worker_python}; jobs: {prefs.jobs_root(p)}", flush=True)
+    print(f"worker: {p.worker_command or p.worker_python}; jobs: {prefs.jobs_root(p)}", flush=True)
 
 
 def _build(bpy: Any, args: argparse.Namespace, output: Path) -> int:

@@ -28,6 +28,7 @@ from bpy.app.handlers import persistent
 from ..client.client import WorkerClient
 from ..client.envsetup import EnvSetup
 from ..client.handle import JobHandle
+from ..client.remote import RemoteWorkerClient
 from ..core.errors import CANCELLED, INTERNAL_ERROR, JOB_FAILED, ShapEError
 from .status import Status
 
@@ -137,19 +138,21 @@ status = Status()
 # Called with ``status`` after each poll of a blocking run (the headless command's progress).
 watch: Callable[[Status], None] | None = None
 _client: WorkerClient | None = None
+_client_key: tuple[str, Path, str] | None = None  # what _client was made for (client_for)
 # Clients replaced while their worker was still stopping: their threads are joined later.
 _retired: list[WorkerClient] = []
 _active: Task | None = None
 _last: Task | None = None
 
 
-def client_for(python: str | os.PathLike[str], jobs_root: str | os.PathLike[str]) -> WorkerClient:
-    """The shared client; a new one when the preferences now name another worker."""
-    global _client
-    if _client is not None and (_client.python, _client.jobs_root) != (
-        str(python),
-        Path(jobs_root),
-    ):
+def client_for(
+    python: str | os.PathLike[str], jobs_root: str | os.PathLike[str], command: str = ""
+) -> WorkerClient:
+    """The shared client; a new one when the preferences now name another worker. ``command``
+    (the worker_command preference), when set, is the worker instead of ``python``."""
+    global _client, _client_key
+    key = (str(python), Path(jobs_root), command.strip())
+    if _client is not None and _client_key != key:
         if busy():
             raise ShapEError(JOB_FAILED, BUSY_MESSAGE, "wait for the job, or press Cancel")
         # Called from operators on the UI thread: ask the old worker to exit, never wait for it.
@@ -157,7 +160,10 @@ def client_for(python: str | os.PathLike[str], jobs_root: str | os.PathLike[str]
         _retired.append(_client)
         _client = None
     if _client is None:
-        _client = WorkerClient(python, jobs_root)
+        _client = (
+            RemoteWorkerClient(key[2], jobs_root) if key[2] else WorkerClient(python, jobs_root)
+        )
+        _client_key = key
     return _client
 
 

@@ -41,6 +41,9 @@ class WorkerClient:
     """``python`` is the worker environment's interpreter; ``jobs_root`` is where jobs sent
     without a job folder go, and where the worker's stderr log (``worker.log``) is kept."""
 
+    EXITED = "the worker exited (status {status}) before answering"
+    CHECK = "or check worker_python in the add-on's preferences"
+
     def __init__(
         self,
         python: str | os.PathLike[str],
@@ -350,18 +353,11 @@ class WorkerClient:
             self._worker = None
             self._retire(w)
         tail = w.tail() if w is not None else ""
-        message = f"the worker exited (status {returncode}) before answering"
-        if tail:
-            message += f"; the end of its log:\n{tail}"
-        self._fail_pending(
-            gen,
-            ShapEError(
-                WORKER_EXITED,
-                message,
-                f"the whole log is in {self.log_path}; press Generate to start a new worker, "
-                "or check worker_python in the add-on's preferences",
-            ),
+        message = self.EXITED.format(status=returncode) + (
+            f"; the end of its log:\n{tail}" if tail else ""
         )
+        hint = f"the whole log is in {self.log_path}; press Generate to start a new worker, "
+        self._fail_pending(gen, ShapEError(WORKER_EXITED, message, hint + self.CHECK))
 
     def _fail_pending(self, gen: int, error: ShapEError) -> None:
         for job in list(self._jobs.values()):

@@ -23,11 +23,12 @@ class JobHandle:
     result: Any = None
     error: ShapEError | None = None
     done: bool = False
+    local_dir: str | None = None  # a remote worker's job: the local folder its result goes to
 
     @property
     def job_dir(self) -> str | None:
         """The job folder a generate request named, if any."""
-        folder = self.params.get("job_dir")
+        folder = self.local_dir or self.params.get("job_dir")
         return folder if isinstance(folder, str) and folder else None
 
     def raise_for_error(self) -> Any:

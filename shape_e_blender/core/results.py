@@ -28,6 +28,7 @@ class MeshEntry:
     faces: int = 0
     bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     npz_b64: str | None = None  # the mesh itself, when the request asked for inline results
+    latent_b64: str | None = None  # and its latent.npy's bytes (a remote worker's re-mesh input)
     error: ShapEError | None = None  # e.g. no surface at this seed
 
     @property
@@ -71,6 +72,8 @@ class MeshEntry:
             out["latent"] = self.latent
         if inline and self.npz_b64:
             out["npz_b64"] = self.npz_b64
+        if inline and self.latent_b64:
+            out["latent_b64"] = self.latent_b64
         return out
 
     @classmethod
@@ -97,6 +100,7 @@ class MeshEntry:
             faces=obj["faces"] if is_int(obj.get("faces")) else 0,
             bounds=_bounds(bounds),
             npz_b64=inline if isinstance(inline, str) and inline else None,
+            latent_b64=obj["latent_b64"] if isinstance(obj.get("latent_b64"), str) else None,
         )
 
 

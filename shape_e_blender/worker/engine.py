@@ -9,6 +9,7 @@ is reported. The engine knows nothing of the protocol loop or the command line: 
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import Callable
@@ -252,6 +253,9 @@ class Engine:
                         tuple(round(float(x), 5) for x in hi),
                     ),
                     npz_b64=mesh.to_base64() if request.inline else None,
+                    latent_b64=base64.b64encode(latent_file.read_bytes()).decode("ascii")
+                    if request.inline and latent_file is not None
+                    else None,
                 )
             )
             timings.add("write", time.perf_counter() - started)

@@ -1,0 +1,126 @@
+"""A worker reached by any command that speaks the protocol on its stdio, e.g.
+
+    ssh gpu-box ~/shape-e/bin/python -m shape_e_blender.worker
+
+The remote machine keeps its own jobs root; nothing is shared with this one (no disk, no port:
+the command's stdin and stdout are the connection). Every generate request asks for inline
+results (the meshes and their latents, base64, in the answer), and the answer is written into
+this machine's own job folder before anyone sees it, as a local worker would have written it:
+the import, Recent Jobs, Re-mesh and the scene cache then work unchanged. A connection that
+drops fails the running jobs with WORKER_EXITED, saying so.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shlex
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core import jobdir
+from ..core.errors import JOB_FAILED, ShapEError, invalid
+from ..core.mesh import MeshData
+from ..core.protocol import GenerateRequest
+from ..core.results import JobResult
+from .client import WorkerClient
+from .handle import JobHandle
+
+HINT = "e.g. ssh gpu-box ~/shape-e/bin/python -m shape_e_blender.worker (see the README)"
+
+
+def split_command(command: str | Sequence[str]) -> list[str]:
+    """The command's words (shell quoting rules); raises naming ``worker_command``."""
+    try:
+        argv = shlex.split(command) if isinstance(command, str) else list(command)
+    except ValueError as exc:
+        raise invalid("worker_command", f"cannot be read: {exc}", HINT) from None
+    if not argv:
+        raise invalid("worker_command", "is empty", HINT)
+    return argv
+
+
+class RemoteWorkerClient(WorkerClient):
+    """A WorkerClient whose worker is ``command`` (a string is split by shell rules)."""
+
+    EXITED = "the connection to the worker command was lost (status {status}) before it answered"
+    CHECK = "or check the worker command and the remote machine (is the worker installed there?)"
+
+    def __init__(
+        self, command: str | Sequence[str], jobs_root: str | os.PathLike[str], **kwargs: Any
+    ) -> None:
+        self.argv = split_command(command)
+        # The first word is what must exist here (ssh, or a local wrapper script).
+        super().__init__(self.argv[0], jobs_root, **kwargs)
+
+    def command(self) -> list[str]:
+        return list(self.argv)
+
+    def generate(self, req: GenerateRequest) -> JobHandle:
+        if req.params.image is not None or req.params.latent is not None:
+            field = "image" if req.params.image is not None else "latent"
+            raise invalid(
+                field,
+                "a worker reached through a command cannot read this machine's files",
+                "generate from a text prompt, or clear the worker command in the preferences "
+                "to run image, camera and re-mesh jobs on the local worker",
+            )
+        sent = replace(req, job_dir=None, inline=True)  # the remote machine has its own root
+        local = Path(req.job_dir or jobdir.new_job_dir(self.jobs_root, req.params.prompt or ""))
+        # As a local worker does when a job starts: the folder reads as this job from now on.
+        jobdir.ensure_dir(local, "the job folder")
+        jobdir.write_request(local, {**sent.to_json(), "job_dir": str(local)})
+        job = self._send(self._started(), "generate", sent.to_json())
+        job.local_dir = str(local)
+        return job
+
+    def _finish(
+        self, job: JobHandle, *, result: Any = None, error: ShapEError | None = None
+    ) -> None:
+        if job.method == "generate" and job.local_dir:
+            folder = Path(job.local_dir)
+            try:
+                if error is None:
+                    result = store_inline(folder, job.params, result)
+                else:
+                    jobdir.write_error(folder, error)
+            except (OSError, ValueError, ShapEError) as exc:
+                error = ShapEError(
+                    JOB_FAILED,
+                    f"the worker's result could not be written to {folder}: {exc}",
+                    "check that the jobs folder is writable and has room, then generate again",
+                )
+        super()._finish(job, result=result, error=error)
+
+
+def store_inline(job_dir: Path, sent: dict[str, Any], raw: Any) -> dict[str, Any]:
+    """An inline result written into ``job_dir`` as the worker lays out a job folder; returns
+    the result as a local worker would have answered it (file paths, no inline data)."""
+    result = JobResult.from_dict(raw)
+    jobdir.ensure_dir(job_dir, "the job folder")
+    jobdir.write_request(job_dir, {**sent, "job_dir": str(job_dir)}, result.params)
+    entries = []
+    for m in result.meshes:
+        if not m.made:
+            entries.append(m)
+            continue
+        if not m.npz_b64:
+            raise ShapEError(JOB_FAILED, f"variant {m.variant} came back without its mesh", "")
+        path = MeshData.from_base64(m.npz_b64).save(jobdir.mesh_path(job_dir, m.variant))
+        latent = None
+        if m.latent_b64:
+            latent = jobdir.latent_path(job_dir, m.variant)
+            data = base64.b64decode(m.latent_b64, validate=True)
+            jobdir.save_latent(latent, np.load(io.BytesIO(data), allow_pickle=False))
+        entries.append(
+            replace(m, path=str(path), latent=str(latent) if latent else None, npz_b64=None,
+                    latent_b64=None)
+        )  # fmt: skip
+    local = replace(result, job_dir=str(job_dir), meshes=tuple(entries))
+    jobdir.write_result(job_dir, local)
+    return local.to_dict(inline=False)
