@@ -18,7 +18,7 @@ def test_requirements_for_this_machine_come_from_vendor_worker():
     assert (folder / "base.txt").is_file()
     chosen = requirements_for_machine(folder)
     assert chosen.parent == folder and chosen.name in {"cpu.txt", "cuda.txt", "mps.txt"}
-    assert "torch==" in chosen.read_text()
+    assert "-r torch.txt" in chosen.read_text() and "torch==" in (folder / "torch.txt").read_text()
 
 
 def test_env_setup_creates_a_venv_that_runs(tmp_path):
