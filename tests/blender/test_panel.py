@@ -22,6 +22,7 @@ STATES = [
     "idle-CAMERA-with-camera",
     "running",
     "cancelling",
+    "scene-running",
     "done",
     "done-with-skipped-variants",
     "cancelled",
@@ -35,6 +36,7 @@ STATES = [
     "prefs-checking",
     "prefs-worker-info",
     "prefs-download-error",
+    "prefs-worker-command",
     "too-old",
     "recent-empty",
     "recent-jobs",
@@ -80,6 +82,7 @@ def test_all_states_were_drawn_and_the_child_finished(drawn):
     stdout, sections = drawn
     assert list(sections) == [*STATES, "end"]
     assert "progress: Sampling 12/127, 3 s left" in stdout
+    assert "scene progress: 2/3 Lamp: Sampling 3/10, 2 min left in all" in stdout
     assert "'torch'" in stdout  # the preferences showed the real worker's versions
 
 

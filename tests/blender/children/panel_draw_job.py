@@ -130,6 +130,14 @@ def main() -> int:
     state("running", draw_panel)
     tasks.status.state = "cancelling"
     state("cancelling", draw_panel)
+    # A scene build: object 2 of 3, and the time left for them all.
+    tasks._active = tasks.Task("scene", [], "props.toml", each_alone=True, parts=["A", "B", "C"])
+    tasks.status = tasks.Status(
+        state="running", kind="scene", stage="sampling", step=3, total=10, part=2, parts=3,
+        part_label="Lamp", overall_eta_s=130.0,
+    )  # fmt: skip
+    print(f"scene progress: {tasks.status.progress_text()}", flush=True)
+    state("scene-running", draw_panel)
     tasks._active = None
     tasks.status = tasks.Status(state="done", message="Created a_red_chair", objects=["a"])
     state("done", draw_panel)
@@ -200,6 +208,10 @@ def main() -> int:
     state("prefs-worker-info", draw_prefs)
     tasks.status = tasks.Status(state="error", kind="download", error="no hub", hint="go online")
     state("prefs-download-error", draw_prefs)
+    tasks.status = tasks.Status()
+    p.worker_command = "ssh gpu-box ~/shape-e/bin/python -m shape_e_blender.worker"
+    state("prefs-worker-command", draw_prefs)
+    p.worker_command = ""
     tasks.status = tasks.Status()
     draw_too_old(p)
     draw_recent_states(p, jobs_dir, Path(recent_dir))
