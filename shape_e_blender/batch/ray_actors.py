@@ -5,7 +5,9 @@ holding the worker's Engine and its warm ModelCache, and ``ray.wait`` on their r
 given to whichever actor is free, in spec order. An actor that is lost (its process killed, its
 node gone) fails its job with RayActorError: the job goes back to the front of the queue, once,
 and a new actor takes the dead one's place. Ray Data's ``map_batches`` would suit a batch with no
-per-job progress, cancel or retry; plain actors give all three.
+per-job progress, cancel or retry; ``ray.util.ActorPool`` hands a failed future's actor back to
+its idle set without saying which job it held, so a retry could not be sent elsewhere. Plain
+actors and ``ray.wait`` give all three.
 
 The actors write into ``jobs_root`` themselves: on a cluster of several nodes it must be a folder
 every node sees (a shared file system). The driver ships this package to the cluster with
@@ -80,6 +82,8 @@ def run_ray(
     """Connect to the cluster at ``address`` ("auto": the one this machine belongs to) and run
     every job that is not reused; ``actors`` defaults to one per GPU (per CPU with --device
     cpu), never more than there are jobs."""
+    if all(j.reused for j in jobs):
+        return  # nothing to generate: no cluster is needed
     try:
         _reachable(address)
         ray.init(

@@ -75,6 +75,7 @@ def test_two_ray_actors_make_the_meshes_a_local_worker_makes(tmp_path, tiny_text
         assert all(np.array_equal(a, b) for a, b in zip(arrays, single[key], strict=True))
     again = _scene(spec, tmp_path / "ray", "--ray", cluster, "--device", "cpu")
     assert again.returncode == 0 and "0 generated, 3 reused" in again.stdout
+    assert "Connecting to existing Ray cluster" not in again.stderr  # nothing to send it
 
 
 def test_a_killed_actors_job_is_retried_on_another(tmp_path, tiny_text_model, cluster):

@@ -173,3 +173,32 @@ def test_a_bad_spec_or_a_mix_of_forms_is_refused_before_blender_starts(tmp_path)
     proc = _run("-o", str(tmp_path / "x.blend"))
     assert proc.returncode == 2 and "give a scene spec" in proc.stderr
     assert not (tmp_path / "x.blend").exists()
+
+
+def test_the_progress_is_one_line_redrawn_on_a_terminal_and_a_line_per_stage_elsewhere():
+    import os
+
+    from shape_e_blender.blender.scene_cli import ProgressLine
+    from shape_e_blender.blender.status import Status
+
+    st = Status(state="running", kind="scene", stage="sampling", step=5, total=10, part=1,
+                parts=2, part_label="Chair", overall_eta_s=40.0)  # fmt: skip
+    master, slave = os.openpty()  # a real terminal
+    with os.fdopen(slave, "w") as tty:
+        line = ProgressLine(tty)
+        line.show(st)
+        st.step = 6
+        line.show(st)
+    drawn = os.read(master, 4096).decode()
+    os.close(master)
+    assert drawn.count("\r[") == 2 and "1/2 Chair: Sampling 6/10, 40 s left in all" in drawn
+    assert "[######" in drawn and "\n" not in drawn.strip()
+
+    import io
+
+    log = io.StringIO()  # not a terminal: a line when the object or the stage changes
+    line = ProgressLine(log)
+    for stage, part in (("sampling", 1), ("sampling", 1), ("decoding", 1), ("sampling", 2)):
+        st.stage, st.part = stage, part
+        line.show(st)
+    assert len(log.getvalue().splitlines()) == 3
