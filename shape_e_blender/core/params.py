@@ -98,8 +98,8 @@ class Setting:
         return value
 
     def _int(self, value: Any) -> int:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
+        # 3.0 is refused like 3.5: a client that sends a float where an integer belongs has a
+        # bug worth telling about, and the value never silently changes type.
         if isinstance(value, bool) or not isinstance(value, int):
             raise invalid(self.name, f"must be a whole number, not {value!r}", self.hint)
         self._in_range(value)

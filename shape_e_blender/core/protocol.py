@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import INVALID_REQUEST, PARSE_ERROR, ShapEError, invalid
-from .params import GenerationParams
+from .params import SETTINGS, GenerationParams
 
 PROTOCOL_VERSION = 1
 # Requests are small; results can be tens of MB inline, so only requests are capped.
@@ -45,9 +45,12 @@ def error_response(id: Id, error: ShapEError) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Request:
-    id: Id  # None for a notification (a request that wants no answer)
+    id: Id  # None for a notification, and for a request that sent "id": null
     method: str
     params: dict[str, Any]
+    # No "id" member at all: JSON-RPC's notification, which is never answered. A request with
+    # "id": null is answered (with id null), errors included.
+    notification: bool = False
 
 
 def parse_request(line: str | bytes) -> Request:
@@ -64,8 +67,14 @@ def parse_request(line: str | bytes) -> Request:
         )
     try:
         obj = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ShapEError(PARSE_ERROR, f"not JSON: {exc}", "send one JSON object per line") from None
+    except (ValueError, RecursionError) as exc:
+        # ValueError: not JSON, not UTF-8 (JSONDecodeError and UnicodeDecodeError are ones), or
+        # an integer past Python's 4300-digit limit; RecursionError: arrays nested too deep.
+        raise ShapEError(
+            PARSE_ERROR, f"not JSON this worker can read: {str(exc)[:200]}",
+            "send one JSON object per line, with numbers of at most 4300 digits and at most "
+            "a few hundred levels of nesting",
+        ) from None  # fmt: skip
     if not isinstance(obj, dict):
         raise ShapEError(INVALID_REQUEST, "a request must be a JSON object", "see docs/protocol.md")
     if obj.get("jsonrpc") != "2.0":
@@ -83,17 +92,20 @@ def parse_request(line: str | bytes) -> Request:
         params = {}
     if not isinstance(params, dict):
         raise ShapEError(INVALID_REQUEST, '"params" must be an object', "see docs/protocol.md")
-    return Request(rid, method, params)
+    return Request(rid, method, params, notification="id" not in obj)
 
 
 def request_id_of(line: str | bytes) -> Id:
     """Best effort: the id of a request that failed validation, so the error can name it."""
     try:
         obj = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         return None
     rid = obj.get("id") if isinstance(obj, dict) else None
     return rid if isinstance(rid, (int, str)) and not isinstance(rid, bool) else None
+
+
+GENERATE_OPTIONS = ("job_dir", "inline", "allow_download")  # beside the generation parameters
 
 
 @dataclass(frozen=True)
@@ -107,6 +119,14 @@ class GenerateRequest:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> GenerateRequest:
+        known = (*SETTINGS, *GENERATE_OPTIONS)
+        unknown = sorted(k for k in obj if k not in known)
+        if unknown:
+            raise invalid(
+                unknown[0],
+                "is not a parameter of generate",
+                f"the parameters are {', '.join(known)}",
+            )
         params = GenerationParams.from_json(obj)
         job_dir = obj.get("job_dir")
         if job_dir is not None and (not isinstance(job_dir, str) or not job_dir):

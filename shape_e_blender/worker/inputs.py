@@ -20,6 +20,7 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from ..core.errors import INVALID_PARAMS, ShapEError
 from ..core.files import atomic_write
+from ..core.params import SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,14 @@ def load_latents(path: str | os.PathLike[str]) -> np.ndarray:
             INVALID_PARAMS,
             f"{p} holds a {arr.dtype} array of shape {arr.shape}, not latents",
             hint,
+            "latent",
+        )
+    most = SETTINGS["variants"].range[1]  # type: ignore[index]  # variants has a range
+    if not 1 <= len(arr) <= most:
+        raise ShapEError(
+            INVALID_PARAMS,
+            f"{p} holds {len(arr)} latents; a job decodes 1 to {most}",
+            "pass one variant's latent.npy, or split the array",
             "latent",
         )
     return arr.astype(np.float32, copy=False)

@@ -125,18 +125,18 @@ class Server:
     def handle_line(self, line: bytes) -> None:
         try:
             req = protocol.parse_request(line)
-        except ShapEError as err:
+        except ShapEError as err:  # whatever the line holds, the reader goes on to the next
             rid = None if err.code == PARSE_ERROR else protocol.request_id_of(line)
             self.out.send(protocol.error_response(rid, err))
             return
         try:
             self.dispatch(req)
         except ShapEError as err:
-            if req.id is not None:
+            if not req.notification:
                 self.out.send(protocol.error_response(req.id, err))
         except Exception as exc:
             log.exception("request %r failed", req.method)
-            if req.id is not None:
+            if not req.notification:
                 err = ShapEError(INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", "see the log")
                 self.out.send(protocol.error_response(req.id, err))
 
@@ -156,7 +156,11 @@ class Server:
             self._shutdown_id = req.id
         elif method in self._methods:
             if req.id is None:
-                raise ShapEError(INVALID_REQUEST, f"{method} needs an id", "add an id")
+                raise ShapEError(
+                    INVALID_REQUEST,
+                    f"{method} needs an id: its progress and its answer name it",
+                    'send "id": 1 (a number or a string)',
+                )
             self._validate(method, req.params)
             self.enqueue(Job(req.id, method, req.params))
         else:
@@ -174,7 +178,7 @@ class Server:
             raise invalid("model", "must be a hub repo id or a folder", "e.g. openai/shap-e")
 
     def _answer(self, req: protocol.Request, result: Any) -> None:
-        if req.id is not None:
+        if not req.notification:
             self.out.send(protocol.response(req.id, result))
 
     def hello(self) -> dict[str, Any]:

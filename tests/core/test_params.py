@@ -48,6 +48,9 @@ def test_latent_mode_uses_the_text_repo_renderer():
         ({"prompt": "a", "seed": SEED_MAX + 1}, "seed"),
         ({"prompt": "a", "seed": True}, "seed"),
         ({"prompt": "a", "seed": 1.5}, "seed"),
+        ({"prompt": "a", "seed": 3.0}, "seed"),  # a float is refused, not made an int
+        ({"prompt": "a", "variants": "2"}, "variants"),
+        ({"prompt": "a", "steps": False}, "steps"),
         ({"prompt": "a", "steps": 0}, "steps"),
         ({"prompt": "a", "grid_size": 16}, "grid_size"),
         ({"prompt": "a", "grid_size": 513}, "grid_size"),

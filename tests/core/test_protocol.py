@@ -76,3 +76,27 @@ def test_progress_json():
     obj = p.to_json()
     assert obj == {"id": 2, "stage": "sampling", "step": 12, "total": 127, "eta_s": 3.14}
     assert protocol.Progress.from_json(obj).fraction == pytest.approx(12 / 127)
+
+
+def test_lines_python_cannot_parse_are_parse_errors_not_exceptions():
+    deep = '{"jsonrpc": "2.0", "id": 1, "method": "x", "params": ' + "[" * 1500 + "]" * 1500 + "}"
+    digits = '{"jsonrpc": "2.0", "id": 1, "method": "x", "params": {"n": ' + "9" * 5000 + "}}"
+    for line in (deep, digits):
+        with pytest.raises(ShapEError) as info:
+            protocol.parse_request(line)
+        assert info.value.code == PARSE_ERROR
+        assert protocol.request_id_of(line) is None
+
+
+def test_id_null_is_a_request_and_no_id_is_a_notification():
+    null = protocol.parse_request('{"jsonrpc": "2.0", "id": null, "method": "status"}')
+    absent = protocol.parse_request('{"jsonrpc": "2.0", "method": "status"}')
+    assert null.id is None and not null.notification
+    assert absent.id is None and absent.notification
+
+
+def test_unknown_generate_parameters_are_refused_naming_them_and_the_known_ones():
+    with pytest.raises(ShapEError) as info:
+        protocol.GenerateRequest.from_json({"prompt": "a", "sead": 3, "zoom": 1})
+    assert info.value.code == INVALID_PARAMS and info.value.field == "sead"
+    assert "seed" in info.value.hint and "allow_download" in info.value.hint

@@ -272,3 +272,21 @@ def test_folder_is_not_an_image(tmp_path):
     with pytest.raises(ShapEError) as err:
         prepare_image(tmp_path)
     assert err.value.field == "image" and "folder" in err.value.message
+
+
+@pytest.mark.parametrize("rows", [0, 17])
+def test_a_latent_file_with_no_latent_or_more_than_a_job_decodes_is_refused(tmp_path, rows):
+    """Zero rows used to crash the engine (IndexError); 17 decoded with no cap."""
+    path = tmp_path / "latent.npy"
+    np.save(path, np.zeros((rows, 4, 8), np.float32))
+    with pytest.raises(ShapEError) as info:
+        inputs.load_latents(path)
+    assert info.value.field == "latent" and f"holds {rows} latents" in info.value.message
+
+
+def test_a_latent_file_of_one_to_sixteen_rows_loads(tmp_path):
+    path = tmp_path / "latent.npy"
+    np.save(path, np.zeros((16, 4, 8), np.float64))
+    assert inputs.load_latents(path).shape == (16, 4, 8)
+    np.save(path, np.zeros((4, 8), np.float32))
+    assert inputs.load_latents(path).shape == (1, 4, 8)

@@ -55,6 +55,43 @@ def test_bad_generate_params_are_refused_before_queueing(worker):
     assert msg["result"] == {"cancelled": False}
 
 
+def test_a_line_too_deep_or_a_number_too_long_is_answered_and_the_worker_reads_on(worker):
+    """Each used to kill the reader thread (RecursionError; ValueError past 4300 digits)."""
+    deep = '{"jsonrpc": "2.0", "id": 1, "method": "hello", "params": {"a": ' + "[" * 1500
+    worker.send_raw(deep + "]" * 1500 + "}}")
+    msg = worker.next()
+    assert msg["id"] is None and msg["error"]["code"] == PARSE_ERROR
+    assert "nesting" in msg["error"]["data"]["hint"]
+    worker.send_raw(
+        '{"jsonrpc": "2.0", "id": 2, "method": "hello", "params": {"n": ' + "7" * 5000 + "}}"
+    )
+    msg = worker.next()
+    assert msg["error"]["code"] == PARSE_ERROR and "4300 digits" in msg["error"]["data"]["hint"]
+    msg, _ = worker.call("status")
+    assert "result" in msg  # still reading
+    assert worker.close() == 0
+
+
+def test_an_unknown_generate_parameter_is_refused_with_the_known_ones(worker):
+    msg, _ = worker.call("generate", {"prompt": "a chair", "sead": 3})
+    err = msg["error"]
+    assert err["code"] == INVALID_PARAMS and err["data"]["field"] == "sead"
+    assert "seed" in err["data"]["hint"] and "job_dir" in err["data"]["hint"]
+
+
+def test_a_request_with_id_null_is_answered_with_id_null(worker):
+    worker.send("generate", {"prompt": "a chair"}, id=None)  # no id member: a notification
+    worker.send_raw(
+        '{"jsonrpc": "2.0", "id": null, "method": "generate", "params": {"prompt": "a"}}'
+    )
+    msg = worker.next()
+    assert msg["id"] is None and msg["error"]["code"] == INVALID_REQUEST
+    assert "needs an id" in msg["error"]["message"]
+    worker.send_raw('{"jsonrpc": "2.0", "id": null, "method": "status"}')
+    msg = worker.next()
+    assert msg["id"] is None and "result" in msg
+
+
 def test_notifications_get_no_answer(worker):
     worker.send("status", id=None)
     msg, notes = worker.call("status")

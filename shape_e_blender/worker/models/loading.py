@@ -17,6 +17,7 @@ import torch
 from diffusers import HeunDiscreteScheduler, PriorTransformer
 from diffusers.pipelines.shap_e import ShapEImg2ImgPipeline, ShapEPipeline, ShapERenderer
 from diffusers.utils import logging as diffusers_logging
+from safetensors import SafetensorError
 from transformers import CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModel
 from transformers.utils import logging as transformers_logging
 
@@ -62,10 +63,14 @@ def _loading(folder: Path, component: str) -> Iterator[None]:
         yield
     except ShapEError:
         raise
-    except (OSError, ValueError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as exc:
-        # What unreadable, truncated or mismatched files raise (safetensors' errors derive from
-        # these too). Anything else (a TypeError from a library change, MemoryError) is a real
-        # failure and keeps its own type and traceback.
+    except (
+        OSError, ValueError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError,
+        SafetensorError,
+    ) as exc:  # fmt: skip
+        # What unreadable, truncated or mismatched files raise. SafetensorError derives from
+        # Exception alone: transformers lets it through from a truncated encoder file. Anything
+        # else (a TypeError from a library change, MemoryError) is a real failure and keeps its
+        # own type and traceback.
         log.exception("loading %s from %s failed", component, folder)
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ShapEError(

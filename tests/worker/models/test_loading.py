@@ -238,3 +238,21 @@ def test_damaged_weights_are_model_unavailable_with_the_cause(
         load_text_pipeline(folder)
     assert err.value.code == MODEL_UNAVAILABLE and "prior" in err.value.message
     assert err.value.__cause__ is not None
+
+
+@pytest.mark.parametrize("kind", ["text", "image"])
+def test_a_truncated_encoder_is_model_unavailable_not_a_safetensors_traceback(
+    kind: str, tiny_text_model: Path, tiny_image_model: Path, tmp_path: Path
+) -> None:
+    """transformers lets safetensors' own SafetensorError (an Exception only) through."""
+    source, component = (
+        (tiny_text_model, "text_encoder") if kind == "text" else (tiny_image_model, "image_encoder")
+    )
+    folder = shutil.copytree(source, tmp_path / "model")
+    weights = folder / component / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    load = load_text_pipeline if kind == "text" else load_image_pipeline
+    with pytest.raises(ShapEError) as err:
+        load(folder)
+    assert err.value.code == MODEL_UNAVAILABLE and component in err.value.message
+    assert err.value.field == "model" and "download the model again" in err.value.hint
