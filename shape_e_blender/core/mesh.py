@@ -39,6 +39,8 @@ class MeshData:
             raise ValueError(f"colors must match vertices {v.shape}, got {c.shape}")
         if f.size and (f.min() < 0 or f.max() >= len(v)):
             raise ValueError("faces index past the vertex array")
+        if not (np.isfinite(v).all() and np.isfinite(c).all()):
+            raise ValueError("vertices or colours hold NaN or infinite values")
         object.__setattr__(self, "vertices", v)
         object.__setattr__(self, "faces", f)
         object.__setattr__(self, "colors", c)

@@ -293,6 +293,8 @@ class GenerationParams:
             raise invalid(
                 src, f"must be a string, not {type(value).__name__}", f"pass {src} as text"
             )
+        if "\0" in value:  # Blender's names and properties would cut it there, silently
+            raise invalid(src, "holds a NUL character", f"remove it from the {src}")
         if src == "prompt":
             value = " ".join(value.split())
             if not value:

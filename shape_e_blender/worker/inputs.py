@@ -52,12 +52,25 @@ def prepare_image(
     return _pad_square(rgba, background)
 
 
+def _regular(path: Path, field: str, hint: str) -> None:
+    """Refuse what is not a regular file before opening it: opening a FIFO blocks until a
+    writer comes (a cancel could not stop the job), and a device never ends (/dev/zero)."""
+    if not path.is_file():  # is_file() follows links and is False for FIFOs, devices, sockets
+        raise ShapEError(
+            INVALID_PARAMS,
+            f"{field}: {path} is not a regular file (a folder, a device, a FIFO or a socket)",
+            hint,
+            field,
+        )
+
+
 def _open(path: Path) -> Image.Image:
     hint_path = "check the path, or pick the image again in the file browser"
     if not path.exists():
         raise ShapEError(INVALID_PARAMS, f"image: {path} does not exist", hint_path, "image")
     if path.is_dir():
         raise ShapEError(INVALID_PARAMS, f"image: {path} is a folder", hint_path, "image")
+    _regular(path, "image", hint_path)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", Image.DecompressionBombWarning)
@@ -192,8 +205,9 @@ def load_latents(path: str | os.PathLike[str]) -> np.ndarray:
     """A saved latent as (N, rows, cols) float32; a (rows, cols) file is one variant."""
     p = Path(path).expanduser()
     hint = "pass the latent.npy of an earlier job (in its variant folder)"
-    if not p.is_file():
+    if not p.exists():
         raise ShapEError(INVALID_PARAMS, f"latent file not found: {p}", hint, "latent")
+    _regular(p, "latent", hint)
     try:
         arr = np.load(p, allow_pickle=False)
     except (ValueError, OSError) as exc:

@@ -48,3 +48,18 @@ def test_base64_round_trip():
 def test_bad_shapes_are_refused(v, f, c):
     with pytest.raises(ValueError):
         MeshData(v, f, c)
+
+
+def test_a_mesh_file_with_nan_vertices_is_refused_before_any_import(tmp_path):
+    from shape_e_blender.core.errors import JOB_FAILED, ShapEError
+    from shape_e_blender.core.results import MeshEntry
+
+    v = np.zeros((3, 3), np.float32)
+    v[1, 2] = np.nan
+    path = tmp_path / "mesh.npz"
+    np.savez(path, vertices=v, faces=np.array([[0, 1, 2]], np.int32), colors=np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        MeshData.load(path)
+    with pytest.raises(ShapEError) as info:
+        MeshEntry(0, path=str(path)).load()  # what import_job and every import call
+    assert info.value.code == JOB_FAILED and "NaN" in info.value.message

@@ -49,6 +49,8 @@ def test_latent_mode_uses_the_text_repo_renderer():
         ({"prompt": "a", "seed": True}, "seed"),
         ({"prompt": "a", "seed": 1.5}, "seed"),
         ({"prompt": "a", "seed": 3.0}, "seed"),  # a float is refused, not made an int
+        ({"prompt": "a red\0 chair"}, "prompt"),
+        ({"image": "chair\0.png"}, "image"),
         ({"prompt": "a", "variants": "2"}, "variants"),
         ({"prompt": "a", "steps": False}, "steps"),
         ({"prompt": "a", "steps": 0}, "steps"),

@@ -290,3 +290,18 @@ def test_a_latent_file_of_one_to_sixteen_rows_loads(tmp_path):
     assert inputs.load_latents(path).shape == (16, 4, 8)
     np.save(path, np.zeros((4, 8), np.float32))
     assert inputs.load_latents(path).shape == (1, 4, 8)
+
+
+def test_a_fifo_or_a_device_is_refused_before_it_is_opened(tmp_path):
+    """Opening a FIFO blocked the job (and the queue behind it); /dev/zero read as "not found"."""
+    import os
+
+    fifo = tmp_path / "chair.png"
+    os.mkfifo(fifo)
+    for call, field in ((inputs.prepare_image, "image"), (inputs.load_latents, "latent")):
+        with pytest.raises(ShapEError) as info:
+            call(fifo)  # returns at once: nothing opens the FIFO
+        assert info.value.field == field and "not a regular file" in info.value.message
+    with pytest.raises(ShapEError) as info:
+        inputs.load_latents("/dev/zero")
+    assert "not a regular file" in info.value.message and "not found" not in info.value.message
