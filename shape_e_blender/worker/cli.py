@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..core import protocol
-from ..core.errors import INVALID_PARAMS, ShapEError
+from ..core.errors import INVALID_PARAMS, JOB_FAILED, ShapEError
 from ..core.params import (
     DEFAULT_IMAGE_MODEL,
     DEFAULT_TEXT_MODEL,
@@ -102,7 +102,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 f"variant {entry.variant}: {entry.error.message} ({entry.error.hint})\n"
             )
             continue
-        export_mesh(entry.load(), out)
+        try:
+            export_mesh(entry.load(), out)
+        except OSError as exc:  # e.g. the disk filled up during the job
+            return _fail(ShapEError(
+                JOB_FAILED, f"output: could not write {out}: {exc.strerror or exc}",
+                f"the meshes are kept in the job folder {result.job_dir}; free some space or "
+                "choose another output, then export them from there", "output",
+            ))  # fmt: skip
         seed = f" seed {entry.seed}" if entry.seed is not None else ""
         print(f"{out}: {entry.vertices} vertices, {entry.faces} faces{seed}")
     print(f"job folder: {result.job_dir} ({time.perf_counter() - started:.1f} s)")

@@ -16,6 +16,7 @@ gets what its readers expect:
 from __future__ import annotations
 
 import json
+import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -70,6 +71,29 @@ def check_output(path: str | Path) -> str:
             f"output: cannot write {path.name!r}: "
             + (f"unknown format {suffix!r}" if suffix else "the name has no format suffix"),
             f"end the output name with one of {', '.join(FORMATS)}, e.g. chair.glb",
+            "output",
+        )
+    if path.is_dir():
+        raise ShapEError(
+            INVALID_PARAMS,
+            f"output: {path} is a folder",
+            f"name a file in it, e.g. {path / 'chair.glb'}",
+            "output",
+        )
+    # The nearest folder that exists is where the missing ones would be made.
+    parent = next(p for p in (path.absolute().parent, *path.absolute().parents) if p.exists())
+    if not parent.is_dir():
+        raise ShapEError(
+            INVALID_PARAMS,
+            f"output: {parent} is a file, so {path} cannot be written",
+            "choose an output in a folder",
+            "output",
+        )
+    if not os.access(parent, os.W_OK):
+        raise ShapEError(
+            INVALID_PARAMS,
+            f"output: {parent} cannot be written to (no permission, or a read-only file system)",
+            "choose an output in a writable folder",
             "output",
         )
     return suffix

@@ -192,3 +192,22 @@ def test_variant_paths(tmp_path):
     with pytest.raises(ShapEError) as err:
         variant_paths(out, 0)
     assert err.value.field == "variants"
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_the_job(tmp_path):
+    """The job used to run for minutes and end in an OSError traceback (and a .part file)."""
+    from shape_e_blender.core.errors import ShapEError
+    from shape_e_blender.worker.mesh.export import check_output
+
+    (tmp_path / "chair.glb").mkdir()
+    (tmp_path / "notes.txt").write_text("a file")
+    for output, says in (
+        (tmp_path / "chair.glb", "is a folder"),
+        (tmp_path / "notes.txt" / "chair.glb", "notes.txt is a file"),
+        (tmp_path / "notes.txt" / "deeper" / "chair.glb", "notes.txt is a file"),
+    ):
+        with pytest.raises(ShapEError) as info:
+            check_output(output)
+        assert info.value.field == "output" and says in info.value.message, output
+    assert check_output(tmp_path / "new" / "folder" / "chair.glb") == ".glb"  # made when written
+    assert list(tmp_path.rglob("*.part")) == []
