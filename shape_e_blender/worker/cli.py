@@ -256,12 +256,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _told_once(record: logging.LogRecord) -> bool:
+    """The console without what the command prints itself: a failed job's error (``error:``
+    and ``hint:`` say it) and tracebacks (they are in the job's job.log; -v shows them)."""
+    if record.exc_info:
+        return False
+    return not (record.name == "shape_e_blender.job" and record.levelno >= logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
     # The job log records INFO whatever the console shows.
-    logging.getLogger().handlers[0].setLevel(logging.INFO if args.verbose else logging.WARNING)
+    console = logging.getLogger().handlers[0]
+    console.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    if not args.verbose:
+        console.addFilter(_told_once)
     result: Any = args.func(args)
     return int(result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -145,3 +146,17 @@ def test_a_terminal_gets_a_progress_bar(tiny_text_model, tmp_path):
     assert text.count("\r") >= 15
     assert "sampling    [" in text and "] 15/15" in text
     assert "#" * 30 in text
+
+
+def test_a_failed_job_prints_its_error_once_and_no_traceback(tiny_text_model, tmp_path):
+    """A broken model folder printed two or three tracebacks, and the error twice."""
+    broken = shutil.copytree(tiny_text_model, tmp_path / "broken")
+    weights = broken / "text_encoder" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    r = cli("generate", "--prompt", "a chair", "--model", str(broken), *FAST, "--job-dir",
+            str(tmp_path / "job"), "-o", str(tmp_path / "x.glb"), cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    error = next(line for line in r.stderr.splitlines() if line.startswith("error: "))
+    assert "text_encoder" in error and r.stderr.count(error[len("error: ") :]) == 1, r.stderr
+    assert "Traceback" in (tmp_path / "job" / "job.log").read_text()  # kept where it belongs
