@@ -96,3 +96,14 @@ def unexpected(exc: BaseException) -> ShapEError:
 def cancelled() -> ShapEError:
     """The one error every cancelled job answers with, wherever it stopped."""
     return ShapEError(CANCELLED, "cancelled", "the job was stopped on request; run it again")
+
+
+def environment_incomplete(exc: ImportError, python: str) -> ShapEError:
+    """What a worker Python that lacks a library it needs (torch, numpy, ...) answers."""
+    return ShapEError(
+        ENVIRONMENT_INCOMPLETE,
+        f"the worker's Python cannot import {exc.name or exc}: {python}",
+        "set up the worker environment in the add-on's preferences, or point worker_python at "
+        "a Python with vendor/worker/*.txt installed",
+        "worker_python",
+    )

@@ -30,13 +30,13 @@ from typing import Any, BinaryIO
 
 from ..core import protocol
 from ..core.errors import (
-    ENVIRONMENT_INCOMPLETE,
     INTERNAL_ERROR,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
     ShapEError,
     cancelled,
+    environment_incomplete,
     invalid,
     unexpected,
 )
@@ -292,13 +292,7 @@ def _environment_check() -> Iterator[None]:
         yield
     except ImportError as exc:
         log.exception("the worker environment is incomplete")
-        raise ShapEError(
-            ENVIRONMENT_INCOMPLETE,
-            f"the worker's Python cannot import {exc.name or exc}: {sys.executable}",
-            "set up the worker environment in the add-on's preferences, or point worker_python at "
-            "a Python with vendor/worker/*.txt installed",
-            "worker_python",
-        ) from exc
+        raise environment_incomplete(exc, sys.executable) from exc
 
 
 def package_version() -> str:

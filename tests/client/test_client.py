@@ -345,3 +345,20 @@ def test_stopping_without_waiting_returns_at_once_and_the_worker_goes(client, wo
     while client.threads_alive():
         assert time.monotonic() < deadline, client.threads_alive()
         client.join(0.1)
+
+
+def test_a_worker_python_without_numpy_answers_environment_incomplete(tmp_path):
+    """It died with a raw ModuleNotFoundError: the server imports numpy before hello."""
+    import subprocess
+
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    client = WorkerClient(venv_python(bare), tmp_path / "jobs")
+    try:
+        with pytest.raises(ShapEError) as info:
+            client.hello(timeout=60)
+    finally:
+        client.kill()
+    err = info.value
+    assert err.code == ENVIRONMENT_INCOMPLETE and err.field == "worker_python"
+    assert "cannot import numpy" in err.message and "Traceback" not in err.message
