@@ -49,6 +49,16 @@ def _meshes(jobs: Path) -> dict[str, list[np.ndarray]]:
     return out
 
 
+def assert_as_one_worker_makes(spec: Path, jobs: Path, elsewhere: Path) -> None:
+    """The meshes in ``jobs`` are bit for bit those one local worker makes of ``spec``."""
+    one = _scene(spec, elsewhere, "--device", "cpu")
+    assert one.returncode == 0, one.stderr[-3000:]
+    made, single = _meshes(jobs), _meshes(elsewhere)
+    assert len(made) == len(single) == 3 and set(made) == set(single)
+    for key, arrays in made.items():
+        assert all(np.array_equal(a, b) for a, b in zip(arrays, single[key], strict=True))
+
+
 def test_two_workers_make_the_meshes_one_makes_and_a_second_run_reuses_them(
     tmp_path, tiny_text_model
 ):
@@ -58,12 +68,7 @@ def test_two_workers_make_the_meshes_one_makes_and_a_second_run_reuses_them(
     assert "3 generated, 0 reused, 0 failed" in proc.stdout
     assert "on worker 0 (cpu)" in proc.stdout and "on worker 1 (cpu)" in proc.stdout
     assert "[2/3] Lamp: sampling on worker" in proc.stderr  # per-object progress
-    one = _scene(spec, tmp_path / "one", "--device", "cpu")
-    assert one.returncode == 0, one.stderr[-3000:]
-    two, single = _meshes(tmp_path / "two"), _meshes(tmp_path / "one")
-    assert len(two) == 3 and set(two) == set(single)
-    for key, arrays in two.items():
-        assert all(np.array_equal(a, b) for a, b in zip(arrays, single[key], strict=True))
+    assert_as_one_worker_makes(spec, tmp_path / "two", tmp_path / "one")
     folders = sorted(p.name for p in (tmp_path / "two").iterdir())
     again = _scene(spec, tmp_path / "two", "--workers", "2")
     assert again.returncode == 0, again.stderr[-3000:]

@@ -14,7 +14,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import ray
 
@@ -23,7 +22,7 @@ from shape_e_blender.batch.ray_actors import PACKAGE_DIR, Pool
 from shape_e_blender.core.spec import load_spec
 from tests.worker.workerproc import child_env
 
-from .test_local import _meshes, _scene, _spec
+from .test_local import _scene, _spec, assert_as_one_worker_makes
 
 RAY = str(Path(sys.executable).with_name("ray"))
 # A cluster of this test's own: no token (loopback tests), no usage report, no dashboard.
@@ -67,12 +66,7 @@ def test_two_ray_actors_make_the_meshes_a_local_worker_makes(tmp_path, tiny_text
     assert proc.returncode == 0, proc_env[-4000:]
     assert "3 generated, 0 reused, 0 failed" in proc.stdout
     assert "on actor 0 (cpu)" in proc.stdout and "on actor 1 (cpu)" in proc.stdout
-    one = _scene(spec, tmp_path / "one", "--device", "cpu")
-    assert one.returncode == 0, one.stderr[-3000:]
-    by_ray, single = _meshes(tmp_path / "ray"), _meshes(tmp_path / "one")
-    assert len(by_ray) == 3 and set(by_ray) == set(single)
-    for key, arrays in by_ray.items():
-        assert all(np.array_equal(a, b) for a, b in zip(arrays, single[key], strict=True))
+    assert_as_one_worker_makes(spec, tmp_path / "ray", tmp_path / "one")
     again = _scene(spec, tmp_path / "ray", "--ray", cluster, "--device", "cpu")
     assert again.returncode == 0 and "0 generated, 3 reused" in again.stdout
     assert "Connecting to existing Ray cluster" not in again.stderr  # nothing to send it

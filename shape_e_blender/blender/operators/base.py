@@ -104,3 +104,14 @@ class TaskOperator(_Mixin):
             self.report({"WARNING"}, warning)
         self.report({"INFO"}, tasks.status.message)
         return {"FINISHED"}
+
+
+class PicksFile(_Mixin):
+    """Mixin for operators with a ``filepath``: invoked without one, they open the file browser
+    first (Blender then calls execute() with the chosen file)."""
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if self.filepath:  # each operator declares its own filepath
+            return self.execute(context)
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}

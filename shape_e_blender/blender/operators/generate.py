@@ -31,7 +31,7 @@ from ..props import (
     guidance_name,
 )
 from ..tasks import Task
-from .base import TaskOperator, require_online
+from .base import PicksFile, TaskOperator, require_online
 
 GENERATION = ("seed", "steps", "grid_size", "variants", "model", "device", "precision")
 # Properties that are not generation parameters (as_keywords() leaves them out).
@@ -116,7 +116,7 @@ class SHAPE_E_OT_text_to_mesh(_Generation, bpy.types.Operator):
 
 
 @generation_properties(("guidance_scale",), guidance_scale={"mode": "image"})
-class SHAPE_E_OT_image_to_mesh(_Generation, bpy.types.Operator):
+class SHAPE_E_OT_image_to_mesh(PicksFile, _Generation, bpy.types.Operator):
     """Generate a vertex-coloured mesh from an image of one object on a plain background"""
 
     bl_idname = "shape_e.image_to_mesh"
@@ -125,12 +125,6 @@ class SHAPE_E_OT_image_to_mesh(_Generation, bpy.types.Operator):
 
     filepath: StringProperty(name="Image", subtype="FILE_PATH", options=SKIP_SAVE)
     filter_glob: StringProperty(default=IMAGE_GLOB, options={"HIDDEN", "SKIP_SAVE"})
-
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        if self.filepath:
-            return self.execute(context)
-        context.window_manager.fileselect_add(self)
-        return {"RUNNING_MODAL"}
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         path = Path(bpy.path.abspath(self.filepath)) if self.filepath else None

@@ -9,10 +9,10 @@ from ...core.errors import invalid
 from .. import prefs, scenes
 from ..props import SKIP_SAVE
 from ..tasks import Task
-from .base import TaskOperator
+from .base import PicksFile, TaskOperator
 
 
-class SHAPE_E_OT_build_scene(TaskOperator, bpy.types.Operator):
+class SHAPE_E_OT_build_scene(PicksFile, TaskOperator, bpy.types.Operator):
     """Build the objects of a scene spec (a TOML file) into this file: objects already built stay,
     finished jobs are reused, and only what changed is generated"""
 
@@ -37,12 +37,6 @@ class SHAPE_E_OT_build_scene(TaskOperator, bpy.types.Operator):
         "preferences')",
         options=SKIP_SAVE,
     )
-
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        if self.filepath:
-            return self.execute(context)
-        context.window_manager.fileselect_add(self)
-        return {"RUNNING_MODAL"}
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         return self.run(context, lambda: self.task(context), f"Shap-E: building {self.filepath}")
