@@ -7,3 +7,19 @@
   ``sampling``: the prior; ``inputs``: the files a job reads; ``mesh/``: field to mesh files;
   ``tiny/``: tiny random pipelines for tests; ``logs`` and ``paths``: job logs, the jobs root.
 """
+
+import logging as _logging
+
+
+class _NotWrong(_logging.Filter):
+    """Drops transformers 5's warning that ``CLIPImageProcessor`` needs torchvision and falls back
+    to the PIL processor: diffusers' Shap-E pipelines import that name, and the PIL processor is
+    the one the worker loads them with anyway (models/loading.py, image_processor_class), so the
+    warning, printed with every job, says nothing is wrong. Other warnings pass."""
+
+    def filter(self, record: _logging.LogRecord) -> bool:
+        return "requires torchvision (not installed); falling back" not in record.getMessage()
+
+
+# transformers logs through the standard logging module under its module names; no import needed.
+_logging.getLogger("transformers.utils.import_utils").addFilter(_NotWrong())
