@@ -4,10 +4,11 @@
 
 The remote machine keeps its own jobs root; nothing is shared with this one (no disk, no port:
 the command's stdin and stdout are the connection). Every generate request asks for inline
-results (the meshes and their latents, base64, in the answer), and the answer is written into
-this machine's own job folder before anyone sees it, as a local worker would have written it:
-the import, Recent Jobs, Re-mesh and the scene cache then work unchanged. A connection that
-drops fails the running jobs with WORKER_EXITED, saying so.
+results (the meshes and their latents, base64, in the answer) and carries an image job's file
+inline too (``image_data``). The answer is written into this machine's own job folder before
+anyone sees it, as a local worker would have written it: the import, Recent Jobs and the scene
+cache then work unchanged. A connection that drops fails the running jobs with WORKER_EXITED,
+saying so. Re-mesh, whose input is a latent file here, runs on the local worker.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 from ..core import jobdir
 from ..core.errors import JOB_FAILED, ShapEError, invalid
 from ..core.mesh import MeshData
-from ..core.protocol import GenerateRequest
+from ..core.protocol import MAX_IMAGE_BYTES, GenerateRequest
 from ..core.results import JobResult
 from .client import WorkerClient
 from .handle import JobHandle
@@ -62,19 +63,19 @@ class RemoteWorkerClient(WorkerClient):
         return list(self.argv)
 
     def generate(self, req: GenerateRequest) -> JobHandle:
-        if req.params.image is not None or req.params.latent is not None:
-            field = "image" if req.params.image is not None else "latent"
+        if req.params.latent is not None:
             raise invalid(
-                field,
-                "a worker reached through a command cannot read this machine's files",
-                "generate from a text prompt, or clear the worker command in the preferences "
-                "to run image, camera and re-mesh jobs on the local worker",
+                "latent",
+                "a worker reached through a command cannot read this machine's latent files",
+                "clear the worker command in the preferences to re-mesh on the local worker",
             )
-        sent = replace(req, job_dir=None, inline=True)  # the remote machine has its own root
-        local = Path(req.job_dir or jobdir.new_job_dir(self.jobs_root, req.params.prompt or ""))
+        # The remote machine has its own jobs root, and gets the image itself, inline.
+        sent = replace(req, job_dir=None, inline=True, image_data=_image_data(req))
+        label = req.params.prompt or jobdir.file_name(req.params.image or "")
+        local = Path(req.job_dir or jobdir.new_job_dir(self.jobs_root, label))
         # As a local worker does when a job starts: the folder reads as this job from now on.
         jobdir.ensure_dir(local, "the job folder")
-        jobdir.write_request(local, {**sent.to_json(), "job_dir": str(local)})
+        jobdir.write_request(local, {**sent.to_json(data=False), "job_dir": str(local)})
         job = self._send(self._started(), "generate", sent.to_json())
         job.local_dir = str(local)
         return job
@@ -98,10 +99,34 @@ class RemoteWorkerClient(WorkerClient):
         super()._finish(job, result=result, error=error)
 
 
+def _image_data(req: GenerateRequest) -> str | None:
+    """The request's image file, base64, or None for a text job."""
+    if req.params.image is None:
+        return None
+    path = Path(req.params.image)
+    try:
+        size = path.stat().st_size
+        if size > MAX_IMAGE_BYTES:
+            raise invalid(
+                "image",
+                f"{path} is {size / 2**20:.0f} MB; a worker reached through a command takes "
+                f"images up to {MAX_IMAGE_BYTES >> 20} MB",
+                "save a smaller copy (the model sees 256 x 256 pixels)",
+            )
+        return base64.b64encode(path.read_bytes()).decode("ascii")
+    except OSError as exc:
+        raise invalid(
+            "image", f"cannot read {path}: {exc.strerror or exc}", "pick the image again"
+        ) from None
+
+
 def store_inline(job_dir: Path, sent: dict[str, Any], raw: Any) -> dict[str, Any]:
     """An inline result written into ``job_dir`` as the worker lays out a job folder; returns
     the result as a local worker would have answered it (file paths, no inline data)."""
     result = JobResult.from_dict(raw)
+    sent = {k: v for k, v in sent.items() if k != "image_data"}
+    if "image" in sent:  # the worker names its own copy; the objects name the user's file
+        result = replace(result, params={**result.params, "image": sent["image"]})
     jobdir.ensure_dir(job_dir, "the job folder")
     jobdir.write_request(job_dir, {**sent, "job_dir": str(job_dir)}, result.params)
     entries = []

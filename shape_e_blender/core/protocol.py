@@ -14,8 +14,10 @@ from .errors import INVALID_REQUEST, PARSE_ERROR, ShapEError, invalid
 from .params import SETTINGS, GenerationParams
 
 PROTOCOL_VERSION = 1
-# Requests are small; results can be tens of MB inline, so only requests are capped.
-MAX_REQUEST_BYTES = 1 << 20
+# Requests are small but for an inline image (a remote worker's input, base64); results can be
+# tens of MB inline, so only requests are capped.
+MAX_IMAGE_BYTES = 16 << 20
+MAX_REQUEST_BYTES = MAX_IMAGE_BYTES * 4 // 3 + (1 << 20)
 
 METHODS = ("hello", "generate", "download", "cancel", "status", "shutdown")
 
@@ -105,7 +107,9 @@ def request_id_of(line: str | bytes) -> Id:
     return rid if isinstance(rid, (int, str)) and not isinstance(rid, bool) else None
 
 
-GENERATE_OPTIONS = ("job_dir", "inline", "allow_download")  # beside the generation parameters
+# Beside the generation parameters. ``image_data``: the image file's bytes, base64, for a worker
+# that cannot read the client's files (``image`` then only names it).
+GENERATE_OPTIONS = ("job_dir", "inline", "allow_download", "image_data")
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,7 @@ class GenerateRequest:
     job_dir: str | None = None  # None: a new folder under the worker's jobs root
     inline: bool = False  # also return each mesh as base64 npz
     allow_download: bool = False  # fetch missing weights from the hub
+    image_data: str | None = None  # the image itself, base64 (see GENERATE_OPTIONS)
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> GenerateRequest:
@@ -137,14 +142,25 @@ class GenerateRequest:
             if not isinstance(value, bool):
                 raise invalid(name, "must be true or false", f"send {name}: true or false")
             flags[name] = value
-        return cls(params, job_dir, **flags)
+        data = obj.get("image_data")
+        if data is not None and (not isinstance(data, str) or params.image is None):
+            raise invalid(
+                "image_data",
+                "must be the image file's bytes as base64 text, beside image",
+                "send image (its name) and image_data together, or image alone",
+            )
+        return cls(params, job_dir, image_data=data, **flags)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, *, data: bool = True) -> dict[str, Any]:
+        """The request's params; without ``image_data`` unless ``data`` (what a job folder
+        records: the worker keeps the image itself as a file there)."""
         out = self.params.to_json()
         if self.job_dir is not None:
             out["job_dir"] = self.job_dir
         out["inline"] = self.inline
         out["allow_download"] = self.allow_download
+        if data and self.image_data is not None:
+            out["image_data"] = self.image_data
         return out
 
 

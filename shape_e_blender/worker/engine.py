@@ -13,7 +13,7 @@ import base64
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from ..core.mesh import MeshData
 from ..core.params import GenerationParams
 from ..core.results import JobResult, MeshEntry
 from .hub.download import Kind, resolve_model
-from .inputs import load_latents, prepare_image, save_image
+from .inputs import load_latents, prepare_image, save_image, save_inline_image
 from .logs import job_log
 from .mesh.field import LatentField
 from .mesh.stf import extract_mesh
@@ -154,8 +154,11 @@ class Engine:
         should_cancel = cancel or (lambda: False)
         with job_log(job_dir) as jlog:
             jlog.info("job %s in %s: %s", request_id, job_dir, params.to_json())
-            jobdir.write_request(job_dir, request.to_json())
+            jobdir.write_request(job_dir, request.to_json(data=False))
             try:
+                if request.image_data is not None:  # a client whose files this machine lacks
+                    path = save_inline_image(job_dir, params.image or "", request.image_data)
+                    params = replace(params, image=str(path))
                 result = self._generate(params, request, job_dir, clock, should_cancel)
             except ShapEError as err:
                 jlog.error("job failed: %s", err)

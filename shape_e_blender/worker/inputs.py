@@ -9,6 +9,8 @@ never cropped, because there is no way to know where the object is.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import logging
 import os
@@ -232,3 +234,17 @@ def load_latents(path: str | os.PathLike[str]) -> np.ndarray:
             "latent",
         )
     return arr.astype(np.float32, copy=False)
+
+
+def save_inline_image(job_dir: Path, name: str, data: str) -> Path:
+    """An image sent inline (base64), written into the job folder under its own file name's
+    suffix; ``prepare_image`` then reads it like any other file."""
+    hint = "send the image file's bytes as standard base64"
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (ValueError, binascii.Error):
+        raise ShapEError(INVALID_PARAMS, "image_data: is not base64", hint, "image_data") from None
+    if not raw:
+        raise ShapEError(INVALID_PARAMS, "image_data: is empty", hint, "image_data")
+    suffix = Path(name.replace("\\", "/")).suffix.lower()
+    return atomic_write(job_dir / f"source{suffix if len(suffix) <= 6 else ''}", raw)

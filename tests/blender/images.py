@@ -39,3 +39,20 @@ def read_pixels(path: str | Path) -> np.ndarray:
     finally:
         bpy.data.images.remove(image)
     return pixels.reshape(height, width, 4)[::-1]
+
+
+def disc_png(path: Path, radius: int = 10) -> Path:
+    """An orange disc on transparency, written by Blender itself."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = bpy.data.images.new("disc", 32, 32, alpha=True)
+    pixels = []
+    for y in range(32):
+        for x in range(32):
+            inside = (x - 16) ** 2 + (y - 16) ** 2 < radius**2
+            pixels += [1.0, 0.5, 0.1, 1.0] if inside else [0.0, 0.0, 0.0, 0.0]
+    image.pixels = pixels
+    image.filepath_raw = str(path)
+    image.file_format = "PNG"
+    image.save()
+    bpy.data.images.remove(image)
+    return path

@@ -12,6 +12,7 @@ import pytest
 
 from shape_e_blender.blender import history, tasks
 from shape_e_blender.core import jobdir
+from tests.blender.images import disc_png
 from tests.support import FAST, remote_command
 
 
@@ -56,10 +57,19 @@ def test_a_spec_builds_through_the_remote_worker(scene, remote, tmp_path):
     assert tuple(bpy.data.objects["Cup"].location) == pytest.approx((1, 0, 0))
 
 
-def test_an_image_job_on_a_remote_worker_is_refused_naming_the_field(scene, remote, tmp_path):
-    image = tmp_path / "x.png"
-    image.write_bytes(b"\x89PNG")
-    with pytest.raises(RuntimeError) as info:
-        bpy.ops.shape_e.image_to_mesh(filepath=str(image), **FAST)
-    assert "image: a worker reached through a command cannot read" in str(info.value)
-    assert tasks.status.error_field == "image"
+def test_an_image_job_runs_on_the_remote_worker_with_the_image_sent_inline(
+    scene, addon, tmp_path, worker_image_model
+):
+    command, model = remote_command(tmp_path / "gpu-box", worker_image_model)
+    addon.worker_command = shlex.join(command)
+    try:
+        image = disc_png(tmp_path / "here" / "orange_ball.png")
+        result = bpy.ops.shape_e.image_to_mesh(filepath=str(image), model=str(model), **FAST)
+    finally:
+        addon.worker_command = ""
+        tasks.release(wait=True)
+        tasks.tick()
+    assert result == {"FINISHED"}
+    obj = bpy.data.objects["Orange ball"]
+    assert obj["shape_e"]["image"] == str(image) and len(obj.data.polygons) > 0
+    assert Path(obj["shape_e"]["job_dir"]).parent == Path(addon.jobs_dir)

@@ -12,6 +12,7 @@ import pytest
 from shape_e_blender.blender import scenes, tasks
 from shape_e_blender.blender.status import Status
 from tests.blender.addon import drain
+from tests.blender.images import disc_png
 from tests.support import WORKER_PYTHON, run_child
 
 SPEC = """
@@ -41,28 +42,11 @@ scale = 1.5
 """
 
 
-def _disc_png(path: Path, radius: int = 10) -> Path:
-    """An orange disc on transparency, written by Blender itself."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = bpy.data.images.new("disc", 32, 32, alpha=True)
-    pixels = []
-    for y in range(32):
-        for x in range(32):
-            inside = (x - 16) ** 2 + (y - 16) ** 2 < radius**2
-            pixels += [1.0, 0.5, 0.1, 1.0] if inside else [0.0, 0.0, 0.0, 0.0]
-    image.pixels = pixels
-    image.filepath_raw = str(path)
-    image.file_format = "PNG"
-    image.save()
-    bpy.data.images.remove(image)
-    return path
-
-
 @pytest.fixture
 def spec(tmp_path, addon, worker_text_model, worker_image_model) -> Path:
     addon.text_model = str(worker_text_model)
     addon.image_model = str(worker_image_model)
-    _disc_png(tmp_path / "refs" / "statue.png")
+    disc_png(tmp_path / "refs" / "statue.png")
     path = tmp_path / "props.toml"
     path.write_text(SPEC, encoding="utf-8")
     return path
@@ -212,7 +196,7 @@ def test_a_failing_object_does_not_stop_the_others(scene, spec, addon, tmp_path)
     assert sorted(o.name for o in bpy.data.objects) == ["Chair", "Vase_0", "Vase_1"]
     assert scenes.last_build["Statue"]["error"] and not scenes.last_build["Chair"]["error"]
     # Fixed (with a picture no earlier test used), the next build makes the missing object only.
-    _disc_png(tmp_path / "refs" / "statue.png", radius=9)
+    disc_png(tmp_path / "refs" / "statue.png", radius=9)
     assert _build(spec) == {"FINISHED"}
     assert {n: b["how"] for n, b in scenes.last_build.items()} == {
         "Chair": "unchanged", "Statue": "generate", "Vase": "unchanged",

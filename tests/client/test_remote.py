@@ -78,12 +78,40 @@ def test_a_dropped_connection_fails_the_job_saying_so_and_leaves_its_error(remot
     assert jobdir.read_job(local).state == jobdir.FAILED  # its error is on disk, not "interrupted"
 
 
-def test_image_and_latent_jobs_are_refused_naming_the_field(tmp_path):
+def test_an_image_travels_inline_and_the_local_folder_names_the_users_file(
+    tmp_path, worker_image_model
+):
+    from PIL import Image
+
+    command, model = remote_command(tmp_path / "gpu-box", worker_image_model)
+    client = RemoteWorkerClient(command, tmp_path / "local-jobs")
+    try:
+        image = tmp_path / "photos" / "orange ball.png"
+        image.parent.mkdir()
+        Image.new("RGB", (64, 64), (255, 128, 20)).save(image)
+        local = jobdir.new_job_dir(tmp_path / "local-jobs", "orange ball")
+        params = GenerationParams.create(image=str(image), model=str(model), **FAST)
+        job = client.generate(GenerateRequest(params, job_dir=str(local)))
+        _wait(client, job)
+    finally:
+        client.kill()
+    assert job.error is None, job.error
+    record, result = jobdir.load_result(local)
+    assert record.state == jobdir.DONE and result.params["image"] == str(image)
+    assert "image_data" not in (local / jobdir.REQUEST_FILE).read_text()
+    (remote_job,) = [p for p in (tmp_path / "gpu-box" / "jobs").iterdir() if p.is_dir()]
+    assert (remote_job / "source.png").read_bytes() == image.read_bytes()  # the bytes travelled
+
+
+def test_latent_jobs_and_unreadable_images_are_refused_naming_the_field(tmp_path):
     client = RemoteWorkerClient("ssh gpu-box python -m shape_e_blender.worker", tmp_path)
-    for source in ({"image": "/x/chair.png"}, {"latent": "/x/0/latent.npy"}):
+    for source, field in (
+        ({"latent": "/x/0/latent.npy"}, "latent"),
+        ({"image": "/x/no.png"}, "image"),
+    ):
         with pytest.raises(ShapEError) as info:
             client.generate(GenerateRequest(GenerationParams.create(**source)))
-        assert info.value.code == INVALID_PARAMS and info.value.field == next(iter(source))
+        assert info.value.code == INVALID_PARAMS and info.value.field == field
     assert client.pid is None  # nothing was started
 
 

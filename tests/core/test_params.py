@@ -12,6 +12,7 @@ from shape_e_blender.core.params import (
     GenerationParams,
     add_arguments,
 )
+from shape_e_blender.core.protocol import GENERATE_OPTIONS
 
 
 def test_text_defaults_follow_the_paper_not_the_pipeline():
@@ -106,7 +107,7 @@ def _protocol_rows() -> dict[str, list[str]]:
 
 def test_the_protocol_document_lists_every_generation_field_as_the_table_defines_it():
     rows = _protocol_rows()
-    assert set(SETTINGS) | {"job_dir", "inline", "allow_download"} == set(rows)
+    assert set(SETTINGS) | set(GENERATE_OPTIONS) == set(rows)
     for name, s in SETTINGS.items():
         kind, default, meaning = rows[name]
         assert meaning, name

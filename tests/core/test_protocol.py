@@ -36,7 +36,14 @@ def test_malformed_requests(line, code):
 
 
 def test_request_size_limit_applies_to_requests():
-    big = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "x", "params": {"p": "a" * (1 << 20)}})
+    big = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "x",
+            "params": {"p": "a" * protocol.MAX_REQUEST_BYTES},
+        }
+    )
     with pytest.raises(ShapEError) as info:
         protocol.parse_request(big)
     assert info.value.code == INVALID_REQUEST
@@ -100,3 +107,13 @@ def test_unknown_generate_parameters_are_refused_naming_them_and_the_known_ones(
         protocol.GenerateRequest.from_json({"prompt": "a", "sead": 3, "zoom": 1})
     assert info.value.code == INVALID_PARAMS and info.value.field == "sead"
     assert "seed" in info.value.hint and "allow_download" in info.value.hint
+
+
+def test_image_data_goes_with_an_image_and_stays_out_of_the_job_folders_record():
+    req = protocol.GenerateRequest.from_json({"image": "chair.png", "image_data": "iVBORw0K"})
+    assert req.image_data == "iVBORw0K" and req.to_json()["image_data"] == "iVBORw0K"
+    assert "image_data" not in req.to_json(data=False)
+    for bad in ({"prompt": "a cup", "image_data": "iVBORw0K"}, {"image": "a.png", "image_data": 3}):
+        with pytest.raises(ShapEError) as info:
+            protocol.GenerateRequest.from_json(bad)
+        assert info.value.field == "image_data"
