@@ -108,7 +108,8 @@ class ShapEPreferences(bpy.types.AddonPreferences):
         description=(
             "A command that runs the worker elsewhere, speaking the protocol on its stdin and "
             "stdout, e.g. ssh gpu-box ~/shape-e/bin/python -m shape_e_blender.worker. Results "
-            "come back through it and are kept in the local jobs folder; text prompts only. "
+            "come back through it and are kept in the local jobs folder (Re-mesh needs the "
+            "local worker). "
             "Empty: the local worker"
         ),
         default="",

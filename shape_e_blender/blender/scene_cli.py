@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--worker-command",
         default="",
         help="run the worker through this command instead (e.g. ssh gpu-box ~/shape-e/bin/python "
-        "-m shape_e_blender.worker); text prompts only",
+        "-m shape_e_blender.worker)",
     )
     ap.add_argument("--jobs-dir", default="", help="where job folders go (default: Blender's)")
     ap.add_argument(
