@@ -12,7 +12,7 @@ import pytest
 
 from shape_e_blender.client.remote import RemoteWorkerClient, split_command
 from shape_e_blender.core import jobdir
-from shape_e_blender.core.errors import INVALID_PARAMS, WORKER_EXITED, ShapEError
+from shape_e_blender.core.errors import CANCELLED, INVALID_PARAMS, WORKER_EXITED, ShapEError
 from shape_e_blender.core.params import GenerationParams
 from shape_e_blender.core.protocol import GenerateRequest
 from shape_e_blender.core.results import JobResult
@@ -59,6 +59,22 @@ def test_a_remote_job_comes_back_inline_into_the_local_job_folder(remote):
     remote_jobs = [p for p in (tmp_path / "gpu-box" / "jobs").iterdir() if p.is_dir()]
     assert len(remote_jobs) == 1 and (remote_jobs[0] / jobdir.RESULT_FILE).is_file()
     assert str(tmp_path / "local-jobs") not in (remote_jobs[0] / jobdir.REQUEST_FILE).read_text()
+
+
+def test_a_remote_job_cancels_as_a_local_one_does(remote):
+    client, model, tmp_path = remote
+    local = jobdir.new_job_dir(tmp_path / "local-jobs", "a vase")
+    params = GenerationParams.create(prompt="a vase", model=str(model), steps=300, grid_size=32)
+    job = client.generate(GenerateRequest(params, job_dir=str(local)))
+    deadline = time.monotonic() + 120
+    while job.progress is None or job.progress.stage != "sampling":
+        assert not job.done and time.monotonic() < deadline, job.error
+        client.poll(timeout=0.25)
+    client.cancel(job)
+    _wait(client, job)
+    assert job.error is not None and job.error.code == CANCELLED
+    assert jobdir.read_job(local).state == jobdir.CANCELLED
+    assert client.is_running()  # the same connection takes the next job
 
 
 def test_a_dropped_connection_fails_the_job_saying_so_and_leaves_its_error(remote):
