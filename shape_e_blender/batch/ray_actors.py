@@ -1,7 +1,9 @@
 """A spec's jobs on a Ray cluster: one actor per GPU, each loading the models once.
 
 Ray's own primitives do the work: actors with ``num_gpus=1`` (``num_cpus=1`` on the CPU), each
-holding the worker's Engine and its warm ModelCache, and ``ray.wait`` on their results. A job is
+holding the worker's Engine and its warm ModelCache, ``ray.wait`` on their results, and a
+``ray.util.queue.Queue`` the actors push progress into (polling a busy actor for it could time
+out: on a loaded machine a whole run's progress went missing that way). A job is
 given to whichever actor is free, in spec order. An actor that is lost (its process killed, its
 node gone) fails its job with RayActorError: the job goes back to the front of the queue, once,
 and a new actor takes the dead one's place. Ray Data's ``map_batches`` would suit a batch with no
@@ -25,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import RayActorError, RayTaskError
+from ray.util.queue import Queue
 
 from ..core import jobkey
 from ..core.errors import INTERNAL_ERROR, ShapEError, cancelled
@@ -37,32 +40,34 @@ from .local import MAX_TRIES, OnDone, OnProgress
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
-@ray.remote(max_concurrency=2)  # one thread runs a job, the other answers progress and cancel
+@ray.remote(max_concurrency=2)  # one thread runs a job, the other takes cancel and pid calls
 class ShapEActor:
-    def __init__(self, jobs_root: str) -> None:
+    def __init__(self, jobs_root: str, progress: Queue) -> None:
         self.engine = Engine(Path(jobs_root))
-        self.latest: dict[str, Any] = {}
+        self.progress = progress
         self.cancelled: set[int] = set()
 
     def pid(self) -> int:
         return os.getpid()
 
     def generate(self, request: dict[str, Any], job_id: int) -> dict[str, Any]:
-        """Run one job; its result (files in its job folder) or its error, as JSON."""
-        self.latest = {}
+        """Run one job; its result (files in its job folder) or its error, as JSON. Progress
+        is pushed to the driver's queue as it happens (fire and forget: a job never waits on
+        it), so a busy actor cannot starve a poll of it."""
+
+        def emit(p: Progress) -> None:
+            self.progress.actor.put_nowait.remote((job_id, p.to_json()))
+
         try:
             result = self.engine.generate(
                 GenerateRequest.from_json(request),
                 request_id=job_id,
-                emit=lambda p: self.latest.update(p.to_json()),
+                emit=emit,
                 cancel=lambda: job_id in self.cancelled,
             )
         except ShapEError as err:
             return {"error": err.to_json()}
         return {"result": result.to_dict(inline=False)}
-
-    def progress(self) -> dict[str, Any]:
-        return dict(self.latest)
 
     def cancel(self, job_id: int) -> None:
         self.cancelled.add(job_id)
@@ -130,15 +135,17 @@ class Pool:
             )
         self.allow_download = allow_download
         self.actors: list[Any] = []
+        self.progress: Queue | None = None
 
     def _actor(self) -> Any:
         options = {"num_gpus": 1} if self.gpu else {"num_cpus": 1}
-        return ShapEActor.options(**options).remote(str(self.jobs_root))  # type: ignore[attr-defined]
+        return ShapEActor.options(**options).remote(str(self.jobs_root), self.progress)  # type: ignore[attr-defined]
 
     def run(
         self, jobs: Sequence[Job], on_progress: OnProgress | None, on_done: OnDone | None
     ) -> None:
         queue = collections.deque(j for j in jobs if not j.reused)
+        self.progress = Queue(actor_options={"num_cpus": 0})
         self.actors = [self._actor() for _ in range(min(self.count, len(queue)))]
         idle = list(range(len(self.actors)))
         running: dict[Any, tuple[Job, int]] = {}
@@ -165,6 +172,7 @@ class Pool:
         finally:
             for actor in self.actors:
                 ray.kill(actor)  # frees its GPU at once
+            self.progress.shutdown()
 
     def _send(self, i: int, job: Job) -> Any:
         if job.folder is None:
@@ -197,10 +205,9 @@ class Pool:
         return False
 
     def _progress(self, running: dict[Any, tuple[Job, int]], on_progress: OnProgress) -> None:
-        for job, i in list(running.values()):
-            try:
-                latest = ray.get(self.actors[i].progress.remote(), timeout=5)
-            except (RayActorError, GetTimeoutError):
-                continue  # a lost actor: its job's ref says so
-            if latest.get("stage"):
-                on_progress(job, Progress.from_json(latest))
+        """Hand on what the actors pushed since the last call (for jobs still running)."""
+        assert self.progress is not None
+        by_id = {job.obj.index: job for job, _ in running.values()}
+        for job_id, progress in self.progress.get_nowait_batch(self.progress.qsize()):
+            if job_id in by_id:
+                on_progress(by_id[job_id], Progress.from_json(progress))

@@ -97,7 +97,10 @@ def test_a_bad_spec_or_worker_count_is_refused_before_any_worker_starts(tmp_path
 
 
 def test_a_job_whose_worker_is_killed_is_retried_on_another(tmp_path, tiny_text_model):
-    spec = load_spec(_spec(tmp_path, tiny_text_model), common={"device": "cpu"})
+    path = _spec(tmp_path, tiny_text_model)
+    # Sampling long enough that the kill lands while the job runs, not after it finished.
+    path.write_text(path.read_text().replace("steps = 2", "steps = 60"))
+    spec = load_spec(path, common={"device": "cpu"})
     root = tmp_path / "jobs"
     jobs = plan(spec, root)
     env = child_env()

@@ -66,6 +66,9 @@ def test_two_ray_actors_make_the_meshes_a_local_worker_makes(tmp_path, tiny_text
     assert proc.returncode == 0, proc_env[-4000:]
     assert "3 generated, 0 reused, 0 failed" in proc.stdout
     assert "on actor 0 (cpu)" in proc.stdout and "on actor 1 (cpu)" in proc.stdout
+    # Every stage of every object arrives (the actors push it): none is missed between polls.
+    for stage in ("loading", "sampling", "decoding", "writing"):
+        assert f"[2/3] Lamp: {stage} on actor" in proc.stderr, proc.stderr[-3000:]
     assert_as_one_worker_makes(spec, tmp_path / "ray", tmp_path / "one")
     again = _scene(spec, tmp_path / "ray", "--ray", cluster, "--device", "cpu")
     assert again.returncode == 0 and "0 generated, 3 reused" in again.stdout
@@ -74,8 +77,8 @@ def test_two_ray_actors_make_the_meshes_a_local_worker_makes(tmp_path, tiny_text
 
 def test_a_killed_actors_job_is_retried_on_another(tmp_path, tiny_text_model, cluster):
     path = _spec(tmp_path, tiny_text_model)
-    # Long enough sampling for the driver's progress poll (every half second) to see it.
-    path.write_text(path.read_text().replace("steps = 2", "steps = 300"))
+    # Sampling long enough that the kill lands while the job runs, not after it finished.
+    path.write_text(path.read_text().replace("steps = 2", "steps = 60"))
     spec = load_spec(path, common={"device": "cpu"})
     root = tmp_path / "jobs"
     jobs = plan(spec, root)
