@@ -57,8 +57,8 @@ def test_bad_generate_params_are_refused_before_queueing(worker):
 
 def test_a_line_too_deep_or_a_number_too_long_is_answered_and_the_worker_reads_on(worker):
     """Each used to kill the reader thread (RecursionError; ValueError past 4300 digits)."""
-    deep = '{"jsonrpc": "2.0", "id": 1, "method": "hello", "params": {"a": ' + "[" * 1500
-    worker.send_raw(deep + "]" * 1500 + "}}")
+    deep = '{"jsonrpc": "2.0", "id": 1, "method": "hello", "params": {"a": ' + "[" * 100_000
+    worker.send_raw(deep + "]" * 100_000 + "}}")
     msg = worker.next()
     assert msg["id"] is None and msg["error"]["code"] == PARSE_ERROR
     assert "nesting" in msg["error"]["data"]["hint"]
