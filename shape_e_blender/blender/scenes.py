@@ -82,10 +82,11 @@ def read(
 def plan(spec: SceneSpec, jobs_root: Path) -> list[Planned]:
     """How each object is got; makes no job folder (start() does, for what it sends)."""
     last_build.clear()
+    built = built_objects(spec)
     planned = []
     for o in spec.objects:
         key = jobkey.job_key(o.params)
-        existing = objects_of(spec, o.name)
+        existing = built.get(o.name, {})
         keys = {_settings(x).get(SPEC_KEY) for x in existing.values()}
         if keys == {key.key} and set(existing) == set(range(o.params.variants)):
             planned.append(Planned(o, key, UNCHANGED))
@@ -107,14 +108,17 @@ def start(planned: list[Planned], client: WorkerClient, jobs_root: Path) -> list
     return requests
 
 
-def objects_of(spec: SceneSpec, name: str) -> dict[int, bpy.types.Object]:
-    """This file's objects made for spec object ``name``, by variant."""
-    found: dict[int, bpy.types.Object] = {}
+def built_objects(spec: SceneSpec) -> dict[str, dict[int, bpy.types.Object]]:
+    """This file's objects made from ``spec``: by spec object name, then variant. One pass over
+    the file's objects serves a whole build (a per-object scan would read every object's
+    settings once per spec object)."""
+    found: dict[str, dict[int, bpy.types.Object]] = {}
     for obj in bpy.data.objects:
         s = importer.settings_of(obj) or {}
-        if obj.library is None and (s.get(SPEC), s.get(SPEC_OBJECT)) == (str(spec.path), name):
+        if obj.library is None and s.get(SPEC) == str(spec.path):
             variant = s.get("variant")
-            found[variant if isinstance(variant, int) else 0] = obj
+            by_variant = found.setdefault(str(s.get(SPEC_OBJECT)), {})
+            by_variant[variant if isinstance(variant, int) else 0] = obj
     return found
 
 
@@ -135,13 +139,14 @@ def finish_build(
             "the objects that finished are kept in their job folders: building the spec again "
             "imports them without generating them again",
         )
+    built = built_objects(spec)  # before the imports: what the file held from this spec
     made: list[bpy.types.Object] = []
     failures: list[str] = []
     for item in planned:
         got: list[bpy.types.Object] = []
         error = None
         try:
-            got = _get(spec, item, context)
+            got = _get(spec, item, built.get(item.obj.name, {}), context)
         except ShapEError as err:
             error = str(err)
             failures.append(f"{item.obj.label}: {err}")
@@ -153,13 +158,14 @@ def finish_build(
             "objects": [o.name for o in got],
             "error": error,
         }
-    names = {o.name for o in spec.objects}
-    for obj in bpy.data.objects:
-        s = _settings(obj)
-        if s.get(SPEC) == str(spec.path) and s.get(SPEC_OBJECT) not in names:
+    listed = {o.name for o in spec.objects}
+    for name, left in built.items():
+        if name in listed:
+            continue
+        for obj in left.values():
             task.warnings.append(
-                f"{obj.name} was made for {s.get(SPEC_OBJECT)!r}, which the spec no longer "
-                "lists: it was left in the file (delete it if it is not wanted)"
+                f"{obj.name} was made for {name!r}, which the spec no longer lists: it was "
+                "left in the file (delete it if it is not wanted)"
             )
     importer.push_undo(f"Shap-E: build {spec.path.name}")
     counts = {how: sum(i.how == how for i in planned) for how in (UNCHANGED, REUSED, GENERATE)}
@@ -179,8 +185,14 @@ def finish_build(
     return made
 
 
-def _get(spec: SceneSpec, item: Planned, context: bpy.types.Context) -> list[bpy.types.Object]:
-    existing = objects_of(spec, item.obj.name)
+def _get(
+    spec: SceneSpec,
+    item: Planned,
+    existing: dict[int, bpy.types.Object],
+    context: bpy.types.Context,
+) -> list[bpy.types.Object]:
+    """The spec object's objects, imported or updated from its job where needed, and placed;
+    ``existing`` are the ones the file already held for it, by variant."""
     if item.how == UNCHANGED:
         objects = [existing[v] for v in sorted(existing)]
     else:
@@ -234,8 +246,9 @@ def _update(
             importer.variant_properties(settings, m.variant, result.job_dir, m.latent) | ours
         )
         objects.append(old)
+    kept = {m.variant for m in made}
     for variant, gone in existing.items():
-        if variant not in {m.variant for m in made}:
+        if variant not in kept:
             bpy.data.objects.remove(gone, do_unlink=True)
     return sorted(objects, key=lambda o: _settings(o).get("variant", 0))
 

@@ -26,6 +26,18 @@ def _wait(client, job, timeout: float = 120.0) -> None:
         client.poll(timeout=0.25)
 
 
+def _sampling(client, model: Path, tmp_path: Path, prompt: str, steps: int):
+    """A long job sent to ``client``, once it is sampling: (its handle, its local folder)."""
+    local = jobdir.new_job_dir(tmp_path / "local-jobs", prompt)
+    params = GenerationParams.create(prompt=prompt, model=str(model), steps=steps, grid_size=32)
+    job = client.generate(GenerateRequest(params, job_dir=str(local)))
+    deadline = time.monotonic() + 120
+    while job.progress is None or job.progress.stage != "sampling":
+        assert not job.done and time.monotonic() < deadline, job.error
+        client.poll(timeout=0.25)
+    return job, local
+
+
 @pytest.fixture
 def remote(tmp_path, worker_text_model):
     command, model = remote_command(tmp_path / "gpu-box", worker_text_model)
@@ -63,13 +75,7 @@ def test_a_remote_job_comes_back_inline_into_the_local_job_folder(remote):
 
 def test_a_remote_job_cancels_as_a_local_one_does(remote):
     client, model, tmp_path = remote
-    local = jobdir.new_job_dir(tmp_path / "local-jobs", "a vase")
-    params = GenerationParams.create(prompt="a vase", model=str(model), steps=300, grid_size=32)
-    job = client.generate(GenerateRequest(params, job_dir=str(local)))
-    deadline = time.monotonic() + 120
-    while job.progress is None or job.progress.stage != "sampling":
-        assert not job.done and time.monotonic() < deadline, job.error
-        client.poll(timeout=0.25)
+    job, local = _sampling(client, model, tmp_path, "a vase", steps=300)
     client.cancel(job)
     _wait(client, job)
     assert job.error is not None and job.error.code == CANCELLED
@@ -79,13 +85,7 @@ def test_a_remote_job_cancels_as_a_local_one_does(remote):
 
 def test_a_dropped_connection_fails_the_job_saying_so_and_leaves_its_error(remote):
     client, model, tmp_path = remote
-    local = jobdir.new_job_dir(tmp_path / "local-jobs", "a lamp")
-    params = GenerationParams.create(prompt="a lamp", model=str(model), steps=200, grid_size=32)
-    job = client.generate(GenerateRequest(params, job_dir=str(local)))
-    deadline = time.monotonic() + 120
-    while job.progress is None or job.progress.stage != "sampling":
-        assert not job.done and time.monotonic() < deadline, job.error
-        client.poll(timeout=0.25)
+    job, local = _sampling(client, model, tmp_path, "a lamp", steps=200)
     kill_process(client.pid)  # the connection's far end is gone
     _wait(client, job)
     assert job.error is not None and job.error.code == WORKER_EXITED
