@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import bpy
-from bpy.props import BoolProperty, StringProperty
+from bpy.props import BoolProperty, IntProperty, StringProperty
 
-from ..client.client import WorkerClient
+from ..client.client import SILENCE_TIMEOUT_S, WorkerClient
 from ..client.process import venv_python
 from ..core.errors import JOB_FAILED, ShapEError
 from ..core.params import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL
@@ -88,7 +88,9 @@ def jobs_root(p: ShapEPreferences) -> Path:
 
 def client(context: bpy.types.Context | None = None) -> WorkerClient:
     p = get(context)
-    return tasks.client_for(worker_python(p), jobs_root(p), p.worker_command)
+    return tasks.client_for(
+        worker_python(p), jobs_root(p), p.worker_command, float(p.silence_timeout)
+    )
 
 
 class ShapEPreferences(bpy.types.AddonPreferences):
@@ -147,6 +149,17 @@ class ShapEPreferences(bpy.types.AddonPreferences):
         ),
         default=True,
     )
+    silence_timeout: IntProperty(
+        name="Silence Timeout (s)",
+        description=(
+            "Stop the worker when it has said nothing for this many seconds while a job runs "
+            "(every stage reports progress far more often), and report the job as failed with "
+            "the end of the worker's log. 0: wait forever"
+        ),
+        default=int(SILENCE_TIMEOUT_S),
+        min=0,
+        soft_max=3600,
+    )
     jobs_dir: StringProperty(
         name="Jobs Folder",
         description=(
@@ -178,6 +191,7 @@ def draw_preferences(p: ShapEPreferences, layout: bpy.types.UILayout) -> None:
     row = box.row()
     row.prop(p, "keep_alive")
     row.operator("shape_e.release_worker", icon="X")
+    box.prop(p, "silence_timeout")
 
     box = layout.box()
     box.label(text="Models", icon="FILE_3D")

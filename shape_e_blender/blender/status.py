@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..client.envsetup import STAGE_TEXT
+from ..core.protocol import count_text, duration_text
 
 STAGE_LABELS = {
     "starting": "Starting worker",
@@ -58,25 +59,13 @@ class Status:
         name = STAGE_LABELS.get(self.stage, self.stage.capitalize() or "Working")
         if self.state == "cancelling":
             return f"Cancelling ({name})"
-        if self.stage == "downloading" and self.total:
-            count = f" {self.step / 2**20:.0f}/{self.total / 2**20:.0f} MB"
-        elif self.stage == "queued":
+        if self.stage == "queued":
             count = f" ({self.total} ahead)" if self.total else ""
-        elif self.total > 1:
-            count = f" {self.step}/{self.total}"
         else:
-            count = ""
+            count = count_text(self.stage, self.step, self.total)
+            count = f" {count}" if count else ""
         if self.parts:
-            eta = f", {_duration(self.overall_eta_s)} left in all" if self.overall_eta_s else ""
+            eta = f", {duration_text(self.overall_eta_s)} left in all" if self.overall_eta_s else ""
             return f"{self.part}/{self.parts} {self.part_label}: {name}{count}{eta}"
-        eta = f", {_duration(self.eta_s)} left" if self.eta_s else ""
+        eta = f", {duration_text(self.eta_s)} left" if self.eta_s else ""
         return f"{name}{count}{eta}"
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    if seconds < 90:
-        return f"{seconds} s"
-    if seconds < 5400:
-        return f"{seconds // 60} min"
-    return f"{seconds / 3600:.1f} h"

@@ -25,7 +25,7 @@ from typing import Any
 import bpy
 from bpy.app.handlers import persistent
 
-from ..client.client import WorkerClient
+from ..client.client import SILENCE_TIMEOUT_S, WorkerClient
 from ..client.envsetup import EnvSetup
 from ..client.handle import JobHandle
 from ..client.remote import RemoteWorkerClient
@@ -146,10 +146,14 @@ _last: Task | None = None
 
 
 def client_for(
-    python: str | os.PathLike[str], jobs_root: str | os.PathLike[str], command: str = ""
+    python: str | os.PathLike[str],
+    jobs_root: str | os.PathLike[str],
+    command: str = "",
+    silence_timeout: float = SILENCE_TIMEOUT_S,
 ) -> WorkerClient:
     """The shared client; a new one when the preferences now name another worker. ``command``
-    (the worker_command preference), when set, is the worker instead of ``python``."""
+    (the worker_command preference), when set, is the worker instead of ``python``;
+    ``silence_timeout`` (a preference too: 0 waits forever) applies from the next poll on."""
     global _client, _client_key
     key = (str(python), Path(jobs_root), command.strip())
     if _client is not None and _client_key != key:
@@ -164,6 +168,8 @@ def client_for(
             RemoteWorkerClient(key[2], jobs_root) if key[2] else WorkerClient(python, jobs_root)
         )
         _client_key = key
+    # One bound for the user: a worker silent that long, starting or running a job, is stopped.
+    _client.silence_timeout = _client.hello_timeout = silence_timeout
     return _client
 
 

@@ -32,6 +32,11 @@ from .process import (
 )
 from .transport import Inbox, WorkerProcess
 
+# A worker that says nothing for this long while a job of it runs is taken for hung and stopped.
+# Every stage reports progress far more often (a sampling step, a thousandth of the decoding, a
+# downloaded chunk): minutes of silence mean a stuck process, not a slow one.
+SILENCE_TIMEOUT_S = 300.0
+
 _RELEASED = ShapEError(
     WORKER_EXITED, "the worker was released while the job ran", "press Generate to start again"
 )
@@ -39,7 +44,12 @@ _RELEASED = ShapEError(
 
 class WorkerClient:
     """``python`` is the worker environment's interpreter; ``jobs_root`` is where jobs sent
-    without a job folder go, and where the worker's stderr log (``worker.log``) is kept."""
+    without a job folder go, and where the worker's stderr log (``worker.log``) is kept.
+
+    ``silence_timeout``: a worker that writes nothing on stdout for this many seconds while any
+    of its requests is unanswered is killed (its process group), and those requests fail with
+    the end of its log. 0 turns the watchdog off. ``hello_timeout`` bounds the start.
+    """
 
     EXITED = "the worker exited (status {status}) before answering"
     CHECK = "or check worker_python in the add-on's preferences"
@@ -52,12 +62,14 @@ class WorkerClient:
         package_dir: str | os.PathLike[str] = PACKAGE_DIR,
         env: Mapping[str, str] | None = None,
         hello_timeout: float = 300.0,
+        silence_timeout: float = SILENCE_TIMEOUT_S,
     ) -> None:
         self.python = str(python)
         self.jobs_root = Path(jobs_root)
         self.package_dir = Path(package_dir)
         self._base_env = env
         self.hello_timeout = hello_timeout
+        self.silence_timeout = silence_timeout
         self._inbox: Inbox = queue.Queue()
         self._events: list[Event] = []
         self._jobs: dict[int, JobHandle] = {}
@@ -125,8 +137,26 @@ class WorkerClient:
     def hello(self, timeout: float | None = None) -> dict[str, Any]:
         """Start the worker if needed and wait for its ``hello`` answer."""
         job = self.start()
-        self.wait(job, self.hello_timeout if timeout is None else timeout)
+        try:
+            self.wait(job, self.hello_timeout if timeout is None else timeout)
+        except ShapEError:
+            # A worker that cannot say hello in time cannot run a job: stop it, or it runs on
+            # unseen (the wait has given up on it).
+            w = self._worker
+            if w is not None and job is w.hello:
+                self._abandon(w, self._no_hello(timeout))
+            raise
         return job.raise_for_error()
+
+    def _no_hello(self, timeout: float | None = None) -> ShapEError:
+        waited = self.hello_timeout if timeout is None else timeout
+        tail = self.stderr_tail()
+        return ShapEError(
+            WORKER_EXITED,
+            f"the worker did not answer hello within {waited:g} s, so it was stopped"
+            + (f"; the end of its log:\n{tail}" if tail else ""),
+            f"the whole log is in {self.log_path}; {self.CHECK}",
+        )
 
     def shutdown(self, timeout: float = 10.0, *, wait: bool = True) -> None:
         """Ask the worker to finish its jobs and exit; kill it if it lingers past ``timeout``.
@@ -270,13 +300,53 @@ class WorkerClient:
         try:
             item = self._inbox.get(timeout=timeout) if timeout > 0 else self._inbox.get_nowait()
         except queue.Empty:
-            return
-        while True:
+            item = None
+        while item is not None:
             self._handle(*item)
             try:
                 item = self._inbox.get_nowait()
             except queue.Empty:
-                return
+                item = None
+        self._watch()
+
+    def _watch(self) -> None:
+        """The watchdog, on each poll and in each wait, once the queue is read: a worker that
+        has not said hello within ``hello_timeout`` (it imports torch first: silent for
+        seconds), or that has said nothing for ``silence_timeout`` since while a request of it
+        waits (counted from that request's sending when it was idle before), is stopped."""
+        w = self._worker
+        if w is None or w.released:
+            return
+        now = time.monotonic()
+        if w.hello is not None and not w.hello.done:
+            if self.hello_timeout > 0 and now - w.hello.sent_at > self.hello_timeout:
+                w.note(f"no hello within {self.hello_timeout:g} s: stopping the worker")
+                self._abandon(w, self._no_hello())
+            return
+        if self.silence_timeout <= 0:
+            return
+        sent = [
+            j.sent_at for j in self._jobs.values() if j.generation == w.generation and not j.done
+        ]
+        if not sent:
+            return
+        silent = now - max(w.last_heard, min(sent))
+        if silent < self.silence_timeout:
+            return
+        w.note(f"no output for {silent:.0f} s while a request waited: stopping the worker")
+        tail = w.tail()
+        self._abandon(
+            w,
+            ShapEError(
+                WORKER_EXITED,
+                f"the worker said nothing for {silent:.0f} s while a job ran, so it was "
+                "stopped" + (f"; the end of its log:\n{tail}" if tail else ""),
+                f"the whole log is in {self.log_path}; press Generate to start a new worker. "
+                "If a step really takes this long here, raise the silence timeout "
+                "(silence_timeout in the add-on's preferences)",
+                "silence_timeout",
+            ),
+        )
 
     def _handle(self, gen: int, kind: str, payload: Any) -> None:
         if kind == "exit":

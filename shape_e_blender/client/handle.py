@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..core.errors import ShapEError
@@ -24,6 +25,7 @@ class JobHandle:
     error: ShapEError | None = None
     done: bool = False
     local_dir: str | None = None  # a remote worker's job: the local folder its result goes to
+    sent_at: float = field(default_factory=time.monotonic)  # the silence watchdog's start
 
     @property
     def job_dir(self) -> str | None:

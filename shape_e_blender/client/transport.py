@@ -87,6 +87,9 @@ class WorkerProcess:
         self.threads: list[threading.Thread] = []
         self.hello: JobHandle | None = None
         self.released = False  # stopped on purpose
+        # When stdout last gave a line (time.monotonic()), set by the reader thread: the
+        # client's silence watchdog reads it, so a UI thread that polled late counts nothing.
+        self.last_heard = time.monotonic()
         self._write_lock = threading.Lock()
 
     @classmethod
@@ -167,6 +170,7 @@ class WorkerProcess:
             # Lines of any length: an inline mesh at grid 512 is tens of MB on one line.
             assert self.popen.stdout is not None
             for raw in self.popen.stdout:
+                self.last_heard = time.monotonic()
                 try:
                     msg = json.loads(raw)
                 except ValueError:

@@ -164,6 +164,33 @@ class GenerateRequest:
         return out
 
 
+# A variant's mesh extraction reports its progress in thousandths: during "decoding", ``step``
+# counts thousandths over all variants (variant i runs from i * DECODE_STEPS).
+DECODE_STEPS = 1000
+
+
+def count_text(stage: str, step: int, total: int) -> str:
+    """How far a stage is, in its own unit (megabytes, a share of the meshes, steps); "" where a
+    count says nothing (a stage of one step)."""
+    if stage == "downloading":
+        return f"{step / 2**20:.0f}/{total / 2**20:.0f} MB" if total else ""
+    if stage == "decoding" and total >= DECODE_STEPS and total % DECODE_STEPS == 0:
+        meshes = total // DECODE_STEPS
+        share = f"{100 * step / total:.1f}%"
+        return share if meshes == 1 else f"{share} of {meshes} meshes"
+    return f"{step}/{total}" if total > 1 else ""
+
+
+def duration_text(seconds: float) -> str:
+    """A time left as people say it: "40 s", "12 min", "1.5 h"."""
+    seconds = max(0, round(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{seconds // 60} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 @dataclass(frozen=True)
 class Progress:
     """One progress notification. During sampling, one per prior call."""

@@ -44,11 +44,8 @@ class ProgressPrinter:
 
     def __call__(self, p: protocol.Progress) -> None:
         frac = p.fraction if p.total else 0.0
-        if p.stage == "downloading":
-            count = f"{p.step / 1e6:.1f}/{p.total / 1e6:.1f} MB"
-        else:
-            count = f"{p.step}/{p.total}"
-        eta = f" eta {p.eta_s:.0f}s" if p.eta_s else ""
+        count = protocol.count_text(p.stage, p.step, p.total)
+        eta = f", {protocol.duration_text(p.eta_s)} left" if p.eta_s else ""
         if self.tty:
             width = 30
             bar = "#" * int(frac * width)

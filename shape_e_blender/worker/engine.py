@@ -52,6 +52,7 @@ class StageClock:
     stage: str = ""
     started: float = field(default_factory=time.perf_counter)
     last: float = field(default_factory=time.perf_counter)
+    firsts: dict[str, float] = field(default_factory=dict)  # when each stage began
 
     def __call__(self, stage: str, step: int, total: int, variant: int | None = None) -> None:
         now = time.perf_counter()
@@ -59,7 +60,9 @@ class StageClock:
             if self.stage:
                 log.info("%s done in %.2f s", self.stage, self.last - self.started)
             log.info("%s: %d steps", stage, total)
-            self.stage, self.started = stage, self.last
+            # Decoding and writing take turns, a variant at a time: a stage's clock runs from its
+            # first event, so the ETA counts the other stage's share too.
+            self.stage, self.started = stage, self.firsts.setdefault(stage, self.last)
         eta = None
         if 0 < step < total:
             eta = (now - self.started) / step * (total - step)
@@ -227,10 +230,15 @@ class Engine:
             if params.mode != "latent":
                 latent_file = jobdir.latent_path(job_dir, i)
                 jobdir.save_latent(latent_file, latent)
-            clock("decoding", i, len(latents), i)
+
+            def decoding(done: int, total: int, i: int = i) -> None:
+                clock("decoding", i * total + done, len(latents) * total, i)
+
             started = time.perf_counter()
             try:
-                mesh = self._decode(renderer, latent, params.grid_size, choice, should_cancel)
+                mesh = self._decode(
+                    renderer, latent, params.grid_size, choice, should_cancel, decoding
+                )
             except ShapEError as err:
                 if err.code != NO_SURFACE:
                     raise
@@ -311,7 +319,7 @@ class Engine:
         timings.add("sample", time.perf_counter() - encoded)
         return latents.detach().cpu().numpy().astype(np.float32)
 
-    def _decode(self, renderer, latent, grid_size, choice, should_cancel) -> MeshData:
+    def _decode(self, renderer, latent, grid_size, choice, should_cancel, progress) -> MeshData:
         try:
             latent_field = LatentField(renderer, torch.from_numpy(latent), choice.device)
             return extract_mesh(
@@ -322,6 +330,7 @@ class Engine:
                 # A GPU wants big batches to stay busy (the MLP is small); a CPU gains nothing.
                 batch_size=262_144 if choice.device_type == "cuda" else 65_536,
                 should_cancel=should_cancel,
+                progress=progress,
             )
         except (RuntimeError, MemoryError) as exc:  # device errors: out of memory, ...
             mapped = map_runtime_error(exc, "decoding")

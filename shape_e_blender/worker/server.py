@@ -22,6 +22,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -262,9 +263,21 @@ class Server:
 
     # -- the protocol's side of the jobs -------------------------------------------------------
 
+    def _engine_for(self, job: Job):
+        """The engine; its first use imports torch's and diffusers' model code (seconds): the
+        job says so with a "starting" stage, so that the wait has a name."""
+        if self._engine is not None:
+            return self._engine
+        self.out.progress(protocol.Progress(job.id, "starting", 0, 1))
+        started = time.perf_counter()
+        engine = self.engine
+        log.info("imported the engine in %.2f s", time.perf_counter() - started)
+        self.out.progress(protocol.Progress(job.id, "starting", 1, 1))
+        return engine
+
     def generate(self, job: Job) -> dict[str, Any]:
         request = protocol.GenerateRequest.from_json(job.params)
-        result = self.engine.generate(
+        result = self._engine_for(job).generate(
             request, request_id=job.id, emit=self.out.progress, cancel=job.cancel.is_set
         )
         return result.to_dict(inline=True)
@@ -274,7 +287,7 @@ class Server:
         kind = job.params.get("kind") or ("image" if model.endswith("img2img") else "text")
         if kind not in ("text", "image"):
             raise invalid("kind", f"{kind!r} is not a model kind", "use text or image")
-        result = self.engine.download(
+        result = self._engine_for(job).download(
             model,
             kind=kind,
             cache_dir=job.params.get("cache_dir"),

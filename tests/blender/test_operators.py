@@ -155,6 +155,51 @@ def test_killed_worker_mid_job_reports_with_a_hint_and_the_next_call_restarts(
     assert "Vase" in bpy.data.objects and _pid() not in (None, first)
 
 
+@pytest.fixture
+def silence(addon):
+    """Sets the silence_timeout preference for one test."""
+    default = addon.silence_timeout
+    yield lambda seconds: setattr(addon, "silence_timeout", seconds)
+    addon.silence_timeout = default
+
+
+def test_a_worker_that_never_answers_ends_a_blocking_operator_and_is_stopped(scene, addon, silence):
+    """A worker that only slept kept a blocking operator waiting forever, then lived on."""
+    silence(2)
+    addon.worker_command = "sleep 600"
+    try:
+        with pytest.raises(RuntimeError, match="did not answer hello within 2 s"):
+            bpy.ops.shape_e.text_to_mesh(prompt="a cup", **FAST)
+        assert tasks.status.state == "error" and "silence_timeout" not in tasks.status.error
+        assert "Cup" not in bpy.data.objects and not tasks.busy()
+        sleeper = tasks.current_client()._old[-1].popen
+        assert sleeper.args == ["sleep", "600"] and process_gone(sleeper, 10)
+    finally:
+        addon.worker_command = ""
+        tasks.release(wait=True)
+        tasks.tick()
+
+
+def test_a_worker_silent_mid_job_is_stopped_and_the_job_fails_with_its_log(
+    scene, text_model, silence
+):
+    silence(0)
+    assert bpy.ops.shape_e.text_to_mesh(prompt="a cup", **FAST) == {"FINISHED"}  # warm
+    silence(3)
+    bpy.ops.shape_e.text_to_mesh(prompt="a jug", steps=400, grid_size=32, blocking=False)
+    poll_until_stage("sampling")
+    popen = tasks.current_client()._worker.popen
+    with frozen(popen):  # SIGSTOP: alive, and silent
+        done = drain()
+    assert done.error is not None and done.error.code == WORKER_EXITED
+    assert tasks.status.state == "error" and "said nothing for" in tasks.status.error
+    assert "silence_timeout" in tasks.status.hint and "Jug" not in bpy.data.objects
+    assert process_gone(popen, 10)
+    silence(0)
+    assert bpy.ops.shape_e.text_to_mesh(prompt="a jug", **FAST) == {"FINISHED"}  # a new worker
+    assert "Jug" in bpy.data.objects and _pid() not in (None, popen.pid)
+
+
 def test_timer_callback_finishes_the_job_like_the_ui(scene, text_model):
     assert bpy.ops.shape_e.text_to_mesh(prompt="a boat", blocking=False, **FAST) == {"FINISHED"}
     # Module mode never fires timers: call the registered function as Blender would.

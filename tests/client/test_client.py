@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 
 from shape_e_blender.client.client import WorkerClient
 from shape_e_blender.client.process import PACKAGE_DIR, clean_env, venv_python
+from shape_e_blender.client.remote import RemoteWorkerClient
 from shape_e_blender.core.errors import (
     CANCELLED,
     ENVIRONMENT_INCOMPLETE,
@@ -192,6 +195,60 @@ def test_killed_worker_fails_the_job_with_its_log_and_the_next_call_restarts(
     _wait_all(client, again)
     assert again.raise_for_error()["meshes"]
     assert client.pid not in (None, first)
+
+
+def test_a_worker_silent_mid_sampling_is_killed_and_the_job_fails_with_its_log(
+    tmp_path, worker_text_model
+):
+    """A hung worker (here frozen by SIGSTOP) left every wait without an end, and lived on."""
+    c = WorkerClient(WORKER_PYTHON, tmp_path / "jobs", silence_timeout=0)
+    try:
+        # The first job's imports and model load are silent for seconds here: warm up first.
+        c.wait(c.generate(_request(worker_text_model)), 120).raise_for_error()
+        c.silence_timeout = 3
+        job = c.generate(_request(worker_text_model, steps=400))
+        _until_stage(c, job, "sampling")
+        popen = c._worker.popen
+        os.kill(popen.pid, signal.SIGSTOP)  # silent from now on; only a SIGKILL ends it
+        c.wait(job, 60)
+        assert job.error is not None and job.error.code == WORKER_EXITED
+        assert job.error.field == "silence_timeout" and "said nothing for" in job.error.message
+        assert "the end of its log" in job.error.message  # what the worker said last
+        assert process_gone(popen) and popen.returncode == -signal.SIGKILL
+        c.silence_timeout = 0  # a new worker takes the next job (after its silent start)
+        again = c.generate(_request(worker_text_model))
+        c.wait(again, 120)
+        assert again.raise_for_error()["meshes"] and c.pid not in (None, popen.pid)
+    finally:
+        c.kill()
+    assert c.threads_alive() == []
+
+
+def test_progress_keeps_the_silence_watchdog_away_from_a_long_job(tmp_path, worker_text_model):
+    c = WorkerClient(WORKER_PYTHON, tmp_path / "jobs", silence_timeout=0)
+    try:
+        # The first job's imports and model load are silent for seconds here: warm up first.
+        c.wait(c.generate(_request(worker_text_model)), 120).raise_for_error()
+        c.silence_timeout = 1
+        started = time.monotonic()
+        job = c.generate(_request(worker_text_model, steps=1000))
+        c.wait(job, 300)
+        took = time.monotonic() - started
+        assert job.raise_for_error()["meshes"]
+        assert took > 3 * c.silence_timeout, f"the job took only {took:.1f} s: make it longer"
+    finally:
+        c.kill()
+
+
+def test_a_worker_that_never_says_hello_is_stopped_not_orphaned(tmp_path):
+    c = RemoteWorkerClient(["sleep", "600"], tmp_path / "jobs", hello_timeout=2)
+    with pytest.raises(ShapEError) as info:
+        c.hello()
+    assert "did not answer hello within 2 s" in info.value.message
+    popen = c._old[-1].popen
+    assert process_gone(popen, 10)
+    c.join()
+    assert c.threads_alive() == []
 
 
 def test_kill_releases_the_worker_and_fails_the_running_job(client, worker_text_model):

@@ -85,6 +85,26 @@ def test_progress_json():
     assert protocol.Progress.from_json(obj).fraction == pytest.approx(12 / 127)
 
 
+@pytest.mark.parametrize(
+    ("stage", "step", "total", "text"),
+    [
+        ("sampling", 8, 15, "8/15"),
+        ("loading", 0, 1, ""),  # a stage of one step has no count worth showing
+        ("decoding", 437, 1000, "43.7%"),  # thousandths of one mesh, not 0/1
+        ("decoding", 1500, 2000, "75.0% of 2 meshes"),
+        ("downloading", 3 << 20, 10 << 20, "3/10 MB"),
+        ("downloading", 0, 0, ""),  # the size is not known yet
+    ],
+)
+def test_count_text_speaks_each_stages_unit(stage, step, total, text):
+    assert protocol.count_text(stage, step, total) == text
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0.4, "0 s"), (89, "89 s"), (600, "10 min")])
+def test_duration_text(seconds, text):
+    assert protocol.duration_text(seconds) == text
+
+
 def test_lines_python_cannot_parse_are_parse_errors_not_exceptions():
     # Deep enough for every Python's parser: 3.11 stops near 1,000 levels, 3.13 far deeper.
     deep = (

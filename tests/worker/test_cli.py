@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -148,6 +149,10 @@ def test_a_terminal_gets_a_progress_bar(tiny_text_model, tmp_path):
     assert text.count("\r") >= 15
     assert "sampling    [" in text and "] 15/15" in text
     assert "#" * 30 in text
+    # The extraction counts in thousandths, with the time left: not 0/1 until it is done.
+    shares = [float(m) for m in re.findall(r"decoding +\[[# ]*\] (\d+\.\d)%", text)]
+    assert shares[-1] == 100.0 and any(0 < s < 100 for s in shares), shares
+    assert re.search(r"decoding +\[[# ]*\] \d+\.\d%, \d+ s left", text)
 
 
 def test_a_failed_job_prints_its_error_once_and_no_traceback(tiny_text_model, tmp_path):

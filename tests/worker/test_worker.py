@@ -11,7 +11,7 @@ from PIL import Image
 
 from shape_e_blender.core.errors import CANCELLED, INVALID_PARAMS, NO_SURFACE
 from shape_e_blender.core.mesh import MeshData
-from shape_e_blender.core.protocol import PROTOCOL_VERSION
+from shape_e_blender.core.protocol import DECODE_STEPS, PROTOCOL_VERSION
 
 from .workerproc import WorkerProcess
 
@@ -82,6 +82,22 @@ def _hausdorff(a: MeshData, b: MeshData) -> float:
     ab = cKDTree(b.vertices).query(a.vertices)[0].max()
     ba = cKDTree(a.vertices).query(b.vertices)[0].max()
     return float(max(ab, ba))
+
+
+def test_decoding_reports_thousandths_of_every_variant_with_the_time_left(worker, tiny_text_model):
+    """Decoding read 0/1 until it was done: the extraction's own progress never left it."""
+    params = {"prompt": "a mug", "model": str(tiny_text_model), "variants": 2} | FAST
+    msg, notes = worker.call("generate", params)
+    assert "result" in msg, msg
+    decoding = [n["params"] for n in notes if n["params"]["stage"] == "decoding"]
+    assert {d["total"] for d in decoding} == {2 * DECODE_STEPS}
+    steps = [d["step"] for d in decoding]
+    assert steps == sorted(steps) and steps[-1] == 2 * DECODE_STEPS
+    # within each variant's share, not only at its ends; with a time left while it runs
+    inside = [d for d in decoding if d["step"] % DECODE_STEPS]
+    assert {d["variant"] for d in inside} == {0, 1}
+    assert all(d["eta_s"] is not None and d["eta_s"] >= 0 for d in inside)
+    assert all(d["variant"] == d["step"] // DECODE_STEPS for d in inside)
 
 
 def test_same_seed_same_mesh_and_variants_reproduce_alone(worker, tiny_text_model):

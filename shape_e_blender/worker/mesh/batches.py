@@ -7,10 +7,11 @@ from collections.abc import Callable
 import torch
 
 from ...core.errors import INTERNAL_ERROR, ShapEError, cancelled
+from ...core.protocol import DECODE_STEPS
 
 Field = Callable[[torch.Tensor], torch.Tensor]
 
-PROGRESS_TOTAL = 1000  # progress(done, total) counts thousandths of the extraction
+PROGRESS_TOTAL = DECODE_STEPS  # progress(done, total) counts thousandths of the extraction
 
 
 class Batches:
