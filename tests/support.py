@@ -119,6 +119,33 @@ def frozen(popen: subprocess.Popen):
             os.kill(popen.pid, signal.SIGCONT)
 
 
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str = "300k"):
+    """``folder`` on a file system of ``size`` bytes (a tmpfs) inside the block: a disk that
+    fills up mid-job. Skips where this user cannot mount one (mounting needs root on Linux)."""
+    import pytest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    mount = shutil.which("mount")
+    tried = (
+        subprocess.run(
+            [mount or "mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if mount and sys.platform.startswith("linux")
+        else None
+    )
+    if tried is None or tried.returncode != 0:
+        why = tried.stderr.strip() if tried is not None else "not Linux, or no mount command"
+        pytest.skip(f"a small disk needs a tmpfs mount, which failed here: {why}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
 def process_gone(popen: subprocess.Popen, timeout: float = 30.0) -> bool:
     """Whether the process has exited within ``timeout`` (something else reaps it)."""
     deadline = time.monotonic() + timeout

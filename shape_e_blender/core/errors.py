@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +92,28 @@ def unexpected(exc: BaseException) -> ShapEError:
         INTERNAL_ERROR,
         f"{type(exc).__name__}: {exc}",
         "this is a bug in the worker; the traceback is in the job log and on stderr",
+    )
+
+
+# What a file the job writes can fail with that is the disk's doing, not the worker's.
+DISK_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
+)
+
+
+def disk_error(exc: OSError, folder: str | os.PathLike[str]) -> ShapEError | None:
+    """The error of a job whose files in ``folder`` could not be written (a full disk, a
+    read-only or forbidden folder); None for an OSError that says nothing about the disk."""
+    if exc.errno not in DISK_ERRNOS:
+        return None
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    what = "free some space on that disk" if full else "make the folder writable"
+    return ShapEError(
+        JOB_FAILED,
+        f"could not write the job's files in {folder}: {exc.strerror or exc}",
+        f"{what}, or choose a jobs folder on another disk (jobs_dir in the add-on's "
+        "preferences, --jobs-root on the command line), then run the job again",
+        "jobs_dir",
     )
 
 

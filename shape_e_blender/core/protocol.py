@@ -182,8 +182,10 @@ def count_text(stage: str, step: int, total: int) -> str:
 
 
 def duration_text(seconds: float) -> str:
-    """A time left as people say it: "40 s", "12 min", "1.5 h"."""
-    seconds = max(0, round(seconds))
+    """A time left as people say it: "<1 s", "40 s", "12 min", "1.5 h"."""
+    if seconds < 0.5:
+        return "<1 s"
+    seconds = round(seconds)
     if seconds < 90:
         return f"{seconds} s"
     if seconds < 5400:

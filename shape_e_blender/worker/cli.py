@@ -55,11 +55,11 @@ class ProgressPrinter:
             self.stream.flush()
             return
         decile = int(frac * 10)
-        if p.stage != self.stage or decile > self.decile or p.step >= p.total:
-            if p.stage != self.stage or decile > self.decile:
-                self.stream.write(f"{p.stage}: {count}{eta}\n")
-                self.stream.flush()
-            self.stage, self.decile = p.stage, decile
+        # A stage without a count (loading: 0/1, then 1/1) gets its line once.
+        if p.stage != self.stage or (count and decile > self.decile):
+            self.stream.write(f"{p.stage}: {count}{eta}\n" if count else f"{p.stage}\n")
+            self.stream.flush()
+        self.stage, self.decile = p.stage, decile
 
 
 def _fail(err: ShapEError) -> int:

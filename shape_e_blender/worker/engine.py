@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..core import jobdir, protocol
-from ..core.errors import NO_SURFACE, ShapEError, cancelled, unexpected
+from ..core.errors import NO_SURFACE, ShapEError, cancelled, disk_error, unexpected
 from ..core.mesh import MeshData
 from ..core.params import GenerationParams
 from ..core.results import JobResult, MeshEntry
@@ -157,21 +157,28 @@ class Engine:
         should_cancel = cancel or (lambda: False)
         with job_log(job_dir) as jlog:
             jlog.info("job %s in %s: %s", request_id, job_dir, params.to_json())
-            jobdir.write_request(job_dir, request.to_json(data=False))
             try:
+                jobdir.write_request(job_dir, request.to_json(data=False))
                 if request.image_data is not None:  # a client whose files this machine lacks
                     path = save_inline_image(job_dir, params.image or "", request.image_data)
                     params = replace(params, image=str(path))
                 result = self._generate(params, request, job_dir, clock, should_cancel)
+                jobdir.write_result(job_dir, result)
             except ShapEError as err:
                 jlog.error("job failed: %s", err)
                 _write_error(job_dir, err)
                 raise
+            except OSError as exc:
+                jlog.exception("job failed")
+                err = disk_error(exc, job_dir)
+                _write_error(job_dir, err or unexpected(exc))
+                if err is None:
+                    raise
+                raise err from exc
             except Exception as exc:
                 jlog.exception("job failed")
                 _write_error(job_dir, unexpected(exc))
                 raise
-            jobdir.write_result(job_dir, result)
             jlog.info("job done: %s", result.timings)
         return result
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,16 +23,40 @@ class _ThreadFilter(logging.Filter):
         return record.thread == self.thread_id
 
 
+class _JobLogHandler(logging.FileHandler):
+    """The job's log file. One that cannot be written (a full disk) is given up after one line on
+    stderr, where the same records go anyway; logging's default prints a traceback per record."""
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            self.failed = True
+            error = sys.exc_info()[1]
+            sys.stderr.write(f"the job log {self.baseFilename} cannot be written ({error})\n")
+
+
 @contextlib.contextmanager
 def job_log(job_dir: Path) -> Iterator[logging.Logger]:
     """Copy this thread's log records into the job's log file while the job runs."""
-    handler = logging.FileHandler(job_dir / jobdir.LOG_FILE, encoding="utf-8")
+    job_logger = logging.getLogger("shape_e_blender.job")
+    try:
+        handler = _JobLogHandler(job_dir / jobdir.LOG_FILE, encoding="utf-8")
+    except OSError as exc:  # the job still runs; its records still reach stderr
+        job_logger.warning("the job log in %s cannot be opened: %s", job_dir, exc)
+        yield job_logger
+        return
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(_ThreadFilter(threading.get_ident()))
     root = logging.getLogger()
     root.addHandler(handler)
     try:
-        yield logging.getLogger("shape_e_blender.job")
+        yield job_logger
     finally:
         root.removeHandler(handler)
-        handler.close()
+        with contextlib.suppress(OSError):  # the last flush can fail like any write
+            handler.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -13,7 +14,11 @@ import numpy as np
 import pytest
 import trimesh
 
+from shape_e_blender.core import jobdir
+from shape_e_blender.core.errors import JOB_FAILED
+from shape_e_blender.core.files import PART_SUFFIX
 from shape_e_blender.core.mesh import MeshData
+from tests.support import small_disk
 
 from .workerproc import child_env, run_python
 
@@ -152,7 +157,7 @@ def test_a_terminal_gets_a_progress_bar(tiny_text_model, tmp_path):
     # The extraction counts in thousandths, with the time left: not 0/1 until it is done.
     shares = [float(m) for m in re.findall(r"decoding +\[[# ]*\] (\d+\.\d)%", text)]
     assert shares[-1] == 100.0 and any(0 < s < 100 for s in shares), shares
-    assert re.search(r"decoding +\[[# ]*\] \d+\.\d%, \d+ s left", text)
+    assert re.search(r"decoding +\[[# ]*\] \d+\.\d%, (<1|\d+) s left", text)
 
 
 def test_a_failed_job_prints_its_error_once_and_no_traceback(tiny_text_model, tmp_path):
@@ -167,3 +172,25 @@ def test_a_failed_job_prints_its_error_once_and_no_traceback(tiny_text_model, tm
     error = next(line for line in r.stderr.splitlines() if line.startswith("error: "))
     assert "text_encoder" in error and r.stderr.count(error[len("error: ") :]) == 1, r.stderr
     assert "Traceback" in (tmp_path / "job" / "job.log").read_text()  # kept where it belongs
+
+
+def test_a_disk_that_fills_up_mid_job_gives_one_clear_error_and_leaves_the_folder_failed(
+    tiny_text_model, tmp_path
+):
+    """A full jobs disk printed four tracebacks, answered internal_error ("a bug in the
+    worker"), and left mesh.npz.part, an empty error.json.part and no error.json."""
+    with small_disk(tmp_path / "jobs") as jobs:  # the latent fits, the mesh does not
+        r = cli("generate", "--prompt", "a cup", "--model", str(tiny_text_model), "--steps", "2",
+                "--grid-size", "64", "--jobs-root", str(jobs), "-o", str(tmp_path / "c.npz"),
+                cwd=tmp_path)  # fmt: skip
+        assert r.returncode == 1
+        assert "Traceback" not in r.stderr and r.stderr.count("error:") == 1, r.stderr
+        assert "No space left on device" in r.stderr and "free some space" in r.stderr
+        (folder,) = [p for p in jobs.iterdir() if p.is_dir()]
+        job = jobdir.read_job(folder)
+        assert job.state == jobdir.FAILED and not (folder / jobdir.RESULT_FILE).exists()
+        assert "No space left on device" in job.message
+        error = json.loads((folder / jobdir.ERROR_FILE).read_text())["error"]
+        assert error["code"] == JOB_FAILED and error["data"]["field"] == "jobs_dir"
+        assert list(jobs.rglob(f"*{PART_SUFFIX}")) == []
+        assert (folder / jobdir.REQUEST_FILE).is_file()  # the job is still there to run again

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shape_e_blender.core.errors import CANCELLED, INVALID_PARAMS, NO_SURFACE
+from shape_e_blender.core.errors import CANCELLED, INVALID_PARAMS, JOB_FAILED, NO_SURFACE
+from shape_e_blender.core.files import PART_SUFFIX
 from shape_e_blender.core.mesh import MeshData
 from shape_e_blender.core.protocol import DECODE_STEPS, PROTOCOL_VERSION
+from tests.support import small_disk
 
 from .workerproc import WorkerProcess
 
@@ -279,3 +281,21 @@ def test_end_of_input_finishes_the_work_then_exits(tiny_text_model, tmp_path):
         assert w.proc.wait(60) == 0
     finally:
         w.kill()
+
+
+def test_a_full_disk_is_answered_as_the_disk_s_error_and_the_worker_goes_on(
+    worker, tiny_text_model, tmp_path
+):
+    params = {"prompt": "a cup", "model": str(tiny_text_model), "steps": 2, "grid_size": 64}
+    with small_disk(tmp_path / "small") as disk:
+        msg, _ = worker.call("generate", params | {"job_dir": str(disk / "job")})
+        error = msg["error"]
+        assert error["code"] == JOB_FAILED and error["data"]["kind"] == "job_failed"
+        assert error["data"]["field"] == "jobs_dir" and "No space left" in error["message"]
+        assert "bug" not in error["data"]["hint"]
+        assert (disk / "job" / "error.json").is_file() and not (
+            disk / "job" / "result.json"
+        ).exists()
+        assert list(disk.rglob(f"*{PART_SUFFIX}")) == []
+    msg, _ = worker.call("generate", params | {"job_dir": str(tmp_path / "roomy")})
+    assert msg["result"]["meshes"][0]["faces"] > 0  # the same worker, the next job
