@@ -21,16 +21,16 @@ def register(root_package: str) -> None:
         bpy.utils.register_class(cls)
     props.attach()
     prefs.ensure_entry()
-    if tasks.on_load_pre not in bpy.app.handlers.load_pre:
-        bpy.app.handlers.load_pre.append(tasks.on_load_pre)
+    if tasks.on_load_post not in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.append(tasks.on_load_post)
 
 
 def unregister() -> None:
     # Stop the worker, a setup and every thread first: Blender 4.2/4.5 hang or crash at exit
     # while a Python thread is alive.
     tasks.shutdown()
-    if tasks.on_load_pre in bpy.app.handlers.load_pre:
-        bpy.app.handlers.load_pre.remove(tasks.on_load_pre)
+    if tasks.on_load_post in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.remove(tasks.on_load_post)
     prefs.remove_entry()
     props.detach()
     for cls in reversed(CLASSES):

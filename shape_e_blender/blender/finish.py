@@ -6,6 +6,7 @@ exactly one undo step and changes nothing when it fails (importer.py removes wha
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import bpy
@@ -24,7 +25,10 @@ def object_settings(result: JobResult) -> dict[str, Any]:
 
 
 def import_result(
-    result: JobResult, context: bpy.types.Context, name: str
+    result: JobResult,
+    context: bpy.types.Context,
+    name: str,
+    collection: bpy.types.Collection | None = None,
 ) -> tuple[list[bpy.types.Object], list[str]]:
     """Load every mesh of ``result``, import them named ``name``, push one undo step.
 
@@ -52,17 +56,52 @@ def import_result(
         job_dir=result.job_dir or None,
         variants=[m.variant for m in made] if result.partial else None,
         latents=[m.latent for m in made],
+        collection=collection,
     )
     importer.push_undo(f"Shap-E: {name}")
     return objects, [f"skipped {err}" for err in skipped]
 
 
-def generation(task: Task, context: bpy.types.Context) -> list[bpy.types.Object]:
-    """The finish step of a generation task: its result into the scene."""
+@dataclass(frozen=True)
+class Target:
+    """The collection that was active when a generation started, found again when it lands:
+    by session_uid (a Python reference to a deleted collection is a dangling pointer), or None
+    for the scene's own collection."""
+
+    uid: int | None
+    name: str
+
+    @classmethod
+    def of(cls, context: bpy.types.Context) -> Target:
+        c = context.collection
+        if c is None or c == context.scene.collection:
+            return cls(None, "")
+        return cls(c.session_uid, c.name)
+
+    def resolve(self, context: bpy.types.Context) -> tuple[bpy.types.Collection, list[str]]:
+        """The collection, or the scene's with a warning when it is gone from this scene."""
+        scene = context.scene
+        if self.uid is None:
+            return scene.collection, []
+        found = next((c for c in bpy.data.collections if c.session_uid == self.uid), None)
+        if found is not None and found in scene.collection.children_recursive:
+            return found, []
+        return scene.collection, [
+            f"the collection {self.name!r} was deleted while the job ran: the object is in the "
+            "scene's collection"
+        ]
+
+
+def generation(
+    task: Task, context: bpy.types.Context, target: Target | None = None
+) -> list[bpy.types.Object]:
+    """The finish step of a generation task: its result into the scene, in ``target`` (the
+    collection that was active when it started; default: the active one now)."""
+    collection, moved = target.resolve(context) if target is not None else (None, [])
     objects, warnings = import_result(
-        JobResult.from_dict(task.requests[0].result), context, task.label
+        JobResult.from_dict(task.requests[0].result), context, task.label, collection
     )
-    task.warnings += warnings
+    task.warnings += moved + warnings
     return objects
 
 

@@ -72,11 +72,12 @@ def import_meshes(
     spacing: float = 0.25,
     variants: Sequence[int] | None = None,
     latents: Sequence[str | None] | None = None,
+    collection: bpy.types.Collection | None = None,
 ) -> list[bpy.types.Object]:
     """Add one object per mesh, side by side along +X, selected, the first one active.
 
     Each object stands with its bottom centre at ``location`` (default: the 3D cursor), goes into
-    the active collection, and carries ``settings`` plus ``job_dir`` and ``variant`` (its index)
+    ``collection`` (default: the active collection), and carries ``settings`` plus ``job_dir`` and ``variant`` (its index)
     in the ID-property group ``obj["shape_e"]``; ``seed`` there is the variant's own seed. Values
     ID properties cannot hold exactly (ints beyond 32 bits, other objects) are stored as text.
     Objects are named ``name``, or ``name_0``, ``name_1``... for several variants. ``variants``
@@ -113,7 +114,7 @@ def import_meshes(
     ensure_undo_baseline()
     scene = context.scene
     view_layer = context.view_layer
-    collection = context.collection or scene.collection
+    collection = collection or context.collection or scene.collection
     origin = np.array(location if location is not None else scene.cursor.location, np.float64)
 
     created_objects: list[bpy.types.Object] = []

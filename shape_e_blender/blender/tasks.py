@@ -33,6 +33,10 @@ from ..core.errors import CANCELLED, INTERNAL_ERROR, JOB_FAILED, ShapEError
 from .status import Status
 
 BUSY_MESSAGE = "a Shap-E job is already running: wait for it to finish, or press Cancel"
+KEPT_MESSAGE = (
+    "another file was opened while the job ran: its result is kept in its job folder, "
+    "import it from Recent Jobs"
+)
 TIMER_INTERVAL_S = 0.1
 
 
@@ -52,7 +56,7 @@ class Task:
     verb: str = "Created"  # the done message: "<verb> <object names>"
     setup: EnvSetup | None = None
     blocking: bool = False  # run_blocking() drives it: stopping the worker after it may wait
-    discard: bool = False  # the file changed under the task: do not import its result
+    discard: bool = False  # another file was opened under the task: keep its result out of it
     error: ShapEError | None = None
     objects: list[Any] = field(default_factory=list)
     # What the finish step left out but the task still produced (e.g. a variant with no surface).
@@ -231,8 +235,8 @@ def tick(context: bpy.types.Context | None = None, timeout: float = 0.0) -> Task
     _active = None
     task.error = None if task.each_alone else task.first_error()
     if task.error is None and task.discard:
-        task.error = ShapEError(CANCELLED, "cancelled: another file was opened", "")
-    if task.error is None and task.finish is not None:
+        task.warnings.append(KEPT_MESSAGE)
+    elif task.error is None and task.finish is not None:
         try:
             with _main_context(context):
                 task.objects = task.finish(task, context or bpy.context)
@@ -315,15 +319,17 @@ def timer() -> float | None:
 
 def ensure_timer() -> None:
     if not bpy.app.timers.is_registered(timer):
-        # persistent: the task outlives a file load (the load_pre handler cancels a generation).
+        # persistent: the task outlives a file load (on_load_post keeps its result out of it).
         bpy.app.timers.register(timer, first_interval=TIMER_INTERVAL_S, persistent=True)
 
 
 @persistent
-def on_load_pre(*_args: Any) -> None:
-    if _active is not None and _active.kind in ("generate", "scene"):
+def on_load_post(*_args: Any) -> None:
+    """Another .blend was opened (or File > New) while a task runs: it runs on, and its result
+    stays in its job folder (Recent Jobs lists it) instead of landing in a file it was not
+    made for."""
+    if _active is not None and _active.finish is not None:
         _active.discard = True
-        cancel()
 
 
 def shutdown() -> None:
@@ -358,11 +364,12 @@ def _settle(task: Task) -> None:
     err = task.error
     if err is None:
         names = [getattr(o, "name", str(o)) for o in task.objects]
+        done = "Kept in Recent Jobs" if task.discard else "Done"
         status = Status(
             state="done",
             kind=task.kind,
             label=task.label,
-            message=f"{task.verb} {', '.join(names)}" if names else "Done",
+            message=f"{task.verb} {', '.join(names)}" if names else done,
             objects=names,
             warnings=list(task.warnings),
         )

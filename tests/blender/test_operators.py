@@ -11,7 +11,7 @@ import bpy
 import numpy as np
 import pytest
 
-from shape_e_blender.blender import finish, prefs, tasks
+from shape_e_blender.blender import finish, history, prefs, tasks
 from shape_e_blender.core import jobdir
 from shape_e_blender.core.errors import NO_SURFACE, WORKER_EXITED, ShapEError
 from shape_e_blender.core.mesh import MeshData
@@ -198,6 +198,53 @@ def test_a_worker_silent_mid_job_is_stopped_and_the_job_fails_with_its_log(
     silence(0)
     assert bpy.ops.shape_e.text_to_mesh(prompt="a jug", **FAST) == {"FINISHED"}  # a new worker
     assert "Jug" in bpy.data.objects and _pid() not in (None, popen.pid)
+
+
+def _collection(name: str) -> bpy.types.Collection:
+    """A new collection under the scene's, made the active one."""
+    c = bpy.data.collections.new(name)
+    bpy.context.scene.collection.children.link(c)
+    layer = bpy.context.view_layer.layer_collection.children[name]
+    bpy.context.view_layer.active_layer_collection = layer
+    return c
+
+
+def test_the_object_lands_in_the_collection_active_at_the_start(scene, text_model):
+    props = _collection("Props")
+    bpy.ops.shape_e.text_to_mesh(prompt="a stool", steps=60, grid_size=32, blocking=False)
+    _collection("Lights")  # the artist moves on while it runs
+    done = drain()
+    assert done.error is None and done.warnings == []
+    assert [c.name for c in bpy.data.objects["Stool"].users_collection] == [props.name]
+
+
+def test_a_collection_deleted_mid_job_sends_the_object_to_the_scene_collection(scene, text_model):
+    props = _collection("Props")
+    bpy.ops.shape_e.text_to_mesh(prompt="a stool", steps=400, grid_size=32, blocking=False)
+    poll_until_stage("sampling")
+    bpy.data.collections.remove(props)
+    done = drain()
+    assert done.error is None and "'Props' was deleted" in done.warnings[0]
+    obj = bpy.data.objects["Stool"]
+    assert list(obj.users_collection) == [bpy.context.scene.collection]
+    assert tasks.status.state == "done" and tasks.status.objects == ["Stool"]
+
+
+def test_a_file_opened_mid_job_keeps_the_result_on_disk_and_out_of_the_new_file(scene, text_model):
+    """Opening a file cancelled the job: minutes of work lost, though nothing was wrong."""
+    bpy.ops.shape_e.text_to_mesh(prompt="a lamp", steps=400, grid_size=32, blocking=False)
+    poll_until_stage("sampling")
+    folder = tasks.active().job_dir
+    bpy.ops.wm.read_homefile(use_empty=True)  # File > New: load_post runs
+    done = drain()
+    assert done.error is None and done.objects == []
+    assert "Lamp" not in bpy.data.objects  # not dropped into a file it was not made for
+    assert tasks.status.state == "done" and tasks.status.message == "Kept in Recent Jobs"
+    assert "Recent Jobs" in tasks.status.warnings[0]
+    assert jobdir.read_job(folder).state == jobdir.DONE
+    history.forget()
+    _root, recent = history.recent(bpy.context)
+    assert any(job.path == folder and job.importable for job in recent)
 
 
 def test_timer_callback_finishes_the_job_like_the_ui(scene, text_model):

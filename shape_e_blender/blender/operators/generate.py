@@ -8,6 +8,7 @@ hand. ``model``, ``device`` and ``precision`` left unset take the add-on's prefe
 
 from __future__ import annotations
 
+import functools
 import dataclasses
 import random
 from collections.abc import Callable
@@ -95,7 +96,11 @@ class _Generation(TaskOperator):
                 GenerateRequest(params, job_dir=str(job_dir), allow_download=self.allow_download)
             )
             return Task(
-                "generate", [request], label, finish=finish.generation, keep_alive=p.keep_alive
+                "generate",
+                [request],
+                label,
+                finish=functools.partial(finish.generation, target=finish.Target.of(context)),
+                keep_alive=p.keep_alive,
             )
 
         return self.run(context, task, f"Shap-E: generating {label!r}", label)
