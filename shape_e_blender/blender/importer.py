@@ -77,8 +77,9 @@ def import_meshes(
     """Add one object per mesh, side by side along +X, selected, the first one active.
 
     Each object stands with its bottom centre at ``location`` (default: the 3D cursor), goes into
-    ``collection`` (default: the active collection), and carries ``settings`` plus ``job_dir`` and ``variant`` (its index)
-    in the ID-property group ``obj["shape_e"]``; ``seed`` there is the variant's own seed. Values
+    ``collection`` (default: the active collection), and carries ``settings`` plus ``job_dir``
+    and ``variant`` (its index) in the ID-property group ``obj["shape_e"]``; ``seed`` there is
+    the variant's own seed. Values
     ID properties cannot hold exactly (ints beyond 32 bits, other objects) are stored as text.
     Objects are named ``name``, or ``name_0``, ``name_1``... for several variants. ``variants``
     gives each mesh's own variant number where some are missing (a variant with no surface): the

@@ -8,8 +8,8 @@ hand. ``model``, ``device`` and ``precision`` left unset take the add-on's prefe
 
 from __future__ import annotations
 
-import functools
 import dataclasses
+import functools
 import random
 from collections.abc import Callable
 from pathlib import Path
