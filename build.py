@@ -7,6 +7,8 @@ python build.py test [ARGS]      lint, then the whole suite: the worker in .venv
                                  (ARGS go to pytest in .venv; --blender V runs tests on one Blender)
 python build.py lint             ruff, and mypy against the bpy stubs of Blender 4.2 and 5.2
 python build.py zip              write dist/shape_e_blender-<version>.zip (the extension)
+python build.py lock [NAME ...]  write vendor/worker/NAME.lock.txt, the worker environment's hash
+                                 locks (needs uv on PATH; default: all of LOCKS)
 python build.py scene [ARGS]     the main job: a prompt becomes a mesh in a Blender scene
 python build.py tiny-model DIR   write a tiny random Shap-E pipeline (for offline runs)
 
@@ -230,6 +232,67 @@ def manifest_version() -> str:
     return match.group(1)
 
 
+# The managed worker environment's hash locks: vendor/worker/NAME.lock.txt from NAME.txt. cpu and
+# cuda take torch from PyTorch's index, so only a machine that reaches it can write theirs.
+LOCKS = ("pypi", "cpu", "cuda")
+LOCK_PYTHON = "3.11"  # the oldest Python of a supported Blender; the lock holds for newer ones
+
+
+def source_lines(path: Path) -> list[str]:
+    """A requirements file's requirement and option lines, its -r files inlined, comments out."""
+    lines: list[str] = []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if line.startswith("-r "):
+            lines += source_lines(path.parent / line[3:].strip())
+        elif line and not line.startswith("#"):
+            lines.append(line)
+    return lines
+
+
+def sources_digest(path: Path) -> str:
+    """What a lock was written from: the test suite compares it with the lock's stamp."""
+    return hashlib.sha256("\n".join(source_lines(path)).encode()).hexdigest()
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    unknown = set(args.names) - set(LOCKS)
+    if unknown:
+        sys.exit(
+            f"build.py: no lock named {', '.join(sorted(unknown))} (locks: {', '.join(LOCKS)})"
+        )
+    uv = shutil.which("uv")
+    if uv is None:
+        sys.exit("build.py: lock needs uv on PATH (for instance `pip install uv` in a venv)")
+    folder = VENDOR / "worker"
+    failed = []
+    for name in args.names or LOCKS:
+        source = folder / f"{name}.txt"
+        # --index-strategy unsafe-best-match: a version on any index, as pip itself picks.
+        cmd = [uv, "pip", "compile", "--quiet", "--universal", "--generate-hashes",
+               "--python-version", LOCK_PYTHON, "--only-binary", ":all:", "--no-header",
+               "--index-strategy", "unsafe-best-match", source.name]  # fmt: skip
+        print("+", " ".join(cmd), flush=True)
+        proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            print(proc.stderr, file=sys.stderr)
+            failed.append(name)
+            continue
+        indexes = [line for line in source_lines(source) if line.startswith("--extra-index-url")]
+        header = [
+            f"# Hash lock of {source.name}, written by `python build.py lock {name}` (uv pip",
+            "# compile --universal --generate-hashes). The managed worker environment installs",
+            "# it with pip install --require-hashes --only-binary :all: (client/envsetup.py).",
+            f"# sources sha256: {sources_digest(source)}",
+            *indexes,
+        ]
+        (folder / f"{name}.lock.txt").write_text("\n".join(header) + "\n" + proc.stdout)
+        print(f"build.py: wrote vendor/worker/{name}.lock.txt", flush=True)
+    if failed:
+        print(f"build.py: no lock written for {', '.join(failed)} (see above)", file=sys.stderr)
+    return 1 if failed else 0
+
+
 # What ships beside the package in the extension zip.
 ZIP_EXTRA = {
     "blender_manifest.toml": "blender_manifest.toml",
@@ -300,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_test)
     sub.add_parser("lint", help="ruff and mypy against the bpy stubs").set_defaults(func=cmd_lint)
     sub.add_parser("zip", help="build the extension zip").set_defaults(func=cmd_zip)
+    p = sub.add_parser("lock", help="write the worker environment's hash locks (needs uv)")
+    p.add_argument("names", nargs="*", metavar="NAME", help=f"of {', '.join(LOCKS)} (default: all)")
+    p.set_defaults(func=cmd_lock)
     p = sub.add_parser("scene", help="generate a mesh into a Blender scene (see --help)")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_scene)

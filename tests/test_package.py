@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -61,3 +62,20 @@ def test_the_wheel_carries_the_package_and_the_worker_extras_with_their_pins(tmp
         capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(target)},
     )  # fmt: skip
     assert Path(where.stdout.strip()).is_relative_to(target)  # the installed copy ran
+
+
+def test_the_extension_zip_carries_the_worker_locks_and_their_sources(tmp_path):
+    # The managed worker environment installs vendor/worker/*.lock.txt from the installed
+    # extension (client/envsetup.py's vendor_dir), so build.py zip must ship them as they are.
+    spec = importlib.util.spec_from_file_location("build_py", REPO / "build.py")
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("build_py", build)  # dataclasses look the module up
+    spec.loader.exec_module(build)
+    zip_path = build.build_zip(tmp_path)
+    folder = REPO / "vendor" / "worker"
+    locks = sorted(folder.glob("*.lock.txt"))
+    assert folder / "pypi.lock.txt" in locks
+    with zipfile.ZipFile(zip_path) as z:
+        for path in [*locks, *folder.glob("*.txt")]:
+            assert z.read(f"vendor/worker/{path.name}") == path.read_bytes(), path.name

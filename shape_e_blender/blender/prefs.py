@@ -11,8 +11,9 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, IntProperty, StringProperty
 
-from ..client.client import SILENCE_TIMEOUT_S, WorkerClient
+from ..client.client import WorkerClient
 from ..client.process import venv_python
+from ..client.watchdog import SILENCE_TIMEOUT_S
 from ..core.errors import JOB_FAILED, ShapEError
 from ..core.params import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL
 from . import compat, paths, tasks

@@ -25,18 +25,16 @@ from typing import Any
 import bpy
 from bpy.app.handlers import persistent
 
-from ..client.client import SILENCE_TIMEOUT_S, WorkerClient
+from ..client.client import WorkerClient
 from ..client.envsetup import EnvSetup
 from ..client.handle import JobHandle
 from ..client.remote import RemoteWorkerClient
+from ..client.watchdog import SILENCE_TIMEOUT_S
 from ..core.errors import CANCELLED, INTERNAL_ERROR, JOB_FAILED, ShapEError
 from .status import Status
 
 BUSY_MESSAGE = "a Shap-E job is already running: wait for it to finish, or press Cancel"
-KEPT_MESSAGE = (
-    "another file was opened while the job ran: its result is kept in its job folder, "
-    "import it from Recent Jobs"
-)
+KEPT_MESSAGE = "another file was opened while the job ran: import its result from Recent Jobs"
 TIMER_INTERVAL_S = 0.1
 
 
@@ -340,6 +338,8 @@ def shutdown() -> None:
     if _active is not None and _active.setup is not None:
         _active.setup.cancel()
         _active.setup.join(10)
+    if _client is not None and _active is not None and _active.requests:
+        _client.detach()  # quitting mid-job: the worker finishes alone (Recent Jobs lists it)
     for c in [*_retired, *([_client] if _client is not None else [])]:
         c.kill()  # waits: Blender must not go on (or exit) with our threads alive
     _retired.clear()

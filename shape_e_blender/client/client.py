@@ -19,27 +19,23 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import JOB_FAILED, PROTOCOL_MISMATCH, WORKER_EXITED, ShapEError
-from ..core.protocol import PROTOCOL_VERSION, GenerateRequest, Progress, request
+from ..core.protocol import (
+    PROTOCOL_VERSION,
+    WORKER_LOG_FILE,
+    GenerateRequest,
+    Progress,
+    request,
+)
+from . import stopping, watchdog
 from .handle import Event, JobHandle
 from .process import (
     PACKAGE_DIR,
     clean_env,
     executable,
     kill_now,
-    kill_tree,
-    stop_after,
     worker_command,
 )
 from .transport import Inbox, WorkerProcess
-
-# A worker that says nothing for this long while a job of it runs is taken for hung and stopped.
-# Every stage reports progress far more often (a sampling step, a thousandth of the decoding, a
-# downloaded chunk): minutes of silence mean a stuck process, not a slow one.
-SILENCE_TIMEOUT_S = 300.0
-
-_RELEASED = ShapEError(
-    WORKER_EXITED, "the worker was released while the job ran", "press Generate to start again"
-)
 
 
 class WorkerClient:
@@ -62,7 +58,7 @@ class WorkerClient:
         package_dir: str | os.PathLike[str] = PACKAGE_DIR,
         env: Mapping[str, str] | None = None,
         hello_timeout: float = 300.0,
-        silence_timeout: float = SILENCE_TIMEOUT_S,
+        silence_timeout: float = watchdog.SILENCE_TIMEOUT_S,
     ) -> None:
         self.python = str(python)
         self.jobs_root = Path(jobs_root)
@@ -83,7 +79,7 @@ class WorkerClient:
 
     @property
     def log_path(self) -> Path:
-        return self.jobs_root / "worker.log"
+        return self.jobs_root / WORKER_LOG_FILE
 
     @property
     def pid(self) -> int | None:
@@ -144,75 +140,26 @@ class WorkerClient:
             # unseen (the wait has given up on it).
             w = self._worker
             if w is not None and job is w.hello:
-                self._abandon(w, self._no_hello(timeout))
+                waited = self.hello_timeout if timeout is None else timeout
+                self._abandon(w, watchdog.no_hello(waited, w.tail(), self.log_path, self.CHECK))
             raise
         return job.raise_for_error()
 
-    def _no_hello(self, timeout: float | None = None) -> ShapEError:
-        waited = self.hello_timeout if timeout is None else timeout
-        tail = self.stderr_tail()
-        return ShapEError(
-            WORKER_EXITED,
-            f"the worker did not answer hello within {waited:g} s, so it was stopped"
-            + (f"; the end of its log:\n{tail}" if tail else ""),
-            f"the whole log is in {self.log_path}; {self.CHECK}",
-        )
-
     def shutdown(self, timeout: float = 10.0, *, wait: bool = True) -> None:
-        """Ask the worker to finish its jobs and exit; kill it if it lingers past ``timeout``.
+        """Ask the worker to finish its jobs and exit (stopping.shutdown)."""
+        stopping.shutdown(self, timeout, wait=wait)
 
-        ``wait=False`` returns at once (Blender's UI thread): a thread waits out ``timeout``
-        instead, and join() collects it later.
-        """
-        w = self._worker
-        if w is None:
-            return
-        self._worker = None
-        if w.running:
-            self._send(w, "shutdown", {})
-            w.close_input()
-            if wait:
-                stop_after(w.popen, timeout)
-            else:
-                stopper = threading.Thread(
-                    target=stop_after, args=(w.popen, timeout), name="shape_e-stop", daemon=True
-                )
-                w.threads.append(stopper)
-                stopper.start()
-        self._retire(w)
-        self.join(5.0 if wait else 0.0)
+    def detach(self, timeout: float = 5.0) -> bool:
+        """Leave the worker to finish its jobs alone (stopping.detach)."""
+        return stopping.detach(self, timeout)
 
     def kill(self, *, wait: bool = True) -> None:
-        """Hard release: stop the process now (frees its GPU memory); running jobs fail.
-
-        Workers still finishing after shutdown(wait=False) go too. ``wait=False`` returns at once
-        (Blender's UI thread): the reader threads reap the process, and join() collects them later.
-        """
-        w = self._worker
-        self._worker = None
-        if w is not None:
-            w.released = True
-            self._fail_pending(w.generation, _RELEASED)
-            self._retire(w)
-        for old in self._old:
-            # A live reader thread may mean children that outlived the worker and hold its pipes.
-            if old.running or old.threads_alive():
-                old.released = True
-                (kill_tree if wait else kill_now)(old.popen)
-        self.join(5.0 if wait else 0.0)
+        """Stop the process now; running jobs fail (stopping.kill)."""
+        stopping.kill(self, wait=wait)
 
     def join(self, timeout: float = 5.0) -> None:
-        """Wait for the threads of stopped workers (Blender must not exit with them).
-
-        ``join(0)`` only forgets those that have finished: it never blocks.
-        """
-        for w in self._old:
-            for t in w.threads:
-                t.join(timeout)
-        # Keep the last two for their stderr tail (their exit may not be polled yet).
-        self._old = [
-            w for i, w in enumerate(self._old) if i >= len(self._old) - 2 or w.threads_alive()
-        ]
+        """Wait for the threads of stopped workers (stopping.join)."""
+        stopping.join(self, timeout)
 
     def threads_alive(self) -> list[threading.Thread]:
         workers = [*self._old, *([self._worker] if self._worker else [])]
@@ -310,43 +257,23 @@ class WorkerClient:
         self._watch()
 
     def _watch(self) -> None:
-        """The watchdog, on each poll and in each wait, once the queue is read: a worker that
-        has not said hello within ``hello_timeout`` (it imports torch first: silent for
-        seconds), or that has said nothing for ``silence_timeout`` since while a request of it
-        waits (counted from that request's sending when it was idle before), is stopped."""
+        """Stop the worker once it is overdue (watchdog.overdue), failing its jobs."""
         w = self._worker
         if w is None or w.released:
-            return
-        now = time.monotonic()
-        if w.hello is not None and not w.hello.done:
-            if self.hello_timeout > 0 and now - w.hello.sent_at > self.hello_timeout:
-                w.note(f"no hello within {self.hello_timeout:g} s: stopping the worker")
-                self._abandon(w, self._no_hello())
-            return
-        if self.silence_timeout <= 0:
             return
         sent = [
             j.sent_at for j in self._jobs.values() if j.generation == w.generation and not j.done
         ]
-        if not sent:
+        late = watchdog.overdue(w, sent, self.hello_timeout, self.silence_timeout, time.monotonic())
+        if late is None:
             return
-        silent = now - max(w.last_heard, min(sent))
-        if silent < self.silence_timeout:
-            return
-        w.note(f"no output for {silent:.0f} s while a request waited: stopping the worker")
-        tail = w.tail()
-        self._abandon(
-            w,
-            ShapEError(
-                WORKER_EXITED,
-                f"the worker said nothing for {silent:.0f} s while a job ran, so it was "
-                "stopped" + (f"; the end of its log:\n{tail}" if tail else ""),
-                f"the whole log is in {self.log_path}; press Generate to start a new worker. "
-                "If a step really takes this long here, raise the silence timeout "
-                "(silence_timeout in the add-on's preferences)",
-                "silence_timeout",
-            ),
-        )
+        w.note(f"silent for {late:.0f} s: stopping the worker")
+        if w.hello is not None and not w.hello.done:
+            self._abandon(
+                w, watchdog.no_hello(self.hello_timeout, w.tail(), self.log_path, self.CHECK)
+            )
+        else:
+            self._abandon(w, watchdog.silent(late, w.tail(), self.log_path))
 
     def _handle(self, gen: int, kind: str, payload: Any) -> None:
         if kind == "exit":

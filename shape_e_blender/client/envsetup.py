@@ -1,9 +1,11 @@
 """The managed worker environment: a venv with the pinned worker requirements (vendor/worker/).
 
 Blender's own Python creates the venv (so its version matches a Python that torch supports), and
-the venv's pip installs the pins. Nothing is installed into Blender's Python. It runs in a
-background thread that only reads the subprocesses' output; poll() applies it on the caller's
-thread (Blender's main thread). No bpy here.
+the venv's pip installs a hash lock (vendor/worker/*.lock.txt) in hash-checking mode: every
+package, dependencies included, must match a pinned sha256, or nothing is installed. Nothing is
+installed into Blender's Python. It runs in a background thread that only reads the
+subprocesses' output; poll() applies it on the caller's thread (Blender's main thread). No bpy
+here.
 """
 
 from __future__ import annotations
@@ -47,13 +49,19 @@ def vendor_dir(package_dir: Path = PACKAGE_DIR) -> Path:
     )
 
 
-def requirements_for_machine(folder: Path) -> Path:
-    """cuda.txt where an NVIDIA driver answers, mps.txt on Apple silicon, else cpu.txt.
+# PyPI's torch wheel per OS: the MPS build on macOS (the CPU one too), a CUDA 13 build on Linux,
+# the CPU build on Windows. Where it is the variant's build, pypi.lock.txt serves; elsewhere the
+# variant's own lock, whose torch comes from PyTorch's index (vendor/README.md).
+PYPI_TORCH = {"darwin": ("mps", "cpu"), "linux": ("cuda",), "win32": ("cpu",)}
+
+
+def machine_variant() -> str:
+    """cuda where an NVIDIA driver answers, mps on Apple silicon, else cpu.
 
     Runs nvidia-smi, which can take seconds: call it off Blender's UI thread (EnvSetup does).
     """
     if sys.platform == "darwin" and platform.machine() == "arm64":
-        return folder / "mps.txt"
+        return "mps"
     smi = shutil.which("nvidia-smi")
     if smi is not None:
         try:
@@ -61,8 +69,48 @@ def requirements_for_machine(folder: Path) -> Path:
         except (OSError, subprocess.TimeoutExpired):
             ok = None
         if ok is not None and ok.returncode == 0 and b"GPU" in ok.stdout:
-            return folder / "cuda.txt"
-    return folder / "cpu.txt"
+            return "cuda"
+    return "cpu"
+
+
+def lock_name(variant: str, system: str = sys.platform) -> str:
+    """The lock file that installs ``variant`` (cpu, cuda, mps) on ``system`` (sys.platform)."""
+    stem = "pypi" if variant in PYPI_TORCH.get(system, ()) else variant
+    return f"{stem}{LOCK_SUFFIX}"
+
+
+LOCK_SUFFIX = ".lock.txt"
+UNHASHED = (
+    " (this build has no hash lock for this machine's torch build: the pins are installed "
+    "without hash checking; see vendor/README.md)"
+)
+
+
+def requirements_for_machine(folder: Path) -> Path:
+    """The hash lock in ``folder`` for this machine's variant (machine_variant: runs nvidia-smi),
+    or, where this build has none (a torch build from PyTorch's own index, which the machine that
+    wrote the locks could not reach: vendor/README.md), the variant's pins, unhashed: the setup
+    works and says so, rather than leave the machine without a worker."""
+    lock = folder / lock_name(machine_variant())
+    if lock.is_file():
+        return lock
+    return folder / (lock.name.removesuffix(LOCK_SUFFIX) + ".txt")
+
+
+def is_lock(requirements: Path) -> bool:
+    return requirements.name.endswith(LOCK_SUFFIX)
+
+
+def missing_lock(lock: Path) -> ShapEError:
+    source = lock.name.removesuffix(LOCK_SUFFIX) + ".txt"
+    return ShapEError(
+        JOB_FAILED,
+        f"this build of the extension has no hash lock for this machine ({lock.name} is not "
+        f"in {lock.parent}); `python build.py lock` writes it where PyPI and PyTorch's package "
+        "index are reachable",
+        f"create an environment by hand (vendor/README.md: pip install -r vendor/worker/{source})"
+        " and set worker_python",
+    )
 
 
 class EnvSetup:
@@ -106,13 +154,17 @@ class EnvSetup:
         if self.requirements is None:
             raise ShapEError(JOB_FAILED, "the requirements file is not chosen yet", "start() first")
         py = str(self.python)
+        # A lock: hash-checking mode, wheels only (an sdist's build would run unhashed code).
+        hashed = (
+            ["--require-hashes", "--only-binary", ":all:"] if is_lock(self.requirements) else []
+        )
         check = f"import {', '.join(self.verify)}; print('ok')" if self.verify else "print('ok')"
         return [
             ("creating", [self.base_python, "-m", "venv", str(self.env_dir)]),
             (
                 "installing",
                 [py, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar",
-                 "off", "-r", str(self.requirements)],
+                 "off", *hashed, "-r", str(self.requirements)],
             ),
             ("checking", [py, "-c", check]),
         ]  # fmt: skip
@@ -178,7 +230,14 @@ class EnvSetup:
     def _steps(self) -> None:
         if self._pick is not None:
             self.requirements = self._pick()
-            self._queue.put(("line", f"requirements: {self.requirements.name}"))
+            unhashed = "" if is_lock(self.requirements) else UNHASHED
+            picked = f"requirements: {self.requirements.name}{unhashed}"
+            self.tail.append(picked)  # in the error of a setup that fails later, too
+            self._queue.put(("line", picked))
+        lock = self.requirements
+        if lock is not None and not lock.is_file():
+            self._queue.put(("error", missing_lock(lock)))
+            return
         for stage, cmd in self.commands():
             self._queue.put(("stage", stage))
             rc = self._call(cmd)
@@ -188,16 +247,48 @@ class EnvSetup:
                 self._queue.put(("error", err))
                 return
             if rc != 0:
-                tail = "\n".join(list(self.tail)[-12:])
-                self._queue.put(("error", ShapEError(
-                    JOB_FAILED,
-                    f"{STAGE_TEXT[stage].lower()} failed (exit status {rc}):\n{tail}",
-                    "check the network connection and free disk space, then press Set Up "
-                    "again; or create an environment by hand (vendor/README.md) and set "
-                    "worker_python",
-                )))  # fmt: skip
+                self._queue.put(("error", self._failure(stage, rc)))
                 return
         self._queue.put(("done", None))
+
+    def _failure(self, stage: str, rc: int) -> ShapEError:
+        tail = "\n".join(list(self.tail)[-12:])
+        said = "\n".join(self.tail)
+        lock = self.requirements.name if self.requirements is not None else "the lock"
+        if stage == "installing" and "DO NOT MATCH THE HASHES" in said:
+            return ShapEError(
+                JOB_FAILED,
+                f"a downloaded package does not match its sha256 in {lock}, so nothing was "
+                f"installed (exit status {rc}):\n{tail}",
+                "the download was altered on the way (a proxy or a damaged file): check the "
+                "network and press Set Up again; if it fails the same way, create an environment "
+                "by hand (vendor/README.md) and set worker_python",
+            )
+        if stage == "installing" and "--require-hashes mode" in said:
+            return ShapEError(
+                JOB_FAILED,
+                f"{lock} does not pin every package with a hash (exit status {rc}):\n{tail}",
+                "reinstall the extension (its lock is incomplete), or create an environment "
+                "by hand (vendor/README.md) and set worker_python",
+            )
+        if (
+            stage == "installing"
+            and "No matching distribution found" in said
+            and "(from versions: none)" not in said  # none at all: the index was not reached
+        ):
+            return ShapEError(
+                JOB_FAILED,
+                f"{lock} pins a version that has no wheel for this Python and system (exit "
+                f"status {rc}):\n{tail}",
+                "create an environment by hand from a Python that the pins have wheels for "
+                "(vendor/README.md) and set worker_python",
+            )
+        return ShapEError(
+            JOB_FAILED,
+            f"{STAGE_TEXT[stage].lower()} failed (exit status {rc}):\n{tail}",
+            "check the network connection and free disk space, then press Set Up again; or "
+            "create an environment by hand (vendor/README.md) and set worker_python",
+        )
 
     def _call(self, cmd: list[str]) -> int:
         try:

@@ -87,6 +87,7 @@ class WorkerProcess:
         self.threads: list[threading.Thread] = []
         self.hello: JobHandle | None = None
         self.released = False  # stopped on purpose
+        self.detached = False  # left to finish its jobs alone: its exit is not waited for
         # When stdout last gave a line (time.monotonic()), set by the reader thread: the
         # client's silence watchdog reads it, so a UI thread that polled late counts nothing.
         self.last_heard = time.monotonic()
@@ -186,8 +187,9 @@ class WorkerProcess:
         finally:
             # However the loop ended, the jobs must learn that the worker is gone. Let stderr
             # finish first so the tail is complete.
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(10)
+            if not self.detached:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.popen.wait(10)
             stderr_thread.join(10)
             inbox.put((gen, "exit", self.popen.poll()))
 

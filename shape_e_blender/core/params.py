@@ -108,7 +108,10 @@ class Setting:
     def _float(self, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise invalid(self.name, "must be a number", self.hint)
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer past float's range (JSON has no limit)
+            raise invalid(self.name, f"is outside {self.range_text}", self.hint) from None
         if not math.isfinite(value):
             raise invalid(self.name, f"{value} is not a finite number", self.hint)
         self._in_range(value)
@@ -224,7 +227,7 @@ class GenerationParams:
         "Device",
         "Where the model runs: auto picks CUDA, then MPS, then the CPU",
         choices=DEVICE_CHOICES,
-        pattern=r"cuda:\d+",
+        pattern=r"cuda:[0-9]+",  # not \d: other scripts' digits are no device index
         hint="use auto, cuda, cuda:N, mps or cpu",
     )
     precision: str = _setting(

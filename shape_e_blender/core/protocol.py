@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -19,6 +20,8 @@ PROTOCOL_VERSION = 1
 MAX_IMAGE_BYTES = 16 << 20
 MAX_REQUEST_BYTES = MAX_IMAGE_BYTES * 4 // 3 + (1 << 20)
 
+# A worker's stderr, in its jobs root: the client copies it there, a detached worker writes it.
+WORKER_LOG_FILE = "worker.log"
 METHODS = ("hello", "generate", "download", "cancel", "status", "shutdown")
 
 Id = int | str | None
@@ -107,6 +110,17 @@ def request_id_of(line: str | bytes) -> Id:
     return rid if isinstance(rid, (int, str)) and not isinstance(rid, bool) else None
 
 
+def is_path(value: Any) -> bool:
+    """Whether the OS can name a file ``value``: text, not empty, no NUL, no lone surrogate."""
+    if not isinstance(value, str) or not value or "\0" in value:
+        return False
+    try:
+        os.fsencode(value)
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 # Beside the generation parameters. ``image_data``: the image file's bytes, base64, for a worker
 # that cannot read the client's files (``image`` then only names it).
 GENERATE_OPTIONS = ("job_dir", "inline", "allow_download", "image_data")
@@ -134,7 +148,7 @@ class GenerateRequest:
             )
         params = GenerationParams.from_json(obj)
         job_dir = obj.get("job_dir")
-        if job_dir is not None and (not isinstance(job_dir, str) or not job_dir):
+        if job_dir is not None and not is_path(job_dir):
             raise invalid("job_dir", "must be a folder path", "omit it to use the jobs root")
         flags = {}
         for name in ("inline", "allow_download"):

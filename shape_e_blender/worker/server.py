@@ -59,18 +59,39 @@ class Output:
     """Thread-safe writer of protocol messages."""
 
     def __init__(self, stream: BinaryIO) -> None:
-        self._stream = stream
+        self._stream: BinaryIO | None = stream
         self._lock = threading.Lock()
 
     def send(self, message: dict[str, Any]) -> None:
         data = protocol.encode(message).encode("utf-8")
         with self._lock:
+            if self._stream is None:  # detached: nobody reads any more
+                return
             try:
                 self._stream.write(data)
                 self._stream.flush()
             except (OSError, ValueError):  # BrokenPipeError; EINVAL on Windows
                 # The client went away; the jobs still finish and their files stay on disk.
                 log.warning("client closed the output pipe; dropping a message")
+
+    def detach(self, log_path: Path) -> None:
+        """Stop writing to the client, which is going away (Blender quits mid-job): the protocol
+        stream is closed and stderr (fd 2, and fd 1 that points at it) goes to ``log_path``, so
+        that no pipe end of the client's stays open here and its readers end at once. The jobs
+        go on and their answers are dropped: their results are in their job folders."""
+        with self._lock:
+            with contextlib.suppress(OSError, ValueError):
+                self._stream.close()
+            self._stream = None
+        sys.stderr.flush()
+        try:
+            fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError:
+            fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, 2)
+        os.dup2(fd, 1)
+        os.close(fd)
+        log.info("detached from the client; finishing the jobs (their results go to their folders)")
 
     def progress(self, p: protocol.Progress) -> None:
         self.send(protocol.notification("progress", p.to_json()))
@@ -153,8 +174,13 @@ class Server:
                 raise invalid("id", "must name the request to cancel", 'send {"id": 2}')
             self._answer(req, {"cancelled": self.cancel(target)})
         elif method == "shutdown":
+            detach = req.params.get("detach", False)
+            if not isinstance(detach, bool):
+                raise invalid("detach", "must be true or false", 'send {"detach": true} or {}')
             self._shutdown_requested = True
             self._shutdown_id = req.id
+            if detach:
+                self.out.detach(self.jobs_root / protocol.WORKER_LOG_FILE)
         elif method in self._methods:
             if req.id is None:
                 raise ShapEError(
@@ -177,6 +203,8 @@ class Server:
             protocol.GenerateRequest.from_json(params)
         elif not isinstance(params.get("model"), str) or not params["model"]:
             raise invalid("model", "must be a hub repo id or a folder", "e.g. openai/shap-e")
+        elif params.get("cache_dir") is not None and not protocol.is_path(params["cache_dir"]):
+            raise invalid("cache_dir", "must be a folder path", "omit it to use the hub's cache")
 
     def _answer(self, req: protocol.Request, result: Any) -> None:
         if not req.notification:

@@ -24,7 +24,7 @@ from shape_e_blender.core import jobdir
 from shape_e_blender.core.errors import WORKER_EXITED
 from shape_e_blender.core.mesh import MeshData
 from shape_e_blender.core.params import GenerationParams
-from shape_e_blender.core.protocol import GenerateRequest
+from shape_e_blender.core.protocol import WORKER_LOG_FILE, GenerateRequest
 from tests.blender.addon import drain, poll_until_stage
 from tests.support import FAST, RESULT_PREFIX, WORKER_PYTHON, kill_process, run_child
 
@@ -179,9 +179,12 @@ def test_a_moved_job_folder_imports_from_where_it_is_now_and_a_missing_mesh_is_r
     assert bpy.ops.shape_e.import_job(job_dir=str(moved), variant=0) == {"FINISHED"}
 
 
-def test_a_job_that_finished_after_blender_crashed_is_listed_done_and_imports(
-    scene, worker_text_model, tmp_path
+@pytest.mark.parametrize("how", ["crash", "quit"])
+def test_a_job_that_finished_after_blender_ended_is_listed_done_and_imports(
+    scene, worker_text_model, tmp_path, how
 ):
+    """``quit``: File > Quit mid-job killed the worker (unregister stopped it), and the job
+    was lost; now the worker is left to finish it, holding none of Blender's pipes."""
     jobs_dir = tmp_path / "jobs"
     proc = run_child(
         sys.executable,
@@ -190,10 +193,12 @@ def test_a_job_that_finished_after_blender_crashed_is_listed_done_and_imports(
         str(jobs_dir),
         WORKER_PYTHON,
         str(worker_text_model),
+        how,
         timeout=300,
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
-    assert proc.returncode == CRASH_STATUS and lines, proc.stderr[-4000:]
+    status = CRASH_STATUS if how == "crash" else 0
+    assert proc.returncode == status and lines, proc.stderr[-4000:]
     crash = json.loads(lines[-1][len(RESULT_PREFIX) :])
     job_dir, pid = Path(crash["job_dir"]), crash["worker_pid"]
     assert not crash["result_at_crash"]  # Blender died before the job was done
@@ -203,6 +208,8 @@ def test_a_job_that_finished_after_blender_crashed_is_listed_done_and_imports(
         assert time.monotonic() < deadline, (job_dir, pid)
         time.sleep(0.1)
 
+    if how == "quit":
+        assert "detached from the client" in (jobs_dir / WORKER_LOG_FILE).read_text()
     (found,) = history.scan(jobs_dir)
     assert (found.path, found.state, found.label) == (job_dir, "done", "a blue vase")
     assert found.meshes == (0, 1, 2) and found.seed == CRASH_SETTINGS["seed"]

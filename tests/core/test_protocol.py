@@ -100,7 +100,10 @@ def test_count_text_speaks_each_stages_unit(stage, step, total, text):
     assert protocol.count_text(stage, step, total) == text
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(0.4, "<1 s"), (0.6, "1 s"), (89, "89 s"), (600, "10 min"), (9000, "2.5 h")])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.4, "<1 s"), (0.6, "1 s"), (89, "89 s"), (600, "10 min"), (9000, "2.5 h")],
+)
 def test_duration_text(seconds, text):
     assert protocol.duration_text(seconds) == text
 

@@ -1,17 +1,20 @@
-"""Child process for test_history.py: Blender starts a generation and dies in the middle of it.
+"""Child process for test_history.py: Blender starts a generation and ends in the middle of it.
 
 It enables the add-on, starts shape_e.text_to_mesh without blocking (as the UI does), polls
-until the worker samples, prints what the test needs and ends with os._exit: no unregister, no
-shutdown, no import, the way a crash ends Blender. The worker runs in its own process group, so
-it outlives Blender; its input has ended, so it finishes the job, writes the result and exits.
+until the worker samples and prints what the test needs. Then, with ``crash``, it ends with
+os._exit: no unregister, no shutdown, no import, the way a crash ends Blender. With ``quit`` it
+ends as File > Quit does: Blender's exit disables every add-on (addon_utils.disable_all(), which
+a bpy module does not run by itself), then the process exits. The worker runs in its own process
+group, so it outlives Blender, finishes the job, writes the result and exits.
 
-    python -m tests.blender.children.crash_job JOBS_DIR WORKER_PYTHON MODEL
+    python -m tests.blender.children.crash_job JOBS_DIR WORKER_PYTHON MODEL crash|quit
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -28,7 +31,7 @@ CRASH_STATUS = 134  # what an abort leaves
 def main() -> None:
     import addon_utils  # importable once bpy is
 
-    jobs_dir, worker_python, model = sys.argv[1:4]
+    jobs_dir, worker_python, model, how = sys.argv[1:5]
     bpy.ops.wm.read_homefile(use_empty=True)
     assert addon_utils.enable("shape_e_blender", default_set=True) is not None
     p = prefs.get()
@@ -47,7 +50,13 @@ def main() -> None:
         }
     )
     sys.stdout.flush()
-    os._exit(CRASH_STATUS)
+    if how == "crash":
+        os._exit(CRASH_STATUS)
+    started = time.monotonic()
+    addon_utils.disable_all()  # what Blender's exit runs
+    print(f"add-ons disabled in {time.monotonic() - started:.2f} s", file=sys.stderr)
+    alive = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    assert not alive, f"threads left at exit: {alive}"  # Blender 4.2/4.5 hang on them
 
 
 if __name__ == "__main__":
