@@ -32,10 +32,10 @@ def _spec(folder: Path, model: Path, extra: str = "") -> Path:
     return path
 
 
-def _scene(spec: Path, jobs: Path, *args: str):
+def _scene(spec: Path, jobs: Path, *args: str, **env: str):
     return run_python(
         "-m", "shape_e_blender", "scene", str(spec), "--jobs-dir", str(jobs), "--no-download",
-        *args, env=child_env(), cwd=spec.parent,
+        *args, env=child_env(**env), cwd=spec.parent,
     )  # fmt: skip
 
 
@@ -49,9 +49,11 @@ def _meshes(jobs: Path) -> dict[str, list[np.ndarray]]:
     return out
 
 
-def assert_as_one_worker_makes(spec: Path, jobs: Path, elsewhere: Path) -> None:
-    """The meshes in ``jobs`` are bit for bit those one local worker makes of ``spec``."""
-    one = _scene(spec, elsewhere, "--device", "cpu")
+def assert_as_one_worker_makes(spec: Path, jobs: Path, elsewhere: Path, **env: str) -> None:
+    """The meshes in ``jobs`` are bit for bit those one local worker makes of ``spec``, run
+    with ``env`` (the thread count: torch's CPU reductions sum in an order that depends on it,
+    so colours can differ in their last bit between 1 and 2 threads)."""
+    one = _scene(spec, elsewhere, "--device", "cpu", **env)
     assert one.returncode == 0, one.stderr[-3000:]
     made, single = _meshes(jobs), _meshes(elsewhere)
     assert len(made) == len(single) == 3 and set(made) == set(single)

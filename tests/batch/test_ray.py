@@ -27,12 +27,20 @@ from .test_local import _scene, _spec, assert_as_one_worker_makes
 RAY = str(Path(sys.executable).with_name("ray"))
 # A cluster of this test's own: no token (loopback tests), no usage report, no dashboard.
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+# Ports ``ray start`` takes unless told otherwise (GCS, dashboard, dashboard agent HTTP).
+RAY_DEFAULT_PORTS = (6379, 8265, 52365)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_port(*taken: int) -> int:
+    """A port the kernel hands out, other than Ray's fixed defaults and ``taken``: an
+    ephemeral port can be 52365, the dashboard agent's default, and ``ray start`` then
+    refuses the head port."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in (*RAY_DEFAULT_PORTS, *taken):
+            return port
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +49,11 @@ def cluster():
     # Ray's socket paths must stay short: a folder right under /tmp.
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     port = _free_port()
+    agent_port = _free_port(port)
     env = child_env(**RAY_ENV)
     start = subprocess.run(
         [RAY, "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
+         f"--dashboard-agent-listen-port={agent_port}",
          "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -69,7 +79,8 @@ def test_two_ray_actors_make_the_meshes_a_local_worker_makes(tmp_path, tiny_text
     # Every stage of every object arrives (the actors push it): none is missed between polls.
     for stage in ("loading", "sampling", "decoding", "writing"):
         assert f"[2/3] Lamp: {stage} on actor" in proc.stderr, proc.stderr[-3000:]
-    assert_as_one_worker_makes(spec, tmp_path / "ray", tmp_path / "one")
+    # Ray gives an actor of num_cpus=1 one thread (OMP_NUM_THREADS=1): the local worker too.
+    assert_as_one_worker_makes(spec, tmp_path / "ray", tmp_path / "one", OMP_NUM_THREADS="1")
     again = _scene(spec, tmp_path / "ray", "--ray", cluster, "--device", "cpu")
     assert again.returncode == 0 and "0 generated, 3 reused" in again.stdout
     assert "Connecting to existing Ray cluster" not in again.stderr  # nothing to send it
