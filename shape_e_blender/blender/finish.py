@@ -6,17 +6,21 @@ exactly one undo step and changes nothing when it fails (importer.py removes wha
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import bpy
+import numpy as np
 
+from ..core import jobdir
 from ..core.errors import JOB_FAILED, ShapEError
 from ..core.results import JobResult
-from . import importer
+from . import assets, importer
 from .tasks import Task
 
 REMESH_UNDO = "Shap-E re-mesh"
+REMESH_FIELDS = ("grid_size", "faces", "texture_size")  # what a re-mesh may change
 
 
 def object_settings(result: JobResult) -> dict[str, Any]:
@@ -29,6 +33,9 @@ def import_result(
     context: bpy.types.Context,
     name: str,
     collection: bpy.types.Collection | None = None,
+    size: float = 0.0,
+    asset: assets.Asset | None = None,
+    arrange: Callable[[list[bpy.types.Object]], None] | None = None,
 ) -> tuple[list[bpy.types.Object], list[str]]:
     """Load every mesh of ``result``, import them named ``name``, push one undo step.
 
@@ -57,9 +64,18 @@ def import_result(
         variants=[m.variant for m in made] if result.partial else None,
         latents=[m.latent for m in made],
         collection=collection,
+        size=size,
     )
+    warnings = [f"skipped {err}" for err in skipped]
+    if arrange is not None:  # in the import's undo step, as the marking below
+        arrange(objects)
+    for obj in objects if asset is not None else ():
+        try:  # in the import's undo step
+            assets.mark(obj, importer.settings_of(obj) or {}, asset)  # type: ignore[arg-type]
+        except ShapEError as err:
+            warnings.append(f"{obj.name}: {err.message} ({err.hint})")
     importer.push_undo(f"Shap-E: {name}")
-    return objects, [f"skipped {err}" for err in skipped]
+    return objects, warnings
 
 
 @dataclass(frozen=True)
@@ -93,15 +109,42 @@ class Target:
 
 
 def generation(
-    task: Task, context: bpy.types.Context, target: Target | None = None
+    task: Task,
+    context: bpy.types.Context,
+    target: Target | None = None,
+    size: float = 0.0,
+    asset: assets.Asset | None = None,
 ) -> list[bpy.types.Object]:
     """The finish step of a generation task: its result into the scene, in ``target`` (the
-    collection that was active when it started; default: the active one now)."""
+    collection that was active when it started; default: the active one now), ``size`` metres
+    large (0: native), marked as assets with ``asset``. An asset that cannot be saved into its
+    library is a warning: the objects stay, marked in this file."""
     collection, moved = target.resolve(context) if target is not None else (None, [])
     objects, warnings = import_result(
-        JobResult.from_dict(task.requests[0].result), context, task.label, collection
+        JobResult.from_dict(task.requests[0].result), context, task.label, collection, size, asset
     )
     task.warnings += moved + warnings
+    return objects
+
+
+def blend(
+    task: Task,
+    context: bpy.types.Context,
+    factors: list[float],
+    ends: tuple[tuple[float, ...], tuple[float, ...]],
+) -> list[bpy.types.Object]:
+    """The finish step of shape_e.blend_shapes: in-between i stands at factors[i] of the way
+    from object A's location to object B's."""
+    a, b = (np.asarray(e, np.float64) for e in ends)
+    result = JobResult.from_dict(task.requests[0].result)
+
+    def arrange(objects: list[bpy.types.Object]) -> None:
+        for obj in objects:
+            t = factors[int(obj[importer.PROPERTY_KEY]["variant"])]
+            obj.location = tuple(a * (1 - t) + b * t)
+
+    objects, warnings = import_result(result, context, task.label, arrange=arrange)
+    task.warnings += warnings
     return objects
 
 
@@ -134,9 +177,12 @@ def remesh(
         )
     if not entry.made:
         raise entry.skipped_error()
-    importer.replace_mesh(obj, entry.load())
+    folder = result.job_dir or where
+    png = jobdir.texture_path(folder, entry.variant) if folder else None
+    importer.replace_mesh(obj, entry.load(), png)
     settings = obj[importer.PROPERTY_KEY]
-    settings["grid_size"] = int(request.params["grid_size"])
+    for name in REMESH_FIELDS:
+        settings[name] = int(request.params.get(name, 0))
     settings["job_dir"] = str(result.job_dir or where or "")
     settings["latent"] = latent  # the re-mesh's job folder holds no latent of its own
     importer.push_undo(REMESH_UNDO)

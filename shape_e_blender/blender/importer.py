@@ -13,18 +13,27 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import bpy
 import numpy as np
 
+from ..core import jobdir
 from ..core.errors import INTERNAL_ERROR, INVALID_PARAMS, ShapEError, invalid
-from ..core.mesh import MeshData
+from ..core.mesh import MeshData, size_factor
 from ..core.names import DEFAULT_NAME
 from ..core.params import variant_seed
 from . import compat
+from .materials import (
+    COLOR_ATTRIBUTE,
+    UV_MAP,
+    texture_image,
+    texture_material,
+    texture_node,
+    vertex_color_material,
+)
 
-COLOR_ATTRIBUTE = "Color"
 PROPERTY_KEY = "shape_e"  # obj["shape_e"] holds the generation settings as an ID-property group
 _INT32 = (-(2**31), 2**31 - 1)
 
@@ -73,6 +82,7 @@ def import_meshes(
     variants: Sequence[int] | None = None,
     latents: Sequence[str | None] | None = None,
     collection: bpy.types.Collection | None = None,
+    size: float = 0.0,
 ) -> list[bpy.types.Object]:
     """Add one object per mesh, side by side along +X, selected, the first one active.
 
@@ -85,8 +95,11 @@ def import_meshes(
     gives each mesh's own variant number where some are missing (a variant with no surface): the
     objects are then always numbered, and each stores its number's seed. ``latents`` gives each
     mesh's saved latent file, stored as ``latent`` (what shape_e.remesh decodes again). All of
-    them share one material that shows the vertex colours. On any error every datablock made so far
-    is removed and the error is raised again: a failed import leaves the file as it was.
+    them share one material that shows the vertex colours; a textured mesh gets a UV map and a
+    material of its own on its texture (the job folder's texture.png). ``size`` scales each object
+    so that its largest dimension is that many metres (0: the model's native size). On any error
+    every datablock made so far is removed and the error is raised again: a failed import leaves
+    the file as it was.
     """
     if threading.current_thread() is not threading.main_thread():
         raise ShapEError(
@@ -120,20 +133,33 @@ def import_meshes(
 
     created_objects: list[bpy.types.Object] = []
     created_meshes: list[bpy.types.Mesh] = []
-    material: bpy.types.Material | None = None
+    materials: list[bpy.types.Material] = []
+    images: list[bpy.types.Image] = []
+    shared: bpy.types.Material | None = None
     try:
-        material = _vertex_color_material(name)
         x = origin[0]
         prev_half_width: float | None = None
         for index, data, latent in zip(indices, meshes, latent_paths, strict=True):
             obj_name = f"{name}_{index}" if numbered else name
             vertices, half_width = _bottom_centred(data)
+            factor = size_factor(data.vertices, size)
+            half_width *= factor
             mesh = bpy.data.meshes.new(obj_name)
             created_meshes.append(mesh)
-            _fill_mesh(mesh, vertices, data.faces, data.colors)
-            mesh.materials.append(material)
+            _fill_mesh(mesh, vertices, data)
+            if data.textured:
+                png = jobdir.texture_path(job_dir, index) if job_dir else None
+                images.append(texture_image(obj_name, data, png))
+                materials.append(texture_material(obj_name, images[-1]))
+                mesh.materials.append(materials[-1])
+            else:
+                if shared is None:
+                    shared = vertex_color_material(name)
+                    materials.append(shared)
+                mesh.materials.append(shared)
             obj = bpy.data.objects.new(obj_name, mesh)
             created_objects.append(obj)
+            obj.scale = (factor,) * 3
             if prev_half_width is not None:
                 x += prev_half_width + spacing + half_width
             prev_half_width = half_width
@@ -157,8 +183,10 @@ def import_meshes(
             bpy.data.objects.remove(obj, do_unlink=True)
         for mesh in created_meshes:
             bpy.data.meshes.remove(mesh)
-        if material is not None:
+        for material in materials:
             bpy.data.materials.remove(material)
+        for image in images:
+            bpy.data.images.remove(image)
         raise
     return created_objects
 
@@ -187,13 +215,15 @@ def check_editable(obj: bpy.types.Object) -> None:
         )
 
 
-def replace_mesh(obj: bpy.types.Object, data: MeshData) -> bpy.types.Mesh:
+def replace_mesh(obj: bpy.types.Object, data: MeshData, png: Path | None = None) -> bpy.types.Mesh:
     """Give ``obj`` a new mesh built from ``data``, in place, and return it.
 
     The object itself (name, transform, parent, collections, modifiers, custom properties) is
     not touched. The new mesh stands on the object's origin like an imported one (bottom centre
     at the origin), takes over the old mesh's materials and, once the old mesh has no other user
-    and is removed, its name. Everything is built before the object is switched to it: on any
+    and is removed, its name. A textured mesh's new texture (``png``, or its own pixels) goes
+    into the old texture material's Image Texture node, or into a new texture material where
+    the object had none. Everything is built before the object is switched to it: on any
     error the new mesh is removed and the object keeps its old one. No undo step is pushed here.
     """
     if threading.current_thread() is not threading.main_thread():
@@ -210,15 +240,28 @@ def replace_mesh(obj: bpy.types.Object, data: MeshData) -> bpy.types.Mesh:
     old = cast(bpy.types.Mesh, obj.data)  # a Shap-E object's data is a mesh (checked above)
     ensure_undo_baseline()
     mesh = bpy.data.meshes.new(old.name)
+    image = None
     try:
-        _fill_mesh(mesh, vertices, data.faces, data.colors)
-        for material in old.materials:
+        _fill_mesh(mesh, vertices, data)
+        materials = list(old.materials)
+        if data.textured:
+            image = texture_image(obj.name, data, png)
+            nodes = [texture_node(m) for m in materials]
+            if any(n is not None for n in nodes):
+                for node in nodes:
+                    if node is not None:
+                        node.image = image
+            else:
+                materials = [texture_material(obj.name, image)]
+        for material in materials:
             mesh.materials.append(material)
         obj.data = mesh
     except BaseException:
         if obj.data == mesh:  # bpy wraps each access anew: compare with ==, not "is"
             obj.data = old
         bpy.data.meshes.remove(mesh)
+        if image is not None:
+            bpy.data.images.remove(image)
         raise
     if old.users == 0:
         name = old.name
@@ -237,15 +280,16 @@ def _bottom_centred(data: MeshData) -> tuple[np.ndarray, float]:
     return vertices - shift, float(hi[0] - lo[0]) / 2
 
 
-def _fill_mesh(
-    mesh: bpy.types.Mesh, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray
-) -> None:
+def _fill_mesh(mesh: bpy.types.Mesh, vertices: np.ndarray, data: MeshData) -> None:
+    faces, colors, uvs = data.faces, data.colors, data.uvs
     # A triangle that names one vertex twice is invalid in Blender (mesh.validate() would delete
     # it, at 3x the cost of the whole import); marching cubes can emit such slivers.
     if len(faces):
         keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2])
         keep &= faces[:, 0] != faces[:, 2]
-        faces = faces[keep] if not keep.all() else faces
+        if not keep.all():
+            faces = faces[keep]
+            uvs = uvs[keep] if uvs is not None else None
     corners = np.ascontiguousarray(faces, dtype=np.int32).ravel()
     mesh.vertices.add(len(vertices))
     mesh.loops.add(len(corners))
@@ -258,38 +302,27 @@ def _fill_mesh(
         corner_vert.data.foreach_set("value", corners)
         # Blender 4.0+ derives each face's size from the next face's loop_start.
         mesh.polygons.foreach_set("loop_start", np.arange(0, len(corners), 3, dtype=np.int32))
-    rgba = np.empty((len(colors), 4), np.float32)
-    rgba[:, :3] = colors
-    rgba[:, 3] = 1.0
-    attr = cast(
-        bpy.types.FloatColorAttribute,
-        mesh.color_attributes.new(COLOR_ATTRIBUTE, "FLOAT_COLOR", "POINT"),
-    )
-    # "color" is the linear value (as MeshData holds it); "color_srgb" would convert.
-    attr.data.foreach_set("color", rgba.ravel())
-    mesh.color_attributes.active_color = attr
-    mesh.color_attributes.render_color_index = cast(int, mesh.color_attributes.active_color_index)
+    if uvs is not None:
+        # One (u, v) per face corner, in the corners' order: the loops are the faces' corners.
+        # A textured mesh has no colour attribute: glTF exporters write one as COLOR_0, which
+        # glTF multiplies into the texture (Blender 5.2's importer does so with a Mix node).
+        mesh.uv_layers.new(name=UV_MAP).uv.foreach_set("vector", uvs.ravel())
+    else:
+        rgba = np.empty((len(colors), 4), np.float32)
+        rgba[:, :3] = colors
+        rgba[:, 3] = 1.0
+        attr = cast(
+            bpy.types.FloatColorAttribute,
+            mesh.color_attributes.new(COLOR_ATTRIBUTE, "FLOAT_COLOR", "POINT"),
+        )
+        # "color" is the linear value (as MeshData holds it); "color_srgb" would convert.
+        attr.data.foreach_set("color", rgba.ravel())
+        mesh.color_attributes.active_color = attr
+        index = cast(int, mesh.color_attributes.active_color_index)
+        mesh.color_attributes.render_color_index = index
     # Builds the edges (there are none yet); validate() is not needed for this input.
     mesh.update()
     mesh.shade_smooth()
-
-
-def _vertex_color_material(name: str) -> bpy.types.Material:
-    """Color Attribute node -> Principled BSDF Base Color; shared by the variants of one call."""
-    material = bpy.data.materials.new(name)
-    compat.use_nodes(material)
-    nodes = material.node_tree.nodes
-    links = material.node_tree.links
-    nodes.clear()
-    output = nodes.new("ShaderNodeOutputMaterial")
-    bsdf = nodes.new("ShaderNodeBsdfPrincipled")
-    color = nodes.new("ShaderNodeVertexColor")
-    color.layer_name = COLOR_ATTRIBUTE
-    color.location = (-300, 0)
-    output.location = (300, 0)
-    links.new(color.outputs["Color"], bsdf.inputs["Base Color"])
-    links.new(bsdf.outputs["BSDF"], output.inputs["Surface"])
-    return material
 
 
 def variant_properties(

@@ -76,6 +76,10 @@ def draw_panel(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
     col.prop(s, "steps")
     col.prop(s, "variants")
     col.prop(s, "grid_size")
+    col.prop(s, "faces")
+    col.prop(s, "texture_size")
+    col.prop(s, "size")
+    col.prop(s, "mark_asset")
 
     row = layout.row(align=True)
     row.scale_y = 1.4
@@ -137,6 +141,18 @@ def draw_active_object(layout: bpy.types.UILayout, context: bpy.types.Context) -
     row.enabled = not tasks.busy()
     op = row.operator("shape_e.use_settings", icon="PASTEDOWN")
     op.object_name = obj.name
+    row = box.row(align=True)
+    row.enabled = not tasks.busy()
+    row.operator("shape_e.keep_variant", icon="CHECKMARK").object_name = obj.name
+    row.operator("shape_e.mark_asset", icon="ASSET_MANAGER").object_name = obj.name
+    other = next(
+        (o for o in context.selected_objects if o != obj and importer.settings_of(o)), None
+    )
+    if other is not None:  # two Shap-E objects selected: blend them
+        row = box.row(align=True)
+        row.enabled = not tasks.busy()
+        op = row.operator("shape_e.blend_shapes", icon="MOD_SMOOTH")
+        op.object_a, op.object_b = obj.name, other.name
     return True
 
 

@@ -170,6 +170,21 @@ class ShapEPreferences(bpy.types.AddonPreferences):
         subtype="DIR_PATH",
         default="",
     )
+    asset_library: StringProperty(
+        name="Asset Library",
+        description=(
+            "Mark as Asset also saves each asset here, as its own .blend: add this folder in "
+            "Preferences > File Paths > Asset Libraries to see them in every file. Empty: the "
+            "assets stay in the current file"
+        ),
+        subtype="DIR_PATH",
+        default="",
+    )
+    asset_catalog: StringProperty(
+        name="Asset Catalog",
+        description="The catalog saved assets go into, e.g. Shap-E/Props (empty: none)",
+        default="Shap-E",
+    )
 
     def draw(self, context: bpy.types.Context) -> None:
         draw_preferences(self, self.layout)
@@ -217,6 +232,8 @@ def draw_preferences(p: ShapEPreferences, layout: bpy.types.UILayout) -> None:
     row.prop(p, "device")
     row.prop(p, "precision")
     box.prop(p, "jobs_dir")
+    box.prop(p, "asset_library")
+    box.prop(p, "asset_catalog")
 
 
 def _draw_managed_env(layout: bpy.types.UILayout, p: ShapEPreferences, online: bool) -> None:

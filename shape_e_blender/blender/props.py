@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
+from ..core.mesh import SIZE_HELP, SIZE_MAX
 from ..core.params import SETTINGS, Setting
 
 if TYPE_CHECKING:  # fake-bpy-module's literal types, for `python build.py lint`
@@ -82,6 +83,34 @@ def generation_properties(names: Iterable[str], **per_name: Mapping[str, Any]) -
     return add
 
 
+def size_property(*, panel: bool = False) -> Any:
+    """``size``: metres of the largest dimension, applied as the object's scale (not in the job
+    key: resizing regenerates nothing)."""
+    kwargs: dict[str, Any] = {"max": SIZE_MAX} if panel else {"options": SKIP_SAVE}
+    return FloatProperty(
+        name="Size",
+        description=f"Scale each object to this largest dimension, in {SIZE_HELP}",
+        default=0.0,
+        min=0.0,
+        soft_max=10.0,
+        subtype="DISTANCE",
+        unit="LENGTH",
+        **kwargs,
+    )
+
+
+def mark_asset_property(*, panel: bool = False) -> Any:
+    kwargs: dict[str, Any] = {} if panel else {"options": SKIP_SAVE}
+    return BoolProperty(
+        name="Mark as Asset",
+        description="Mark each new object as an asset: the prompt as its description and tags, "
+        "the seed and model in its metadata, a preview; saved into the preferences' asset "
+        "library folder when one is set",
+        default=False,
+        **kwargs,
+    )
+
+
 SOURCE_ITEMS = [
     ("TEXT", "Text", "Generate from a text prompt", "FONT_DATA", 0),
     (
@@ -101,7 +130,7 @@ SOURCE_ITEMS = [
 ]
 # What the panel's Generate passes on to the operators, under the same names (guidance_scale is
 # per source: text_guidance_scale, image_guidance_scale).
-PANEL_SETTINGS = ("seed", "steps", "grid_size", "variants")
+PANEL_SETTINGS = ("seed", "steps", "grid_size", "variants", "faces", "texture_size")
 REMESH_GRID = 256  # re-meshing is for refining a shape made at a lower resolution
 
 
@@ -128,6 +157,10 @@ class ShapESettings(bpy.types.PropertyGroup):
     steps: prop("steps", panel=True)
     variants: prop("variants", panel=True)
     grid_size: prop("grid_size", panel=True)
+    faces: prop("faces", panel=True)
+    texture_size: prop("texture_size", panel=True)
+    size: size_property(panel=True)
+    mark_asset: mark_asset_property(panel=True)
     remesh_grid_size: prop(
         "grid_size",
         panel=True,

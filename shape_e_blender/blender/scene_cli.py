@@ -30,8 +30,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..core.arguments import add_arguments
 from ..core.errors import JOB_FAILED, ShapEError, invalid
-from ..core.params import SETTINGS, GenerationParams, add_arguments
+from ..core.mesh import SIZE_HELP, check_size
+from ..core.params import SETTINGS, GenerationParams
 from ..core.spec import load_spec
 
 ROOT = __package__.split(".")[0]  # the add-on's root package when run from the source tree
@@ -46,6 +48,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("spec", nargs="?", help="a scene spec (.toml) to build, instead of --prompt")
     add_arguments(ap, GENERATION, source_required=False)
+    ap.add_argument("--size", type=float, metavar="M", help=f"the objects' {SIZE_HELP}")
+    ap.add_argument(
+        "--mark-asset",
+        action="store_true",
+        help="mark the objects as assets (and save them into --asset-library, when given)",
+    )
+    ap.add_argument("--asset-library", default="", help="the asset library folder for --mark-asset")
     ap.add_argument("-o", "--output", required=True, help="the .blend file to write")
     for kind in ("text", "image"):
         ap.add_argument(
@@ -136,6 +145,7 @@ def _spec_problem(args: argparse.Namespace) -> str:
     if args.prompt is not None or args.image is not None:
         return "give a scene spec or --prompt/--image, not both"
     extra = [SETTINGS[n].flag for n in generation_kwargs(args) if n not in SPEC_OPTIONS]
+    extra += ["--size"] * (args.size is not None) + ["--mark-asset"] * args.mark_asset
     if extra:
         return f"{', '.join(extra)}: with a spec, set these in its [defaults] or objects"
     return ""
@@ -177,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         params = GenerationParams.create(
             **(source or {"prompt": "spec"}), **generation_kwargs(args)
         )
+        if args.size is not None:
+            args.size = check_size(args.size)
         if params.device not in SETTINGS["device"].values:  # Blender's setting has no cuda:N
             raise invalid(
                 "device",
@@ -237,6 +249,9 @@ def _set_up(bpy: Any, args: argparse.Namespace) -> None:
     p.worker_python = str(Path(args.worker_python).expanduser())
     p.worker_command = args.worker_command
     p.jobs_dir = args.jobs_dir
+    p.asset_library = (
+        str(Path(args.asset_library).expanduser().resolve()) if args.asset_library else ""
+    )
     for name in SPEC_OPTIONS:
         value = getattr(args, name)
         if value is not None:
@@ -312,6 +327,9 @@ def _generate(bpy: Any, args: argparse.Namespace, source: dict[str, str], output
     from . import tasks  # bpy: imported once main() has checked the arguments
 
     kwargs = {name: SETTINGS[name].identifier(v) for name, v in generation_kwargs(args).items()}
+    if args.size is not None:
+        kwargs["size"] = args.size
+    kwargs["mark_asset"] = args.mark_asset
     started = time.perf_counter()
     if args.prompt is not None:
         op = bpy.ops.shape_e.text_to_mesh

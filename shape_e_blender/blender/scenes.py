@@ -30,11 +30,12 @@ from ..client.client import WorkerClient
 from ..client.handle import JobHandle
 from ..core import jobdir, jobkey
 from ..core.errors import CANCELLED, JOB_FAILED, ShapEError
+from ..core.mesh import size_factor
 from ..core.params import SETTINGS
 from ..core.protocol import GenerateRequest
 from ..core.results import JobResult
 from ..core.spec import SceneSpec, SpecObject, load_spec
-from . import finish, importer, prefs
+from . import assets, finish, importer, prefs
 from .tasks import Task
 
 SPEC, SPEC_OBJECT, SPEC_KEY = "spec", "spec_object", "spec_key"  # keys in obj["shape_e"]
@@ -262,11 +263,7 @@ def place(objects: list[bpy.types.Object], o: SpecObject, context: bpy.types.Con
     prev_half: float | None = None
     for obj in objects:
         lo, hi = _bounds(obj)
-        if p.size > 0:
-            largest = float((hi - lo).max())
-            obj.scale = (p.size / largest,) * 3 if largest > 0 else (1.0, 1.0, 1.0)
-        else:
-            obj.scale = p.scale
+        obj.scale = (size_factor(np.stack([lo, hi]), p.size),) * 3 if p.size > 0 else p.scale
         obj.rotation_mode = "XYZ"
         obj.rotation_euler = tuple(math.radians(a) for a in p.rotation)
         half = float(hi[0] - lo[0]) * obj.scale[0] / 2
@@ -275,6 +272,8 @@ def place(objects: list[bpy.types.Object], o: SpecObject, context: bpy.types.Con
         prev_half = half
         obj.location = (x, p.location[1], p.location[2])
         _move_to(obj, target)
+        if p.mark_asset:
+            assets.mark(obj, _settings(obj), assets.Asset.of(prefs.get(context)))
 
 
 def collection_for(scene: bpy.types.Scene, path: Iterable[str]) -> bpy.types.Collection:

@@ -15,6 +15,7 @@ STAGE_LABELS = {
     "encoding": "Encoding",
     "sampling": "Sampling",
     "decoding": "Extracting mesh",
+    "texturing": "Baking texture",
     "writing": "Writing",
     **STAGE_TEXT,  # the environment setup's stages
 }

@@ -9,9 +9,11 @@ import, Recent Jobs, Re-mesh), the CLI and any other client. The layout is the p
       job.log        the worker's log lines for this job
       input.png      the prepared square image (image jobs)
       <i>/mesh.npz   variant i's mesh (core/mesh.py); <i>/latent.npy its latent
+      <i>/texture.png  its baked base-colour texture, sRGB (with texture_size; also in mesh.npz)
       result.json    written last: the JobResult (core/results.py) without inline meshes
       error.json     instead of result.json when the job failed or was cancelled
       key.json       the job key (core/jobkey.py), written by the client that made the folder
+      blend.npy      a blend's in-between latents (shape_e.blend_shapes), decoded as a latent job
 
 Every file is written beside its place and renamed into it (core/files.py). Read back, a folder
 is done (result.json), failed or cancelled (error.json; its code says which), running (the
@@ -46,6 +48,8 @@ LOG_FILE = "job.log"
 INPUT_IMAGE = "input.png"
 MESH_FILE = "mesh.npz"
 LATENT_FILE = "latent.npy"
+TEXTURE_FILE = "texture.png"
+BLEND_LATENTS = "blend.npy"  # shape_e.blend_shapes: the in-betweens' latents, one per variant
 KEY_FILE = "key.json"
 
 STATES = ("done", "failed", "cancelled", "running", "interrupted")
@@ -67,6 +71,10 @@ def mesh_path(job_dir: str | os.PathLike[str], variant: int) -> Path:
 
 def latent_path(job_dir: str | os.PathLike[str], variant: int) -> Path:
     return variant_dir(job_dir, variant) / LATENT_FILE
+
+
+def texture_path(job_dir: str | os.PathLike[str], variant: int) -> Path:
+    return variant_dir(job_dir, variant) / TEXTURE_FILE
 
 
 def slug(text: str, limit: int = 32) -> str:

@@ -1,7 +1,8 @@
 """Job keys: what decides a job's meshes, hashed, so that a finished job folder is a cache.
 
 A key hashes the model's identity, the source (the prompt's text, or the image file's bytes),
-the seed, steps, guidance, grid size and variants. Where an object goes (location, rotation,
+the seed, steps, guidance, grid size and variants, and the face count and texture size where
+they are set. Where an object goes (location, rotation,
 size, collection) is not in it: moving an object regenerates nothing.
 
 The device class and the precision decide the mesh too, but a request often leaves them to the
@@ -34,6 +35,7 @@ from .params import GenerationParams
 # Raised when the worker's mesh path changes what the same inputs make: old folders are then
 # no longer reused.
 KEY_VERSION = 1
+ASSET_FIELDS = ("faces", "texture_size")
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ def job_key(params: GenerationParams) -> JobKey:
         "grid_size": r.grid_size,
         "variants": r.variants,
     }
+    # Asset options came later: left out when off, so that earlier folders keep their keys.
+    made_of |= {n: getattr(r, n) for n in ASSET_FIELDS if getattr(r, n)}
     text = json.dumps(made_of, sort_keys=True, separators=(",", ":"))
     return JobKey(hashlib.sha256(text.encode()).hexdigest()[:32], made_of)
 

@@ -5,19 +5,25 @@ File format: an ``.npz`` with three arrays and no pickled objects, so it loads w
 
 - ``vertices``: float32 (N, 3), Blender's frame (Z up, front looks from -Y), inside about [-1, 1]^3;
 - ``faces``: int32 (M, 3), counter-clockwise seen from outside (normals point out);
-- ``colors``: float32 (N, 3), LINEAR RGB in [0, 1], one per vertex.
+- ``colors``: float32 (N, 3), LINEAR RGB in [0, 1], one per vertex;
+- with a texture (``texture_size``), also ``uvs``: float32 (M, 3, 2), each face corner's (u, v)
+  in [0, 1], v up; and ``texture``: uint8 (S, S, 3), sRGB, row 0 at the top (as in a PNG). The
+  texture travels inside the file, so a mesh sent inline from a remote worker keeps it.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .errors import invalid
 from .files import atomic_write
 
 
@@ -26,6 +32,8 @@ class MeshData:
     vertices: np.ndarray
     faces: np.ndarray
     colors: np.ndarray
+    uvs: np.ndarray | None = None
+    texture: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         v = np.ascontiguousarray(self.vertices, dtype=np.float32)
@@ -44,6 +52,23 @@ class MeshData:
         object.__setattr__(self, "vertices", v)
         object.__setattr__(self, "faces", f)
         object.__setattr__(self, "colors", c)
+        if (self.uvs is None) != (self.texture is None):
+            raise ValueError("uvs and texture come together")
+        if self.uvs is not None and self.texture is not None:
+            uv = np.ascontiguousarray(self.uvs, dtype=np.float32)
+            tex = np.ascontiguousarray(self.texture)
+            if uv.shape != (len(f), 3, 2):
+                raise ValueError(f"uvs must be ({len(f)}, 3, 2), got {uv.shape}")
+            if not np.isfinite(uv).all():
+                raise ValueError("uvs hold NaN or infinite values")
+            if tex.dtype != np.uint8 or tex.ndim != 3 or tex.shape[2] != 3 or not tex.size:
+                raise ValueError(f"texture must be uint8 (H, W, 3), got {tex.dtype} {tex.shape}")
+            object.__setattr__(self, "uvs", uv)
+            object.__setattr__(self, "texture", tex)
+
+    @property
+    def textured(self) -> bool:
+        return self.texture is not None
 
     @property
     def vertex_count(self) -> int:
@@ -57,14 +82,34 @@ class MeshData:
         return self.vertices.min(axis=0), self.vertices.max(axis=0)
 
     def to_bytes(self) -> bytes:
+        arrays: dict[str, Any] = {
+            "vertices": self.vertices,
+            "faces": self.faces,
+            "colors": self.colors,
+        }
+        if self.uvs is not None:
+            arrays |= {"uvs": self.uvs, "texture": self.texture}
         buf = io.BytesIO()
-        np.savez(buf, vertices=self.vertices, faces=self.faces, colors=self.colors)
+        np.savez(buf, **arrays)
         return buf.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> MeshData:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            return cls(z["vertices"], z["faces"], z["colors"])
+        return cls._read(io.BytesIO(data))
+
+    @classmethod
+    def _read(cls, source: Any) -> MeshData:
+        with np.load(source, allow_pickle=False) as z:
+            extra = {k: z[k] for k in ("uvs", "texture") if k in z.files}
+            return cls(z["vertices"], z["faces"], z["colors"], **extra)
+
+    def scaled_to(self, size: float) -> MeshData:
+        """The mesh scaled about the origin so that its largest dimension is ``size`` metres
+        (unchanged for size 0)."""
+        factor = size_factor(self.vertices, size)
+        if factor == 1.0:
+            return self
+        return replace(self, vertices=self.vertices * np.float32(factor))
 
     def to_base64(self) -> str:
         return base64.b64encode(self.to_bytes()).decode("ascii")
@@ -79,5 +124,29 @@ class MeshData:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> MeshData:
-        with np.load(path, allow_pickle=False) as z:
-            return cls(z["vertices"], z["faces"], z["colors"])
+        return cls._read(path)
+
+
+SIZE_HELP = "metres of the largest dimension (0: the model's native size, up to 2 units)"
+SIZE_MAX = 10_000.0
+
+
+def check_size(value: Any) -> float:
+    """A ``size`` as given to a CLI or an operator: a number of metres, 0 for native."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise invalid("size", f"{value!r} is not a number of metres", "e.g. 1.5, or 0 for native")
+    if not 0 <= value <= SIZE_MAX:
+        raise invalid(
+            "size", f"{value:g} is outside 0..{SIZE_MAX:g}", "give the largest dimension in metres"
+        )
+    return float(value)
+
+
+def size_factor(vertices: np.ndarray, size: float) -> float:
+    """The uniform scale that makes the largest dimension of ``vertices``' bounding box ``size``
+    metres: the one rule behind the operators' ``size``, the spec's and the CLI's ``--size``.
+    1.0 for size 0 (the model's native size) or a mesh with no extent."""
+    if size <= 0 or len(vertices) == 0:
+        return 1.0
+    largest = float((vertices.max(axis=0) - vertices.min(axis=0)).max())
+    return size / largest if largest > 0 else 1.0

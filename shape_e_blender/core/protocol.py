@@ -181,6 +181,7 @@ class GenerateRequest:
 # A variant's mesh extraction reports its progress in thousandths: during "decoding", ``step``
 # counts thousandths over all variants (variant i runs from i * DECODE_STEPS).
 DECODE_STEPS = 1000
+THOUSANDTHS = ("decoding", "texturing")  # the stages that count so (texturing: the same way)
 
 
 def count_text(stage: str, step: int, total: int) -> str:
@@ -188,7 +189,7 @@ def count_text(stage: str, step: int, total: int) -> str:
     count says nothing (a stage of one step)."""
     if stage == "downloading":
         return f"{step / 2**20:.0f}/{total / 2**20:.0f} MB" if total else ""
-    if stage == "decoding" and total >= DECODE_STEPS and total % DECODE_STEPS == 0:
+    if stage in THOUSANDTHS and total >= DECODE_STEPS and total % DECODE_STEPS == 0:
         meshes = total // DECODE_STEPS
         share = f"{100 * step / total:.1f}%"
         return share if meshes == 1 else f"{share} of {meshes} meshes"

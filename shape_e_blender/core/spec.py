@@ -10,6 +10,8 @@
     location = [0, 0, 0]          # metres: where the bottom centre of the object stands
     rotation = [0, 0, 90]         # degrees, XYZ
     size = 0.9                    # metres of the largest dimension (or scale = 1.5 or [x, y, z])
+    texture_size = 1024           # a baked texture (and faces = 5000: a decimated mesh)
+    mark_asset = true             # an asset, saved to the preferences' asset library
     collection = "Props/Chairs"   # made when missing; "/" nests
 
 The file is read with tomllib and validated whole here, before anything is generated: every
@@ -40,8 +42,10 @@ GENERATION_KEYS = (
     "steps",
     "guidance_scale",
     "grid_size",
+    "faces",
+    "texture_size",
 )
-PLACEMENT_KEYS = ("location", "rotation", "scale", "size", "collection")
+PLACEMENT_KEYS = ("location", "rotation", "scale", "size", "collection", "mark_asset")
 OBJECT_KEYS = ("name", *GENERATION_KEYS, *PLACEMENT_KEYS)
 MODEL_DEFAULTS = {"text": "text_model", "image": "image_model"}  # [defaults] keys, by mode
 DEFAULT_KEYS = (*OBJECT_KEYS, *MODEL_DEFAULTS.values())
@@ -58,6 +62,7 @@ class Placement:
     scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
     size: float = 0.0  # metres of the largest dimension; 0: ``scale`` as given
     collection: str = ""  # "Props/Chairs"; "": the scene's own collection
+    mark_asset: bool = False  # marked as an asset (and saved to the asset library), as built
 
     @property
     def collection_path(self) -> list[str]:
@@ -265,6 +270,11 @@ class _Reader:
                 self._bad(label, "size", values["size"], "a number of metres above 0")
             else:
                 out["size"] = size
+        if "mark_asset" in values:
+            if isinstance(values["mark_asset"], bool):
+                out["mark_asset"] = values["mark_asset"]
+            else:
+                self._bad(label, "mark_asset", values["mark_asset"], "true or false")
         if "collection" in values:
             raw = values["collection"]
             parts = raw.split("/") if isinstance(raw, str) else []

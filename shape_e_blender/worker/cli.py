@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..core import protocol
+from ..core.arguments import add_arguments
 from ..core.errors import INVALID_PARAMS, JOB_FAILED, ShapEError
+from ..core.mesh import SIZE_HELP, check_size
 from ..core.params import (
     DEFAULT_IMAGE_MODEL,
     DEFAULT_TEXT_MODEL,
     SETTINGS,
     GenerationParams,
-    add_arguments,
 )
 from .mesh.export import check_output, export_mesh, variant_paths
 from .models.weights import vram_estimate
@@ -73,6 +74,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     try:
         params = GenerationParams.create(**{name: getattr(args, name) for name in SETTINGS})
         check_output(args.output)  # before spending minutes on sampling
+        args.size = check_size(args.size)
         request = protocol.GenerateRequest(
             params,
             job_dir=str(args.job_dir) if args.job_dir else None,
@@ -100,7 +102,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             )
             continue
         try:
-            export_mesh(entry.load(), out)
+            export_mesh(entry.load().scaled_to(args.size), out)
         except OSError as exc:  # e.g. the disk filled up during the job
             return _fail(ShapEError(
                 JOB_FAILED, f"output: could not write {out}: {exc.strerror or exc}",
@@ -226,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="out.glb, .ply, .obj or .npz; with N > 1 variants: out_0.glb ... out_{N-1}.glb",
     )
+    p.add_argument("--size", type=float, default=0.0, metavar="M", help=f"the file's {SIZE_HELP}")
     p.add_argument("--job-dir", type=Path, help="keep this job's files here")
     p.add_argument("--jobs-root", type=Path, help="where job folders go by default")
     p.add_argument("--cache-dir", type=Path, help="model cache (default: Hugging Face cache)")

@@ -22,14 +22,17 @@ import torch
 
 from ..core import jobdir, protocol
 from ..core.errors import NO_SURFACE, ShapEError, cancelled, disk_error, unexpected
+from ..core.files import atomic_write
 from ..core.mesh import MeshData
 from ..core.params import GenerationParams
 from ..core.results import JobResult, MeshEntry
 from .hub.download import Kind, resolve_model
 from .inputs import load_latents, prepare_image, save_image, save_inline_image
 from .logs import job_log
+from .mesh.export import png_bytes
 from .mesh.field import LatentField
 from .mesh.stf import extract_mesh
+from .mesh.texture import decimate, textured
 from .models.cache import ModelCache
 from .models.devices import DeviceChoice, map_runtime_error, resolve_device, versions
 from .sampling import sample_latents
@@ -238,14 +241,12 @@ class Engine:
                 latent_file = jobdir.latent_path(job_dir, i)
                 jobdir.save_latent(latent_file, latent)
 
-            def decoding(done: int, total: int, i: int = i) -> None:
-                clock("decoding", i * total + done, len(latents) * total, i)
+            def decoding(done: int, total: int, stage: str = "decoding", i: int = i) -> None:
+                clock(stage, i * total + done, len(latents) * total, i)
 
             started = time.perf_counter()
             try:
-                mesh = self._decode(
-                    renderer, latent, params.grid_size, choice, should_cancel, decoding
-                )
+                mesh = self._decode(renderer, latent, params, choice, should_cancel, decoding)
             except ShapEError as err:
                 if err.code != NO_SURFACE:
                     raise
@@ -257,6 +258,8 @@ class Engine:
             clock("writing", i, len(latents), i)
             started = time.perf_counter()
             path = mesh.save(jobdir.mesh_path(job_dir, i))
+            if mesh.texture is not None:
+                atomic_write(jobdir.texture_path(job_dir, i), png_bytes(mesh.texture))
             lo, hi = mesh.bounds()
             meshes.append(
                 MeshEntry(
@@ -326,19 +329,28 @@ class Engine:
         timings.add("sample", time.perf_counter() - encoded)
         return latents.detach().cpu().numpy().astype(np.float32)
 
-    def _decode(self, renderer, latent, grid_size, choice, should_cancel, progress) -> MeshData:
+    def _decode(self, renderer, latent, params, choice, should_cancel, progress) -> MeshData:
+        """The mesh of one latent: extracted, then decimated and textured as ``params`` ask."""
         try:
             latent_field = LatentField(renderer, torch.from_numpy(latent), choice.device)
-            return extract_mesh(
+            mesh = extract_mesh(
                 latent_field.sdf,
                 latent_field.color,
-                grid_size,
+                params.grid_size,
                 device=choice.device,
                 # A GPU wants big batches to stay busy (the MLP is small); a CPU gains nothing.
                 batch_size=262_144 if choice.device_type == "cuda" else 65_536,
                 should_cancel=should_cancel,
                 progress=progress,
             )
+            mesh = decimate(mesh, params.target_faces, latent_field.color)
+            if params.texture_size:
+                if should_cancel():
+                    raise cancelled()
+                progress(0, protocol.DECODE_STEPS, "texturing")
+                mesh = textured(mesh, params.texture_size, latent_field.color)
+                progress(protocol.DECODE_STEPS, protocol.DECODE_STEPS, "texturing")
+            return mesh
         except (RuntimeError, MemoryError) as exc:  # device errors: out of memory, ...
             mapped = map_runtime_error(exc, "decoding")
             if mapped is None:

@@ -98,6 +98,54 @@ def test_a_generated_object_renders_to_a_picture(tmp_path, worker_text_model):
     assert len(colours) > 100
 
 
+def test_an_asset_ready_object_from_the_command_renders_to_a_picture(tmp_path, worker_text_model):
+    """The dense vertex-coloured mesh beside the same shape decimated to 3,000 faces with a
+    baked 512 texture, rendered with Cycles: out/asset-texture.png (the README's picture). The
+    saved .blend holds the textured object as a marked asset, in the library folder too."""
+    import numpy as np
+    import pytest
+
+    from shape_e_blender.core.mesh import MeshData
+
+    from .images import read_pixels
+
+    jobs, library = tmp_path / "jobs", tmp_path / "library"
+    common = ["--prompt", "a red chair", "--model", str(worker_text_model), "--seed", "7",
+              "--steps", "16", "--grid-size", "96", "--no-download"]  # fmt: skip
+    dense = _run(*common, "--jobs-dir", str(jobs / "dense"), "-o", str(tmp_path / "dense.blend"))
+    assert dense.returncode == 0, dense.stdout[-3000:] + dense.stderr[-3000:]
+    asset = _run(
+        *common, "--faces", "3000", "--texture", "512", "--size", "1.2", "--mark-asset",
+        "--asset-library", str(library), "--jobs-dir", str(jobs / "asset"),
+        "-o", str(tmp_path / "asset.blend"),
+    )  # fmt: skip
+    assert asset.returncode == 0, asset.stdout[-3000:] + asset.stderr[-3000:]
+    with bpy.data.libraries.load(str(tmp_path / "asset.blend"), assets_only=True) as (src, _):
+        assert src.objects == ["Red chair"]
+    assert (library / "red-chair.blend").is_file()
+    (full,) = jobs.glob("dense/*/0/mesh.npz")
+    (light,) = jobs.glob("asset/*/0/mesh.npz")
+    assert MeshData.load(light).texture is not None
+    assert MeshData.load(full).face_count > 10 * MeshData.load(light).face_count
+    if not HAS_EGL:
+        pytest.skip(NO_EGL_REASON)
+    picture = REPO / "out" / "asset-texture.png"
+    result = run_blender_script(
+        "tests.blender.children.showcase", str(full), str(light), "-o", str(picture),
+        "--name", "a red chair", "--engine", "CYCLES", "--resolution", "384", "--samples", "16",
+    )  # fmt: skip
+    print(f"rendered picture: {result['path']}")
+    pixels = read_pixels(result["path"])
+    opaque = pixels[..., 3] > 0.99
+    assert 0.05 < opaque.mean() < 0.9
+    # Both halves show a coloured object: the texture reached the pixels as the colours did.
+    width = pixels.shape[1]
+    for half in (opaque[:, : width // 2], opaque[:, width // 2 :]):
+        assert half.mean() > 0.02
+    right = pixels[:, width // 2 :][opaque[:, width // 2 :]][:, :3]
+    assert len(np.unique((right * 255).round().astype(np.uint8), axis=0)) > 100
+
+
 def _spec(folder, text_model) -> str:
     path = folder / "props.toml"
     path.write_text(

@@ -34,6 +34,8 @@ def _key(params: GenerationParams) -> str:
         {"grid_size": 64},
         {"variants": 2},
         {"model": "other/text"},
+        {"faces": 5000},
+        {"texture_size": 512},
     ],
 )
 def test_everything_that_decides_the_mesh_changes_the_key(change):
@@ -48,6 +50,8 @@ def test_the_same_inputs_give_the_same_key_and_the_device_is_matched_not_hashed(
     assert _key(replace(BASE, precision="fp16")) == _key(BASE)
     made_of = jobkey.job_key(BASE).made_of
     assert made_of["prompt"] == "a red chair" and made_of["model"] == {"hub": "tiny/text"}
+    # Asset options that are off are not in it: folders made before they existed still match.
+    assert not set(jobkey.ASSET_FIELDS) & set(made_of)
 
 
 def test_an_image_is_keyed_by_its_bytes_not_its_path(tmp_path):

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from shape_e_blender.core.arguments import add_arguments
 from shape_e_blender.core.errors import INVALID_PARAMS, ShapEError
 from shape_e_blender.core.params import (
     DEFAULT_IMAGE_MODEL,
@@ -10,7 +11,6 @@ from shape_e_blender.core.params import (
     SEED_MAX,
     SETTINGS,
     GenerationParams,
-    add_arguments,
 )
 from shape_e_blender.core.protocol import GENERATE_OPTIONS
 

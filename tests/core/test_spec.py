@@ -44,6 +44,9 @@ location = [1, 2.5, 0]
 rotation = [0, 0, 90]
 size = 0.9
 collection = "Props/Chairs"
+faces = 5000
+texture_size = 1024
+mark_asset = true
 
 [[object]]
 name = "Lamp"
@@ -69,6 +72,9 @@ model = "someone/else"
     assert chair.placement.location == (1.0, 2.5, 0.0)
     assert chair.placement.rotation == (0.0, 0.0, 90.0) and chair.placement.size == 0.9
     assert chair.placement.collection_path == ["Props", "Chairs"]
+    assert (chair.params.faces, chair.params.texture_size) == (5000, 1024)
+    assert chair.placement.mark_asset and not lamp.placement.mark_asset
+    assert (lamp.params.faces, lamp.params.texture_size) == (0, 0)
     assert lamp.params.image == str((tmp_path / "refs" / "lamp.png").resolve())
     assert lamp.params.model == str((tmp_path / "models" / "mine").resolve())
     assert lamp.params.seed == 3 and lamp.placement.scale == (1.0, 2.0, 3.0)
@@ -162,6 +168,8 @@ grid_size = 8
             '[[object]]\nprompt = "a"\nscale = [1, 0, 1]\n',
             "object 1 ('A'), scale: must be a number",
         ),
+        ('[[object]]\nprompt = "a"\nmark_asset = 1\n', "object 1 ('A'), mark_asset: must be true"),
+        ('[[object]]\nprompt = "a"\nfaces = -5\n', "object 1 ('A'), faces: -5 is outside"),
         ('[[object]]\nprompt = "a"\nlocation = [1, true, 0]\n', "object 1 ('A'), location:"),
         ('[[object]]\nprompt = "a"\nvariants = 99\n', "object 1 ('A'), variants: 99 is outside"),
     ],

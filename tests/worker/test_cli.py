@@ -58,6 +58,28 @@ def test_generate_glb_with_progress(tiny_text_model, tmp_path):
     assert sum(len(g.faces) for g in scene.geometry.values()) == mesh.face_count
 
 
+def test_faces_texture_and_size_make_an_asset_ready_glb(tiny_text_model, tmp_path):
+    out = tmp_path / "chair.glb"
+    job = tmp_path / "job"
+    settings = ["--steps", "3", "--grid-size", "64", "--faces", "3000", "--texture", "128"]
+    r = generate(["--prompt", "a chair"], tiny_text_model, out, *settings, "--size", "1.5",
+                 "--job-dir", str(job))  # fmt: skip
+    assert "texturing" in r.stderr
+    mesh = MeshData.load(job / "0" / "mesh.npz")
+    assert abs(mesh.face_count - 3000) <= 150 and mesh.texture is not None
+    assert mesh.texture.shape == (128, 128, 3)
+    png = job / "0" / jobdir.TEXTURE_FILE
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    scene = trimesh.load(out)
+    back = next(iter(scene.geometry.values()))
+    assert back.visual.kind == "texture" and len(back.faces) == mesh.face_count
+    # --size: the file's largest dimension is 1.5 m; the job folder keeps the native size.
+    assert float(back.extents.max()) == pytest.approx(1.5, rel=1e-5)
+    assert float((mesh.vertices.max(0) - mesh.vertices.min(0)).max()) != pytest.approx(1.5)
+    request = json.loads((job / jobdir.REQUEST_FILE).read_text())
+    assert request["resolved"]["faces"] == 3000 and request["resolved"]["texture_size"] == 128
+
+
 def test_variants_are_numbered_and_formats_follow_the_suffix(tiny_text_model, tmp_path):
     settings = [*FAST, "--variants", "2", "--seed", "4"]
     r = generate(["--prompt", "a table"], tiny_text_model, tmp_path / "t.ply", *settings)
@@ -109,6 +131,9 @@ def test_without_model_and_hub_the_error_is_about_the_download(tmp_path):
         (["--grid-size", "8"], "grid_size"),
         (["--seed", "-3"], "seed"),
         (["-o", "out.fbx"], "output"),
+        (["--size", "-1"], "size"),
+        (["--texture", "5000"], "texture_size"),
+        (["--texture", "256", "--faces", "60000"], "faces"),
     ],
 )
 def test_bad_arguments_name_the_field(tmp_path, args, field):

@@ -23,20 +23,40 @@ from ...core.errors import invalid
 from ...core.names import object_name_for
 from ...core.params import SEED_MAX, SETTINGS, GenerationParams
 from ...core.protocol import GenerateRequest
-from .. import camera, compat, finish, prefs
+from .. import assets, camera, compat, finish, prefs
 from ..props import (
     PANEL_SETTINGS,
     SKIP_SAVE,
     SKIP_SAVE_HIDDEN,
     generation_properties,
     guidance_name,
+    mark_asset_property,
+    size_property,
 )
 from ..tasks import Task
 from .base import PicksFile, TaskOperator, require_online
 
-GENERATION = ("seed", "steps", "grid_size", "variants", "model", "device", "precision")
+GENERATION = (
+    "seed",
+    "steps",
+    "grid_size",
+    "faces",
+    "texture_size",
+    "variants",
+    "model",
+    "device",
+    "precision",
+)
 # Properties that are not generation parameters (as_keywords() leaves them out).
-_NOT_PARAMS = ("blocking", "allow_download", "filepath", "filter_glob", "selected_only")
+_NOT_PARAMS = (
+    "blocking",
+    "allow_download",
+    "filepath",
+    "filter_glob",
+    "selected_only",
+    "size",
+    "mark_asset",
+)
 IMAGE_GLOB = "*.png;*.jpg;*.jpeg;*.webp;*.bmp;*.tif;*.tiff;*.exr"
 
 Prepare = Callable[[GenerationParams, Path], GenerationParams]
@@ -55,6 +75,8 @@ class _Generation(TaskOperator):
         default=False,
         options=SKIP_SAVE_HIDDEN,
     )
+    size: size_property()
+    mark_asset: mark_asset_property()
 
     def params(self, p: prefs.ShapEPreferences, source: dict[str, str]) -> GenerationParams:
         """The validated parameters: the operator's properties, the preferences for the unset
@@ -83,6 +105,8 @@ class _Generation(TaskOperator):
     ) -> set[str]:
         """Validate, send the request, and either return at once or wait for the import."""
 
+        size, mark_asset = self.size, self.mark_asset
+
         def task() -> Task:
             p = prefs.get(context)
             params = self.params(p, source)
@@ -99,7 +123,12 @@ class _Generation(TaskOperator):
                 "generate",
                 [request],
                 label,
-                finish=functools.partial(finish.generation, target=finish.Target.of(context)),
+                finish=functools.partial(
+                    finish.generation,
+                    target=finish.Target.of(context),
+                    size=size,
+                    asset=assets.Asset.of(p) if mark_asset else None,
+                ),
                 keep_alive=p.keep_alive,
             )
 
@@ -198,7 +227,7 @@ class SHAPE_E_OT_generate(bpy.types.Operator):
         if s.random_seed:
             # Chosen here, before the operator runs, and kept in the panel so it can be reused.
             s.seed = random.randint(0, SEED_MAX)
-        common = {name: getattr(s, name) for name in PANEL_SETTINGS}
+        common = {name: getattr(s, name) for name in (*PANEL_SETTINGS, "size", "mark_asset")}
         common["guidance_scale"] = getattr(s, guidance_name(s))
         ops = bpy.ops.shape_e  # type: ignore[attr-defined]  # ours: the stubs list Blender's only
         if s.source == "TEXT":

@@ -112,6 +112,8 @@ class SHAPE_E_OT_remesh(TaskOperator, bpy.types.Operator):
                 # 4.2's stubs say as_keywords() returns None.
                 **self.as_keywords(ignore=("blocking", "object_name")),  # type: ignore[func-returns-value, arg-type, unused-ignore]
                 latent=str(latent),
+                # A decimated or textured object is decimated and textured again.
+                **{n: settings[n] for n in ("faces", "texture_size") if n in settings},
                 model=model or default_model.strip() or None,
                 device=p.device.lower(),
                 precision=p.precision.lower(),

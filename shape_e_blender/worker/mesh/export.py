@@ -4,7 +4,9 @@ MeshData is in Blender's frame (Z up, front seen from -Y) with LINEAR vertex col
 gets what its readers expect:
 
 - ``.glb``: glTF is +Y up, so (x, y, z) becomes (x, z, -y); Blender's glTF importer turns it back.
-  COLOR_0 is linear by the glTF spec and is written as float32, unchanged.
+  COLOR_0 is linear by the glTF spec and is written as float32, unchanged. A textured mesh
+  (``--texture``) embeds its texture as the material's base colour instead.
+- ``.ply`` and ``.obj`` carry the vertex colours only, textured or not (neither embeds an image).
 - ``.ply``: Z up as in Blender (Blender's PLY importer defaults to Z up, no conversion). Colours are
   8-bit, which readers take as sRGB, so they are converted linear -> sRGB and rounded.
 - ``.obj``: Y up like glTF, the format's convention and what Blender's OBJ importer assumes by
@@ -15,11 +17,13 @@ gets what its readers expect:
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +40,8 @@ _UINT32 = 5125
 _ARRAY_BUFFER = 34962
 _ELEMENT_ARRAY_BUFFER = 34963
 _TRIANGLES = 4
+_LINEAR = 9729
+_LINEAR_MIPMAP_LINEAR = 9987
 
 
 def export_mesh(mesh: MeshData, path: str | Path) -> Path:
@@ -139,44 +145,93 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return n
 
 
+def png_bytes(texture: np.ndarray) -> bytes:
+    """An (H, W, 3) uint8 sRGB texture as PNG bytes (the job folder's texture.png, the GLB's)."""
+    from PIL import Image  # as trimesh below: only textured meshes need it
+
+    buf = io.BytesIO()
+    Image.fromarray(texture, "RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def glb_bytes(mesh: MeshData, name: str = "shape_e") -> bytes:
-    """A glTF 2.0 binary with POSITION, NORMAL, float32 linear COLOR_0 and uint32 indices.
+    """A glTF 2.0 binary with POSITION, NORMAL and uint32 indices, and either float32 linear
+    COLOR_0 or, for a textured mesh, TEXCOORD_0 and the texture embedded as a PNG.
 
     Written here rather than through trimesh: trimesh 5.2 always stores COLOR_0 as 8-bit
     normalised values, and 8 bits of LINEAR colour lose the dark tones (the first step above
     black is already sRGB 13/255). float32 keeps the decoder's colours exactly.
-    """
-    positions = z_up_to_y_up(mesh.vertices).astype(np.float32)
-    normals = z_up_to_y_up(vertex_normals(mesh.vertices, mesh.faces)).astype(np.float32)
-    colors = np.clip(mesh.colors, 0.0, 1.0).astype(np.float32)
-    indices = mesh.faces.astype(np.uint32).ravel()
 
-    blobs = [positions, normals, colors, indices]
-    views, offset = [], 0
-    for i, blob in enumerate(blobs):
-        views.append(
-            {
-                "buffer": 0,
-                "byteOffset": offset,
-                "byteLength": blob.nbytes,
-                "target": _ELEMENT_ARRAY_BUFFER if i == 3 else _ARRAY_BUFFER,
-            }
-        )
-        offset += blob.nbytes  # float32 and uint32 data: every view stays 4-byte aligned
-    n = len(positions)
-    accessors = [
-        {
-            "bufferView": 0,
+    glTF holds one UV per vertex, so a textured mesh's vertices are split where its UV charts
+    meet (the seams); the normals stay those of the welded mesh, so the seams do not show.
+    A textured mesh carries no COLOR_0: glTF would multiply the texture by it.
+    """
+    normals = vertex_normals(mesh.vertices, mesh.faces)
+    attributes: dict[str, np.ndarray]
+    if mesh.uvs is not None and mesh.texture is not None:
+        corner_vertex = mesh.faces.reshape(-1)
+        corner_uv = mesh.uvs.reshape(-1, 2)
+        keys = np.concatenate([corner_vertex[:, None].view(np.float32), corner_uv], axis=1)
+        rows = np.ascontiguousarray(keys).view(np.dtype((np.void, 12))).ravel()
+        _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+        source = corner_vertex[first]
+        uv = corner_uv[first]
+        # glTF's texture coordinates start at the top left: v points down.
+        attributes = {"TEXCOORD_0": np.stack([uv[:, 0], 1.0 - uv[:, 1]], axis=1)}
+        indices = inverse.reshape(-1).astype(np.uint32)
+    else:
+        source = np.arange(mesh.vertex_count)
+        attributes = {"COLOR_0": np.clip(mesh.colors, 0.0, 1.0)}
+        indices = mesh.faces.astype(np.uint32).ravel()
+    positions = z_up_to_y_up(mesh.vertices[source]).astype(np.float32)
+    arrays = {
+        "POSITION": positions,
+        "NORMAL": z_up_to_y_up(normals[source]).astype(np.float32),
+        **{k: v.astype(np.float32) for k, v in attributes.items()},
+    }
+
+    blobs: list[bytes] = []
+    views: list[dict[str, Any]] = []
+
+    def view(data: bytes, target: int | None) -> int:
+        offset = sum(len(b) for b in blobs)
+        views.append({"buffer": 0, "byteOffset": offset, "byteLength": len(data)})
+        if target is not None:
+            views[-1]["target"] = target
+        blobs.append(data + b"\0" * (-len(data) % 4))  # every view starts 4-byte aligned
+        return len(views) - 1
+
+    accessors: list[dict[str, Any]] = []
+    for key, array in arrays.items():
+        accessor = {
+            "bufferView": view(array.tobytes(), _ARRAY_BUFFER),
             "componentType": _FLOAT,
-            "count": n,
-            "type": "VEC3",
-            "min": [float(x) for x in positions.min(axis=0)],
-            "max": [float(x) for x in positions.max(axis=0)],
-        },
-        {"bufferView": 1, "componentType": _FLOAT, "count": n, "type": "VEC3"},
-        {"bufferView": 2, "componentType": _FLOAT, "count": n, "type": "VEC3"},
-        {"bufferView": 3, "componentType": _UINT32, "count": len(indices), "type": "SCALAR"},
-    ]
+            "count": len(array),
+            "type": f"VEC{array.shape[1]}",
+        }
+        if key == "POSITION":
+            accessor["min"] = [float(x) for x in array.min(axis=0)]
+            accessor["max"] = [float(x) for x in array.max(axis=0)]
+        accessors.append(accessor)
+    accessors.append(
+        {
+            "bufferView": view(indices.tobytes(), _ELEMENT_ARRAY_BUFFER),
+            "componentType": _UINT32,
+            "count": len(indices),
+            "type": "SCALAR",
+        }
+    )
+    # The base colour (or COLOR_0) shows as made on a white, rough, not metallic surface.
+    pbr: dict[str, Any] = {"metallicFactor": 0.0, "roughnessFactor": 1.0}
+    doc: dict[str, Any] = {}
+    if mesh.texture is not None:
+        image_view = view(png_bytes(mesh.texture), None)
+        pbr["baseColorTexture"] = {"index": 0, "texCoord": 0}
+        doc["images"] = [{"bufferView": image_view, "mimeType": "image/png"}]
+        doc["samplers"] = [{"magFilter": _LINEAR, "minFilter": _LINEAR_MIPMAP_LINEAR}]
+        doc["textures"] = [{"sampler": 0, "source": 0}]
+    else:
+        pbr["baseColorFactor"] = [1.0, 1.0, 1.0, 1.0]
     doc = {
         "asset": {"version": "2.0", "generator": GENERATOR},
         "scene": 0,
@@ -187,33 +242,28 @@ def glb_bytes(mesh: MeshData, name: str = "shape_e") -> bytes:
                 "name": name,
                 "primitives": [
                     {
-                        "attributes": {"POSITION": 0, "NORMAL": 1, "COLOR_0": 2},
-                        "indices": 3,
+                        "attributes": {k: i for i, k in enumerate(arrays)},
+                        "indices": len(arrays),
                         "material": 0,
                         "mode": _TRIANGLES,
                     }
                 ],
             }
         ],
-        # COLOR_0 multiplies the base colour: white, rough, not metal shows the colours as made.
         "materials": [
             {
-                "name": f"{name}_vertex_colour",
-                "pbrMetallicRoughness": {
-                    "baseColorFactor": [1.0, 1.0, 1.0, 1.0],
-                    "metallicFactor": 0.0,
-                    "roughnessFactor": 1.0,
-                },
+                "name": f"{name}_{'texture' if mesh.texture is not None else 'vertex_colour'}",
+                "pbrMetallicRoughness": pbr,
             }
         ],
+        **doc,
         "accessors": accessors,
         "bufferViews": views,
-        "buffers": [{"byteLength": offset}],
+        "buffers": [{"byteLength": sum(len(b) for b in blobs)}],
     }
     json_chunk = json.dumps(doc, separators=(",", ":")).encode("utf-8")
     json_chunk += b" " * (-len(json_chunk) % 4)  # the spec pads JSON with spaces
-    bin_chunk = b"".join(blob.tobytes() for blob in blobs)
-    bin_chunk += b"\0" * (-len(bin_chunk) % 4)
+    bin_chunk = b"".join(blobs)
     total = 12 + 8 + len(json_chunk) + 8 + len(bin_chunk)
     return b"".join(
         [

@@ -21,6 +21,7 @@ from shape_e_blender.worker.mesh.export import (
     export_mesh,
     linear_to_srgb8,
     variant_paths,
+    z_up_to_y_up,
 )
 from tests.shapes import corner_box, outward
 
@@ -91,14 +92,14 @@ def _node_modules() -> Path:
     return Path(env) if env else REPO / ".cache" / "node" / "node_modules"
 
 
-def test_glb_passes_the_khronos_validator(tmp_path):
+def khronos_validate(path: Path) -> None:
+    """The Khronos glTF validator's verdict on ``path``: no error and no warning."""
     node = shutil.which("node")
     module = _node_modules() / "gltf-validator"
     if node is None:
         pytest.skip("node is not installed: the Khronos glTF validator runs on node")
     if not (module / "package.json").exists():
         pytest.skip(f"gltf-validator is not installed at {module} (python build.py setup)")
-    path = export_mesh(corner_box(), tmp_path / "box.glb")
     script = (
         "const v = require(process.argv[1]); const fs = require('fs');"
         "v.validateBytes(new Uint8Array(fs.readFileSync(process.argv[2])))"
@@ -116,6 +117,49 @@ def test_glb_passes_the_khronos_validator(tmp_path):
     issues = json.loads(proc.stdout)["issues"]
     assert issues["numErrors"] == 0, issues["messages"]
     assert issues["numWarnings"] == 0, issues["messages"]
+
+
+def test_glb_passes_the_khronos_validator(tmp_path):
+    khronos_validate(export_mesh(corner_box(), tmp_path / "box.glb"))
+
+
+def _textured_box() -> MeshData:
+    """corner_box with a 4x4 texture: each face corner's UV picks a texel of its own colour."""
+    box = corner_box()
+    texture = np.arange(48, dtype=np.uint8).reshape(4, 4, 3) * 5
+    rng = np.random.default_rng(0)
+    uvs = (rng.integers(0, 4, (box.face_count, 3, 2)) + 0.5) / 4.0
+    return MeshData(box.vertices, box.faces, box.colors, uvs=uvs, texture=texture)
+
+
+def test_a_textured_glb_embeds_its_texture_and_splits_only_at_seams(tmp_path):
+    mesh = _textured_box()
+    path = export_mesh(mesh, tmp_path / "box.glb")
+    khronos_validate(path)
+    doc, arrays = _read_glb(path)
+    assert "COLOR_0" not in arrays  # glTF would multiply the texture by it
+    material = doc["materials"][0]["pbrMetallicRoughness"]
+    assert material["baseColorTexture"]["index"] == 0
+    assert doc["images"][0]["mimeType"] == "image/png"
+    faces = arrays["indices"].reshape(-1, 3)
+    # Each corner keeps its position and its UV (glTF's v points down).
+    np.testing.assert_array_equal(
+        arrays["POSITION"][faces],
+        z_up_to_y_up(mesh.vertices.reshape(-1, 3)[mesh.faces.reshape(-1)]).reshape(-1, 3, 3),
+    )
+    uv = arrays["TEXCOORD_0"][faces]
+    np.testing.assert_allclose(uv[..., 0], mesh.uvs[..., 0])
+    np.testing.assert_allclose(uv[..., 1], 1.0 - mesh.uvs[..., 1])
+    corner_keys = {
+        (int(v), *map(float, t))
+        for v, t in zip(mesh.faces.reshape(-1), mesh.uvs.reshape(-1, 2), strict=True)
+    }
+    assert len(arrays["POSITION"]) == len(corner_keys)  # one vertex per (vertex, uv) pair
+    # trimesh reads the texture back: the colour at each vertex is its texel's.
+    scene = trimesh.load(path)
+    back = next(iter(scene.geometry.values()))
+    image = np.asarray(back.visual.material.baseColorTexture.convert("RGB"))
+    np.testing.assert_array_equal(image, mesh.texture)
 
 
 def test_ply_binary_z_up_with_srgb_bytes(tmp_path):
