@@ -18,7 +18,7 @@ from shape_e_blender.blender import assets, materials
 from shape_e_blender.blender.operators.assets import slerp
 from shape_e_blender.core import jobdir
 from shape_e_blender.core.mesh import MeshData
-from tests.support import FAST
+from tests.support import FAST, HAS_EGL, REPO, run_blender_script
 
 TEXTURED = {"steps": 4, "grid_size": 48, "faces": 1500, "texture_size": 128}
 
@@ -180,8 +180,17 @@ def test_blend_shapes_decodes_the_arc_between_two_latents(scene, text_model):
     assert bpy.ops.shape_e.blend_shapes(object_a=a.name, object_b=b.name, count=3) == {"FINISHED"}
     steps = sorted(bpy.context.selected_objects, key=lambda o: o.location[0])
     assert [round(o.location[0], 4) for o in steps] == [1.0, 2.0, 3.0]
+    row = [a, *steps, b]
+    meshes = [jobdir.mesh_path(o["shape_e"]["job_dir"], o["shape_e"]["variant"]) for o in row]
     # A re-mesh of an in-between finds its own latent.
     assert bpy.ops.shape_e.remesh(object_name=steps[0].name, grid_size=40) == {"FINISHED"}
+    if HAS_EGL:  # the README's picture: A, three in-betweens, B
+        result = run_blender_script(
+            "tests.blender.children.showcase", *map(str, meshes), "-o",
+            str(REPO / "out" / "blend-shapes.png"), "--name", "a chair to a table",
+            "--engine", "CYCLES", "--resolution", "384", "--samples", "16",
+        )  # fmt: skip
+        assert result["objects"] == [f"Chair to a table_{i}" for i in range(5)]
 
 
 def test_blend_shapes_refuses_objects_of_two_models(scene, text_model):
