@@ -147,6 +147,11 @@ def test_mark_asset_saves_it_into_the_library_with_tags_and_catalog(scene, text_
 def test_mark_asset_at_generation_and_errors(scene, text_model):
     obj = _generate("a blue vase", mark_asset=True)
     assert obj.asset_data is not None and "vase" in {t.name for t in obj.asset_data.tags}
+    if HAS_EGL:  # Blender renders the preview (with OpenGL), in background mode too
+        preview = obj.preview
+        assert preview is not None and tuple(preview.image_size) == (128, 128)
+        alpha = np.array(preview.image_pixels_float[:]).reshape(-1, 4)[:, 3]
+        assert 0.05 < (alpha > 0).mean() < 0.95  # the object, on a transparent background
     plain = bpy.data.objects.new("Plain", bpy.data.meshes.new("Plain"))
     scene.collection.objects.link(plain)
     with pytest.raises(RuntimeError, match="object_name"):
