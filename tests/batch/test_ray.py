@@ -88,8 +88,9 @@ def test_two_ray_actors_make_the_meshes_a_local_worker_makes(tmp_path, tiny_text
 
 def test_a_killed_actors_job_is_retried_on_another(tmp_path, tiny_text_model, cluster):
     path = _spec(tmp_path, tiny_text_model)
-    # Sampling long enough that the kill lands while the job runs, not after it finished.
-    path.write_text(path.read_text().replace("steps = 2", "steps = 60"))
+    # Sampling long enough that the kill lands while the job runs, not after it finished: the
+    # pool hands on progress when a job ends or every 0.5 s, and 60 steps once ended sooner.
+    path.write_text(path.read_text().replace("steps = 2", "steps = 1000"))
     spec = load_spec(path, common={"device": "cpu"})
     root = tmp_path / "jobs"
     jobs = plan(spec, root)
