@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,8 +61,14 @@ from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokeni
 from shape_e_blender.core.errors import ShapEError  # noqa: E402
 from shape_e_blender.core.params import GenerationParams  # noqa: E402
 from shape_e_blender.core.protocol import GenerateRequest  # noqa: E402
+from shape_e_blender.worker.mesh.cleanup import drop_small_parts, part_count  # noqa: E402
 from shape_e_blender.worker.mesh.field import LatentField, latent_shape  # noqa: E402
-from shape_e_blender.worker.mesh.stf import coarse_stride, extract_mesh, grid_points  # noqa: E402
+from shape_e_blender.worker.mesh.stf import (  # noqa: E402
+    MIN_PART_FRACTION,
+    coarse_stride,
+    extract_mesh,
+    grid_points,
+)
 from shape_e_blender.worker.models.devices import (  # noqa: E402
     DeviceChoice,
     resolve_device,
@@ -114,6 +121,8 @@ FULL_STEPS = 64
 # What the engine passes to extract_mesh; the dense baseline uses the same batches.
 BATCH = {"cuda": 262_144}
 CPU_BATCH = 65_536
+DIFFUSERS_CHUNK = 4096  # decode_to_mesh's batch of points per MLP pass
+MESHES: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # each decoding row's mesh, by method
 
 
 # --- building --------------------------------------------------------------------------------
@@ -307,9 +316,13 @@ def dense_decode(field: LatentField, grid: int, device: str, batch: int) -> dict
     for i in range(0, len(world), batch):
         color(world[i : i + batch])
     seconds = time.perf_counter() - start
-    return decode_record(
+    row = decode_record(
         f"dense {grid} (diffusers' way)", grid, sdf, color, seconds, len(verts), len(faces), device
     )
+    # The same small-part rule as extract_mesh's, for the agreement columns (not timed).
+    faces, kept = drop_small_parts(len(verts), faces.astype(np.int64), MIN_PART_FRACTION)
+    MESHES[row["method"]] = (world.cpu().numpy()[kept], faces)
+    return row
 
 
 def ours_decode(field: LatentField, grid: int, device: str, batch: int) -> dict[str, Any]:
@@ -319,7 +332,7 @@ def ours_decode(field: LatentField, grid: int, device: str, batch: int) -> dict[
     start = time.perf_counter()
     mesh = extract_mesh(sdf, color, grid, device=device, batch_size=batch)
     seconds = time.perf_counter() - start
-    return decode_record(
+    row = decode_record(
         f"extract_mesh {grid}",
         grid,
         sdf,
@@ -329,6 +342,22 @@ def ours_decode(field: LatentField, grid: int, device: str, batch: int) -> dict[
         mesh.face_count,
         device,
     )
+    MESHES[row["method"]] = (mesh.vertices, mesh.faces)
+    return row
+
+
+def agreement(row: dict[str, Any], dense: dict[str, Any]) -> None:
+    """Add how far ``row``'s surface is from the dense one at the same grid: the symmetric mean
+    distance from each mesh's vertices to the other's nearest vertex, in voxels, the largest
+    such distance, and both meshes' connected parts."""
+    (a, a_faces), (b, b_faces) = MESHES[row["method"]], MESHES[dense["method"]]
+    forward, _ = cKDTree(b).query(a)
+    backward, _ = cKDTree(a).query(b)
+    voxel = 2.0 / (row["grid"] - 1)
+    row["mean_distance_voxels"] = round(0.5 * (forward.mean() + backward.mean()) / voxel, 4)
+    row["max_distance_voxels"] = round(max(forward.max(), backward.max()) / voxel, 3)
+    row["parts"] = part_count(len(a), a_faces)
+    row["dense_parts"] = part_count(len(b), b_faces)
 
 
 def decode_record(
@@ -410,8 +439,8 @@ def time_chunks(
 ) -> list[dict[str, Any]]:
     """LatentField's signed distance over the dense grid-128 points at several chunk sizes.
 
-    The chunk bounds the points per MLP pass (LatentField's default: 65,536 on a cpu, 262,144 on
-    cuda); too small leaves a GPU idle, too large spills a CPU's caches. One call with all the
+    The chunk bounds the points per MLP pass (LatentField's default: field.CHUNK by device);
+    too small leaves a GPU idle, too large spills a CPU's caches. One call with all the
     points, so only the field's own chunking varies.
     """
     points = grid_points(128, device)
@@ -466,11 +495,18 @@ def time_decoding(
         keep(out)
     runs: list[Callable[[], dict[str, Any]]] = []
     if dense:
+        # The dense reference runs the MLP in diffusers' chunks of 4,096 points.
+        dense_field = LatentField(renderer, latent, device, chunk=DIFFUSERS_CHUNK)
         runs.append(lambda: diffusers_sdf_pass(renderer, latent, field, device))
-        runs.append(lambda: dense_decode(field, 128, device, batch))
+        runs.append(lambda: dense_decode(dense_field, 128, device, batch))
     runs.extend(lambda g=grid: ours_decode(field, g, device, batch) for grid in grids)
     for run in runs:
         out["rows"].append(run())
+        dense_row = next((r for r in out["rows"] if r["method"].startswith("dense")), None)
+        last = out["rows"][-1]
+        ours = last["method"].startswith("extract_mesh")
+        if dense_row is not None and ours and last["grid"] == dense_row["grid"]:
+            agreement(last, dense_row)
         base = out["rows"][1 if dense and len(out["rows"]) > 1 else 0]
         for row in out["rows"]:
             row["evaluations_vs_base"] = round(row["evaluations"] / base["evaluations"], 3)
@@ -595,6 +631,14 @@ def print_tables(results: dict[str, Any]) -> None:
                 f"{row['time_vs_base']:10.3f} | {row.get('vertices', 0):8,d} | "
                 f"{row.get('faces', 0):8,d}"
             )
+        for row in decode["rows"]:
+            if "mean_distance_voxels" in row:
+                print(
+                    f"{row['method']} against dense: mean vertex distance "
+                    f"{row['mean_distance_voxels']:.4f} voxel (largest "
+                    f"{row['max_distance_voxels']:.3f}), {row['parts']} parts (dense "
+                    f"{row['dense_parts']})"
+                )
     print("(peak GiB: CUDA memory allocated on a GPU; on the cpu the whole process's peak RSS)")
     engine = results.get("engine")
     if engine:

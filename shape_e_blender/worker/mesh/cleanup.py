@@ -37,6 +37,22 @@ def drop_zero_area(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return faces[np.any(cross != 0.0, axis=1)]
 
 
+def parts(vertex_count: int, faces: np.ndarray) -> np.ndarray:
+    """Each vertex's connected part (0, 1, ...), parts connected through shared vertices; an
+    unreferenced vertex is a part of its own."""
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
+    graph = coo_matrix(
+        (np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])),
+        shape=(vertex_count, vertex_count),
+    )
+    return connected_components(graph, directed=False)[1]
+
+
+def part_count(vertex_count: int, faces: np.ndarray) -> int:
+    """How many connected parts the faces make (vertices no face uses are not counted)."""
+    return len(np.unique(parts(vertex_count, faces)[faces[:, 0]])) if len(faces) else 0
+
+
 def drop_small_parts(
     vertex_count: int, faces: np.ndarray, min_fraction: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -47,13 +63,7 @@ def drop_small_parts(
     are dropped too, whatever ``min_fraction`` is).
     """
     if len(faces) and min_fraction > 0:
-        edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
-        graph = coo_matrix(
-            (np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])),
-            shape=(vertex_count, vertex_count),
-        )
-        _, labels = connected_components(graph, directed=False)
-        face_part = labels[faces[:, 0]]
+        face_part = parts(vertex_count, faces)[faces[:, 0]]
         part_faces = np.bincount(face_part)
         faces = faces[part_faces[face_part] >= min_fraction * part_faces.max()]
     kept = np.unique(faces)

@@ -14,6 +14,12 @@ from diffusers.pipelines.shap_e.renderer import ShapERenderer, encode_position
 
 from ...core.errors import INVALID_PARAMS, ShapEError
 
+# Points per MLP pass, by device type, from measurements (docs/performance.md): on this
+# project's CPU the dense grid-128 points took 8.2 s in chunks of 4,096 and 12.1 s in chunks of
+# 65,536, whose activations (64 MiB a layer) spill the caches. A GPU wants big batches to stay
+# busy; benchmarks/gpu_check.sh times chunks up to 1,048,576 there. Fixed, not tuned at run time:
+# the chunk must not depend on how busy the machine was when a job started.
+CHUNK = {"cpu": 4096, "cuda": 1 << 18, "mps": 1 << 16}
 # Output channels of MLPNeRSTFModel (its map_indices_to_keys): 0 = sdf, 3..5 = stf colour.
 SDF_CHANNEL = slice(0, 1)
 STF_CHANNELS = slice(3, 6)
@@ -48,7 +54,7 @@ class LatentField:
     ) -> None:
         self.device = torch.device(device)
         # Points per MLP pass: bounds the activations at chunk x d_hidden floats per layer.
-        self.chunk = chunk or (1 << 18 if self.device.type == "cuda" else 1 << 16)
+        self.chunk = chunk or CHUNK.get(self.device.type, CHUNK["cpu"])
         latent = torch.as_tensor(latent)
         if latent.ndim == 3 and latent.shape[0] == 1:
             latent = latent[0]

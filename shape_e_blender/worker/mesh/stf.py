@@ -20,20 +20,19 @@ Outside padding
 
 Coarse to fine
     The field is evaluated on a coarse grid first: every ``stride``-th fine point, with
-    ``stride = coarse_stride(grid_size)``: 4 from grid 125 up, so the coarse grid is grid/4, the
-    best balance of coarse points against fine points at grid 256; smaller below that, so that
-    the coarse grid never has fewer than 32 points per axis (stride 1, a dense evaluation, below
-    grid 63). A part thicker than sqrt(3) coarse spacings (under 6 % of the box) always holds a
-    coarse point, so its sign finds it. A coarse cell is active when its corners change sign
-    (then dilated by one coarse cell, for surfaces that bulge into a neighbour without crossing
-    its corners), or when a corner's |value| is at most half the cell's diagonal: for a field no
-    steeper than a distance, every cell the surface passes through is such a cell, so features
-    thinner than a coarse cell that slip between coarse points are found too. A saturated field
-    (tanh of a steep distance) relies on the sign changes and the dilation alone. The fine grid
-    is evaluated only in active cells. A point never evaluated takes the sign of its coarse
-    cell, whose corners all agree: it is far from the surface and only its sign matters. At grid
-    256 a sphere or a torus costs 1.2 to 1.5 M field evaluations: fewer than a dense grid 128
-    (2.1 M), and under a tenth of a dense grid 256.
+    ``stride = coarse_stride(grid_size)`` (4 at grid 128, 8 at 256, 16 at 512: about 32 coarse
+    points per axis; stride 1, a dense evaluation, below grid 63). A part thicker than sqrt(3)
+    coarse spacings (about 5 % of the box) always holds a coarse point, so its sign finds it.
+    Levels of half the stride follow down to stride 2, each evaluated only in the cells chosen
+    at the level above, then the fine grid in the cells chosen at the last level (refine.py):
+    cells whose corners change sign, cells where the field's measured local slope lets it reach
+    zero between the corners (thin parts that slip between points), and the cells the surface
+    spills into, followed until it ends, so every part found is traced whole at the fine grid.
+    A point never evaluated takes the sign of its cell at the last level, whose corners all
+    agree: it is far from the surface and only its sign matters. At grid 128 this asks about
+    the corners of the cells the surface crosses plus the levels above (1.5 to 2 times the
+    fewest exact marching cubes can take); at grid 256 a sphere costs a fraction of a dense
+    grid 128 (docs/performance.md).
 
 Marching cubes
     scikit-image's Lewiner marching cubes at level 0, on slabs of at most 32 MiB along the first
@@ -53,8 +52,6 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import reduce
-from itertools import product
 
 import numpy as np
 import torch
@@ -65,23 +62,28 @@ from ...core.mesh import MeshData
 from ...core.params import SETTINGS
 from .batches import Batches, Field
 from .cleanup import drop_small_parts, drop_zero_area, weld
+from .refine import OUTSIDE, Level, coarse_level, dilate, finer_level, halving, spill
 
 log = logging.getLogger(__name__)
 
-OUTSIDE = -1.0  # the padding value, and the fill of never-evaluated outside points
 COARSE_MIN_POINTS = 32
-MAX_STRIDE = 4
+MIN_PART_FRACTION = 0.05  # parts under 5 % of the largest part's faces are dropped
+MAX_STRIDE = 16
 _SLAB_BYTES = 32 << 20
 _NO_SURFACE_HINT = "try another seed or another prompt"
 
 
 def coarse_stride(grid_size: int) -> int:
-    """Fine points per coarse cell edge: 4 when the coarse grid still has >= 32 points per axis.
+    """Fine points per coarse cell edge: the largest power of 2 (up to 16) that still leaves the
+    coarse grid at least 32 points per axis: 4 at grid 128, 8 at 256, 16 at 512.
 
-    Stride 4 balances the two costs at grid 256 (64^3 coarse points against a band of fine points
-    about 3 coarse cells thick); a stride of 1 means a dense evaluation (grids below 63).
+    A coarse grid of about 32 points per axis (one coarse cell is 3 % of the box) measured best
+    at grid 128 and 256 (docs/performance.md): a finer one costs more coarse points than it
+    saves fine ones. A power of 2, so that the levels halve down to stride 2; a stride of 1
+    means a dense evaluation (grids below 63).
     """
-    return max(1, min(MAX_STRIDE, (grid_size - 1) // (COARSE_MIN_POINTS - 1)))
+    most = max(1, (grid_size - 1) // (COARSE_MIN_POINTS - 1))
+    return min(MAX_STRIDE, 1 << (most.bit_length() - 1))
 
 
 def grid_coordinates(grid_size: int) -> np.ndarray:
@@ -102,7 +104,7 @@ def extract_mesh(
     *,
     device: torch.device | str = "cpu",
     batch_size: int = 65536,
-    min_part_fraction: float = 0.05,
+    min_part_fraction: float = MIN_PART_FRACTION,
     progress: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> MeshData:
@@ -137,22 +139,32 @@ def extract_mesh(
     run = Batches(torch.device(device), batch_size, progress, should_cancel)
     run.start_stage(0.8 if lattice.stride == 1 else 0.25)
     coarse = _coarse_values(sdf, lattice, run)
-    active = _active_cells(coarse, lattice)
+    level = coarse_level(coarse, lattice.stride, lattice.spacing, lattice.box)
+    evaluated = lattice.coarse_in_box**3
+    strides = halving(lattice.stride)
+    for number, _ in enumerate(strides, 1):
+        run.start_stage(0.25 + 0.2 * number / len(strides))
+        axis = lattice.axis(run.device)
+        level, count = finer_level(
+            sdf, level, axis, lattice.box, lattice.spacing, run, _check_finite
+        )
+        evaluated += count
     run.start_stage(0.8)
-    index, values, fine_count = _fine_values(sdf, lattice, coarse, active, run)
+    index, values, fine_count, chosen = _fine_values(sdf, lattice, level, run)
     if not (values > 0).any() and not bool((coarse > 0).any()):
         raise _no_surface("every grid point is outside the shape (the field is negative)")
     log.info(
-        "stf grid %d (stride %d): %d coarse + %d fine field evaluations, dense would be %d",
+        "stf grid %d (strides %s): %d coarse and middle + %d fine field evaluations, dense "
+        "would be %d",
         grid_size,
-        lattice.stride,
-        lattice.coarse_in_box**3,
+        [lattice.stride, *strides],
+        evaluated,
         fine_count,
         grid_size**3,
     )
 
     run.start_stage(0.9)
-    vertices, faces = _march(lattice, coarse.cpu().numpy(), active.cpu(), index, values, run)
+    vertices, faces = _march(lattice, level, chosen, index, values, run)
     vertices, faces = weld(vertices, faces)
     faces = drop_zero_area(vertices, faces)
     faces, kept = drop_small_parts(len(vertices), faces, min_part_fraction)
@@ -234,82 +246,75 @@ def _coarse_values(sdf: Field, lattice: _Lattice, run: Batches) -> torch.Tensor:
     return coarse
 
 
-def _active_cells(coarse: torch.Tensor, lattice: _Lattice) -> torch.Tensor:
-    """Coarse cells (cells^3 bools) where the fine grid is evaluated."""
-    inside = coarse > 0
-    crossing = _corners(inside, torch.logical_or) & ~_corners(inside, torch.logical_and)
-    tolerance = 0.5 * math.sqrt(3.0) * lattice.stride * lattice.spacing
-    near = _corners(coarse.abs() <= tolerance, torch.logical_or)
-    return _dilate(crossing) | near
-
-
-def _corners(grid: torch.Tensor, op: Callable[..., torch.Tensor]) -> torch.Tensor:
-    """Reduce a point grid (n+1)^3 over the 8 corners of each cell -> n^3."""
-    n = grid.shape[0] - 1
-    views = [grid[a : a + n, b : b + n, c : c + n] for a, b, c in product((0, 1), repeat=3)]
-    return reduce(op, views)
-
-
-def _dilate(cells: torch.Tensor) -> torch.Tensor:
-    """Grow a boolean cell grid by one cell in every direction (3x3x3 box, done per axis)."""
-    for dim in range(3):
-        n = cells.shape[dim]
-        grown = cells.clone()
-        grown.narrow(dim, 1, n - 1).logical_or_(cells.narrow(dim, 0, n - 1))
-        grown.narrow(dim, 0, n - 1).logical_or_(cells.narrow(dim, 1, n - 1))
-        cells = grown
-    return cells
-
-
 def _fine_values(
-    sdf: Field, lattice: _Lattice, coarse: torch.Tensor, active: torch.Tensor, run: Batches
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """The field at every in-box fine point of the (closed) active cells.
+    sdf: Field, lattice: _Lattice, level: Level, run: Batches
+) -> tuple[np.ndarray, np.ndarray, int, torch.Tensor]:
+    """The field at every in-box fine point of the cells active at the last level, and of the
+    cells the surface spills into from them (refine.spill), until it spills no further.
 
     Returns the points' linear indices into the padded fine grid (sorted, first axis slowest),
-    their values, and how many of them needed a field call (coarse points reuse coarse values).
+    their values, how many of them needed a field call (the level's points reuse its values),
+    and the level's cells that were evaluated.
     """
-    s, p, device = lattice.stride, lattice.size, run.device
-    cells = active.nonzero()
-    corner = s * ((cells[:, 0] * p + cells[:, 1]) * p + cells[:, 2])
+    s, p, device = level.stride, lattice.size, run.device
     o = torch.arange(s + 1, device=device)
     offsets = ((o[:, None, None] * p + o[None, :, None]) * p + o[None, None, :]).reshape(-1)
-    index = torch.unique(corner[:, None] + offsets[None, :])
-    ijk = torch.stack([index // (p * p), (index // p) % p, index % p], dim=1)
     lo, hi = lattice.box
-    in_box = ((ijk >= lo) & (ijk <= hi)).all(dim=1)
-    index, ijk = index[in_box], ijk[in_box]
-
-    values = torch.empty(len(index), dtype=torch.float32, device=device)
-    on_coarse = (ijk % s == 0).all(dim=1)
-    c = ijk[on_coarse] // s
-    values[on_coarse] = coarse[c[:, 0], c[:, 1], c[:, 2]]
-    todo = ijk[~on_coarse]
     axis = lattice.axis(device)
-
-    def points(start: int, stop: int) -> torch.Tensor:
-        return axis[todo[start:stop]]
-
-    fine = run.evaluate(sdf, len(todo), points, 1, "signed distance").reshape(-1)
-    _check_finite(fine)
-    values[~on_coarse] = fine
-    return index.cpu().numpy(), values.cpu().numpy(), len(todo)
+    chosen, new = level.active.clone(), level.active
+    known = torch.empty(0, dtype=torch.long, device=device)
+    all_index, all_values, asked = [known], [torch.empty(0, device=device)], 0
+    while bool(new.any()):
+        cells = new.nonzero()
+        corner = s * ((cells[:, 0] * p + cells[:, 1]) * p + cells[:, 2])
+        index = torch.unique(corner[:, None] + offsets[None, :])
+        index = index[~torch.isin(index, known)]
+        ijk = torch.stack([index // (p * p), (index // p) % p, index % p], dim=1)
+        in_box = ((ijk >= lo) & (ijk <= hi)).all(dim=1)
+        index, ijk = index[in_box], ijk[in_box]
+        values = torch.empty(len(index), dtype=torch.float32, device=device)
+        on_level = (ijk % s == 0).all(dim=1)
+        c = ijk[on_level] // s
+        known_there = level.values[c[:, 0], c[:, 1], c[:, 2]]
+        # A spilled-into cell's corners may not have been evaluated at the level (NaN).
+        on_level[on_level.clone()] = ~known_there.isnan()
+        values[on_level] = known_there[~known_there.isnan()]
+        todo = ijk[~on_level]
+        fine = run.evaluate(
+            sdf, len(todo), lambda a, b, todo=todo: axis[todo[a:b]], 1, "signed distance"
+        )
+        fine = fine.reshape(-1)
+        _check_finite(fine)
+        values[~on_level] = fine
+        asked += len(todo)
+        known = torch.cat([known, index])
+        all_index.append(index)
+        all_values.append(values)
+        new = spill(ijk, values > 0, chosen, level.fill, s)
+        chosen |= new
+    index, values = torch.cat(all_index), torch.cat(all_values)
+    order = torch.argsort(index)
+    return index[order].cpu().numpy(), values[order].cpu().numpy(), asked, chosen
 
 
 def _march(
     lattice: _Lattice,
-    coarse: np.ndarray,
-    active: torch.Tensor,
+    level: Level,
+    chosen: torch.Tensor,
     index: np.ndarray,
     values: np.ndarray,
     run: Batches,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Marching cubes over the fine grid, slab by slab. Vertices in fine index space (float64)."""
-    s, p, n = lattice.stride, lattice.size, lattice.cells
-    # Cells next to active ones are marched too: a value evaluated on an active cell's face that
-    # disagrees with the neighbour's coarse sign still gets a closed surface.
-    march = _dilate(active).numpy()
-    fill = np.where(coarse[:-1, :-1, :-1] > 0, 1.0, OUTSIDE).astype(np.float32)
+    """Marching cubes over the fine grid, slab by slab. Vertices in fine index space (float64).
+
+    ``chosen`` are the last level's cells whose fine points were evaluated; a fine point never
+    evaluated takes the sign of its cell at the last level (``level.fill``).
+    """
+    s, p, n = level.stride, lattice.size, level.active.shape[0]
+    # Cells next to evaluated ones are marched too: a value on an evaluated cell's face that
+    # disagrees with the neighbour's sign still gets a closed surface.
+    march = dilate(chosen).cpu().numpy()
+    fill = level.fill.cpu().numpy()
     where = np.nonzero(march)
     lo = [int(w.min()) * s for w in where]
     hi = [min((int(w.max()) + 1) * s, p - 1) for w in where]

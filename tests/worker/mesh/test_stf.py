@@ -10,20 +10,23 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes
 
 from shape_e_blender.core.errors import CANCELLED, INVALID_PARAMS, NO_SURFACE, ShapEError
 from shape_e_blender.worker.mesh import stf
 from shape_e_blender.worker.mesh.batches import PROGRESS_TOTAL
+from shape_e_blender.worker.mesh.cleanup import drop_zero_area, part_count
+from shape_e_blender.worker.mesh.field import LatentField, latent_shape
+from shape_e_blender.worker.mesh.refine import corners
 from shape_e_blender.worker.mesh.stf import (
     coarse_stride,
     extract_mesh,
     grid_coordinates,
     grid_points,
 )
+from shape_e_blender.worker.tiny.renderer import tiny_renderer
+from shape_e_blender.worker.tiny.sizes import TinySizes
 
 DENSE_128 = 128**3
 
@@ -61,6 +64,26 @@ def thin_plate(grid, stride):
     def field(p):
         slab = 0.6 * h - (p[:, 2] - z0).abs()
         return torch.minimum(slab, torch.minimum(0.5 - p[:, 0].abs(), 0.5 - p[:, 1].abs()))
+
+    return field
+
+
+def thin_shell(thickness):
+    """A hollow sphere: a shell ``thickness`` thick around radius 0.6."""
+    return lambda p: 0.5 * thickness - (p.norm(dim=1) - 0.6).abs()
+
+
+def tentacle(grid):
+    """A ball with a tube 1.6 voxels wide reaching out of it, off the stride-2 points, tanh-
+    saturated: no level finds the tube by its values, only by following the ball's surface."""
+    h = spacing(grid)
+    y0 = z0 = -1.0 + 65 * h  # an odd fine index: no point of a coarser level is inside
+
+    def field(p):
+        tube = 0.8 * h - torch.sqrt((p[:, 1] - y0) ** 2 + (p[:, 2] - z0) ** 2)
+        tube = torch.minimum(tube, torch.minimum(p[:, 0] - 0.1, 0.9 - p[:, 0]))
+        ball = 0.3 - (p - torch.tensor([-0.1, y0, z0])).norm(dim=1)
+        return torch.tanh(torch.maximum(tube, ball) / h)
 
     return field
 
@@ -113,12 +136,8 @@ def euler_characteristic(mesh):
     return mesh.vertex_count - len(undirected) + mesh.face_count
 
 
-def part_count(mesh):
-    f = mesh.faces
-    edges = np.concatenate([f[:, [0, 1]], f[:, [1, 2]]])
-    n = mesh.vertex_count
-    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
-    return connected_components(graph, directed=False)[0]
+def mesh_parts(mesh):
+    return part_count(mesh.vertex_count, mesh.faces)
 
 
 def dense_reference(field, grid):
@@ -198,9 +217,9 @@ def test_torus_volume_and_genus():
 
 def test_small_parts_are_dropped_only_when_asked():
     kept_all = extract_mesh(two_blobs(), linear_rgb, 64, min_part_fraction=0.0)
-    assert part_count(kept_all) == 2
+    assert mesh_parts(kept_all) == 2
     cleaned = extract_mesh(two_blobs(), linear_rgb, 64, min_part_fraction=0.05)
-    assert part_count(cleaned) == 1
+    assert mesh_parts(cleaned) == 1
     assert cleaned.vertices[:, 0].max() < 0.2  # the big blob, centred at x = -0.35, stayed
     assert cleaned.face_count < kept_all.face_count
     assert_closed_and_consistent(cleaned)
@@ -256,11 +275,16 @@ def test_grid_256_costs_fewer_evaluations_than_dense_128():
 
 
 @pytest.mark.parametrize("grid", [64, 128])
-@pytest.mark.parametrize("name", ["torus", "two blobs", "thin plate", "saturated"])
+@pytest.mark.parametrize(
+    "name", ["sphere", "torus", "two blobs", "thin plate", "thin shell", "tentacle", "saturated"]
+)
 def test_coarse_to_fine_gives_the_dense_surface(grid, name):
     assert coarse_stride(grid) > 1
     field = {
+        "sphere": sphere(0.5, (0.01, 0.02, 0.03)),
         "torus": torus(0.5, 0.2),
+        "thin shell": thin_shell(2.5 * spacing(grid)),
+        "tentacle": tentacle(grid),
         "two blobs": two_blobs(),
         "thin plate": thin_plate(grid, coarse_stride(grid)),
         # Values saturate one voxel away: only sign changes (and the dilation) find the surface.
@@ -275,6 +299,52 @@ def test_coarse_to_fine_gives_the_dense_surface(grid, name):
     forward, _ = cKDTree(ref_vertices).query(mesh.vertices)
     backward, _ = cKDTree(mesh.vertices).query(ref_vertices)
     assert max(forward.max(), backward.max()) < 1e-5
+
+
+def test_a_shallow_field_costs_what_a_steep_one_costs():
+    """The near-zero test scales with the field's measured slope: a sphere's distance divided by
+    20 (near zero over the whole box) is refined like the distance halved. A fixed tolerance
+    (half a cell's diagonal, as before) refined every cell within 10 radii of its surface."""
+    counts = []
+    for scale in (0.5, 0.025):
+        counted = Counted(lambda p, s=scale: s * sphere(0.5)(p))
+        mesh = extract_mesh(counted, linear_rgb, 256)
+        counts.append(counted.points - mesh.vertex_count)
+    assert counts[1] <= 1.02 * counts[0]
+    assert counts[0] < 0.15 * DENSE_128
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_random_shap_e_field_gives_the_dense_surface_near_the_fewest_evaluations(seed):
+    """A random Shap-E renderer shaped to have surfaces (the tiny models'), a random latent.
+
+    The fewest signed distances exact marching cubes can take are the corners of the cells the
+    surface crosses: the fine stage asks for about that many, and the levels above it for
+    fewer than twice the coarse grid. Before the levels and the spill, 1.1 to 1.8 M here.
+    """
+    torch.manual_seed(seed)  # the renderer's own weights, before shape_renderer shapes them
+    renderer = tiny_renderer(TinySizes(), seed)
+    latent = torch.randn(latent_shape(renderer), generator=torch.Generator().manual_seed(seed))
+    field = LatentField(renderer, latent, "cpu")
+    counted = Counted(field.sdf)
+    mesh = extract_mesh(counted, field.color, 128, min_part_fraction=0.0)
+    ref_vertices, ref_faces = dense_reference(field.sdf, 128)
+    ref_faces = drop_zero_area(ref_vertices, ref_faces)  # as extract_mesh does
+    assert mesh_parts(mesh) == part_count(len(ref_vertices), ref_faces)
+    # The vertices the faces use; skimage repeats one where the field is exactly 0 at a point.
+    assert mesh.vertex_count == len(np.unique(ref_vertices[np.unique(ref_faces)], axis=0))
+    assert mesh.face_count == len(ref_faces)
+    forward, _ = cKDTree(ref_vertices).query(mesh.vertices)
+    backward, _ = cKDTree(mesh.vertices).query(ref_vertices)
+    assert max(forward.max(), backward.max()) < 1e-5
+    values = torch.nn.functional.pad(
+        field.sdf(grid_points(128)).reshape(128, 128, 128), (1,) * 6, value=-1.0
+    )
+    inside = values > 0
+    crossed = corners(inside, torch.logical_or) & ~corners(inside, torch.logical_and)
+    needed = corners(torch.nn.functional.pad(crossed, (1,) * 6), torch.logical_or)
+    coarse = (1 + 127 // coarse_stride(128)) ** 3
+    assert counted.points - mesh.vertex_count < 1.5 * int(needed.sum()) + 2 * coarse
 
 
 @pytest.mark.parametrize("sharpness", [50.0, 1000.0])
@@ -348,8 +418,10 @@ def test_grid_points_match_the_documented_coordinates():
 
 
 def test_coarse_stride_keeps_at_least_32_coarse_points():
-    for grid in range(32, 513):
+    for grid in range(32, 1025):
         stride = coarse_stride(grid)
-        assert 1 <= stride <= 4
+        assert 1 <= stride <= 16 and stride & (stride - 1) == 0  # a power of 2: levels halve
         assert 1 + (grid - 1) // stride >= 32
-    assert coarse_stride(32) == 1 and coarse_stride(128) == 4 and coarse_stride(512) == 4
+        if stride < 16:
+            assert 1 + (grid - 1) // (2 * stride) < 32  # the coarsest such
+    assert [coarse_stride(g) for g in (32, 64, 128, 256, 512)] == [1, 2, 4, 8, 16]
