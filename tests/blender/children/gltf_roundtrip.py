@@ -4,8 +4,8 @@ python -m tests.blender.children.gltf_roundtrip BLEND OBJECT GLB
 
 Its own process because bpy 4.2's module crashes at interpreter exit (SIGSEGV, rc 245) after a
 glTF export, though every test passed: this child leaves with os._exit once its result is out,
-and the test process never loads the glTF add-on. Prints RESULT_JSON with the re-imported texture's size and
-the colour at each corner's UV, sorted.
+and the test process never loads the glTF add-on. Prints RESULT_JSON with the re-imported
+texture's size and the colour at each corner's UV, sorted.
 """
 
 from __future__ import annotations
