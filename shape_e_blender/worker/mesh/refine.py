@@ -138,9 +138,9 @@ def coarse_level(coarse: torch.Tensor, stride: int, spacing: float, box: tuple[i
 
 
 def halving(stride: int) -> list[int]:
-    """The strides after the coarse one, down to 2 (an odd stride goes to the fine grid)."""
+    """The strides after the coarse one (a power of 2), down to 2."""
     out = []
-    while stride % 2 == 0 and stride > 2:
+    while stride > 2:
         stride //= 2
         out.append(stride)
     return out

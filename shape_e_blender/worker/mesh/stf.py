@@ -142,9 +142,9 @@ def extract_mesh(
     level = coarse_level(coarse, lattice.stride, lattice.spacing, lattice.box)
     evaluated = lattice.coarse_in_box**3
     strides = halving(lattice.stride)
+    axis = lattice.axis(run.device)
     for number, _ in enumerate(strides, 1):
         run.start_stage(0.25 + 0.2 * number / len(strides))
-        axis = lattice.axis(run.device)
         level, count = finer_level(
             sdf, level, axis, lattice.box, lattice.spacing, run, _check_finite
         )
@@ -262,8 +262,8 @@ def _fine_values(
     lo, hi = lattice.box
     axis = lattice.axis(device)
     chosen, new = level.active.clone(), level.active
-    known = torch.empty(0, dtype=torch.long, device=device)
-    all_index, all_values, asked = [known], [torch.empty(0, device=device)], 0
+    known = torch.empty(0, dtype=torch.long, device=device)  # every index so far, in order
+    all_values, asked = [torch.empty(0, device=device)], 0
     while bool(new.any()):
         cells = new.nonzero()
         corner = s * ((cells[:, 0] * p + cells[:, 1]) * p + cells[:, 2])
@@ -272,27 +272,25 @@ def _fine_values(
         ijk = torch.stack([index // (p * p), (index // p) % p, index % p], dim=1)
         in_box = ((ijk >= lo) & (ijk <= hi)).all(dim=1)
         index, ijk = index[in_box], ijk[in_box]
-        values = torch.empty(len(index), dtype=torch.float32, device=device)
+        values = torch.full((len(index),), math.nan, dtype=torch.float32, device=device)
         on_level = (ijk % s == 0).all(dim=1)
         c = ijk[on_level] // s
-        known_there = level.values[c[:, 0], c[:, 1], c[:, 2]]
-        # A spilled-into cell's corners may not have been evaluated at the level (NaN).
-        on_level[on_level.clone()] = ~known_there.isnan()
-        values[on_level] = known_there[~known_there.isnan()]
-        todo = ijk[~on_level]
+        values[on_level] = level.values[c[:, 0], c[:, 1], c[:, 2]]
+        # The rest, and a spilled-into cell's corners never evaluated at the level (NaN there).
+        ask = values.isnan()
+        todo = ijk[ask]
         fine = run.evaluate(
             sdf, len(todo), lambda a, b, todo=todo: axis[todo[a:b]], 1, "signed distance"
         )
         fine = fine.reshape(-1)
         _check_finite(fine)
-        values[~on_level] = fine
+        values[ask] = fine
         asked += len(todo)
         known = torch.cat([known, index])
-        all_index.append(index)
         all_values.append(values)
         new = spill(ijk, values > 0, chosen, level.fill, s)
         chosen |= new
-    index, values = torch.cat(all_index), torch.cat(all_values)
+    index, values = known, torch.cat(all_values)
     order = torch.argsort(index)
     return index[order].cpu().numpy(), values[order].cpu().numpy(), asked, chosen
 

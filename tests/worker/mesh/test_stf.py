@@ -140,6 +140,13 @@ def mesh_parts(mesh):
     return part_count(mesh.vertex_count, mesh.faces)
 
 
+def largest_gap(a, b):
+    """The largest distance from a vertex of either set to the other set's nearest vertex."""
+    forward, _ = cKDTree(b).query(a)
+    backward, _ = cKDTree(a).query(b)
+    return max(forward.max(), backward.max())
+
+
 def dense_reference(field, grid):
     """The plain algorithm: every grid point, padded with -1 one voxel beyond the box."""
     values = field(grid_points(grid)).reshape(grid, grid, grid).numpy()
@@ -296,9 +303,7 @@ def test_coarse_to_fine_gives_the_dense_surface(grid, name):
     ref_vertices, ref_faces = dense_reference(field, grid)
     assert mesh.vertex_count == len(np.unique(ref_vertices.astype(np.float32), axis=0))
     assert mesh.face_count == len(ref_faces)
-    forward, _ = cKDTree(ref_vertices).query(mesh.vertices)
-    backward, _ = cKDTree(mesh.vertices).query(ref_vertices)
-    assert max(forward.max(), backward.max()) < 1e-5
+    assert largest_gap(mesh.vertices, ref_vertices) < 1e-5
 
 
 def test_a_shallow_field_costs_what_a_steep_one_costs():
@@ -334,9 +339,7 @@ def test_a_random_shap_e_field_gives_the_dense_surface_near_the_fewest_evaluatio
     # The vertices the faces use; skimage repeats one where the field is exactly 0 at a point.
     assert mesh.vertex_count == len(np.unique(ref_vertices[np.unique(ref_faces)], axis=0))
     assert mesh.face_count == len(ref_faces)
-    forward, _ = cKDTree(ref_vertices).query(mesh.vertices)
-    backward, _ = cKDTree(mesh.vertices).query(ref_vertices)
-    assert max(forward.max(), backward.max()) < 1e-5
+    assert largest_gap(mesh.vertices, ref_vertices) < 1e-5
     values = torch.nn.functional.pad(
         field.sdf(grid_points(128)).reshape(128, 128, 128), (1,) * 6, value=-1.0
     )
