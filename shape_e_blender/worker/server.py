@@ -172,7 +172,7 @@ class Server:
             target = req.params.get("id")
             if target is None or isinstance(target, bool) or not isinstance(target, (int, str)):
                 raise invalid("id", "must name the request to cancel", 'send {"id": 2}')
-            self._answer(req, {"cancelled": self.cancel(target)})
+            self.cancel(target, req)
         elif method == "shutdown":
             detach = req.params.get("detach", False)
             if not isinstance(detach, bool):
@@ -241,19 +241,24 @@ class Server:
         if ahead:
             self.out.progress(protocol.Progress(job.id, "queued", 0, ahead))
 
-    def cancel(self, target: int | str) -> bool:
+    def cancel(self, target: int | str, req: protocol.Request) -> None:
+        """Answer ``req`` with whether ``target`` was cancelled; the answer always goes out before
+        the cancelled job's own answer."""
         with self._cond:
             if self._running is not None and self._running.id == target:
                 self._running.cancel.set()
-                return True
+                # Sent holding the lock that run_jobs takes before the job's answer goes out.
+                self._answer(req, {"cancelled": True})
+                return
             for job in list(self._queue):
                 if job.id == target:
                     self._queue.remove(job)
                     break
             else:
-                return False
+                self._answer(req, {"cancelled": False})
+                return
+        self._answer(req, {"cancelled": True})
         self.out.send(protocol.error_response(target, cancelled()))
-        return True
 
     # -- job side (main thread) ----------------------------------------------------------------
 

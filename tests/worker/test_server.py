@@ -183,3 +183,47 @@ def test_the_server_cli_and_hub_import_without_torch(tmp_path):
     proc = run_python("-c", code, env=child_env(), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_cancels_answer_goes_out_before_the_cancelled_jobs_even_when_the_reader_is_slow(
+    tmp_path, monkeypatch
+):
+    """In-process server; the reader thread is slowed where it builds cancel's answer, which is
+    where the job's own answer used to overtake it (a client waiting for the ack saw the job end
+    first)."""
+    import io
+    import threading
+    import time
+
+    from shape_e_blender.core import protocol
+    from shape_e_blender.worker import server as server_mod
+
+    stream = io.BytesIO()
+    srv = server_mod.Server(server_mod.Output(stream), jobs_root=tmp_path)
+    started = threading.Event()
+
+    def job_until_cancelled(job):
+        started.set()
+        assert job.cancel.wait(10)
+        return {"finished": True}
+
+    srv._methods["download"] = job_until_cancelled
+    response = protocol.response
+
+    def slow_response(rid, result):
+        if result == {"cancelled": True}:
+            time.sleep(0.5)
+        return response(rid, result)
+
+    monkeypatch.setattr(server_mod.protocol, "response", slow_response)
+    runner = threading.Thread(target=srv.run_jobs)
+    runner.start()
+    srv.handle_line(b'{"jsonrpc": "2.0", "id": 1, "method": "download", "params": {"model": "m"}}')
+    assert started.wait(10)
+    srv.handle_line(b'{"jsonrpc": "2.0", "id": 2, "method": "cancel", "params": {"id": 1}}')
+    srv.close()
+    runner.join(10)
+    answers = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [a["id"] for a in answers] == [2, 1]
+    assert answers[0]["result"] == {"cancelled": True}
+    assert answers[1]["error"]["data"]["kind"] == "cancelled"
