@@ -28,13 +28,7 @@ from ..core.protocol import (
 )
 from . import stopping, watchdog
 from .handle import Event, JobHandle
-from .process import (
-    PACKAGE_DIR,
-    clean_env,
-    executable,
-    kill_now,
-    worker_command,
-)
+from .process import PACKAGE_DIR, clean_env, executable, kill_now, worker_command
 from .transport import Inbox, WorkerProcess
 
 
@@ -181,6 +175,11 @@ class WorkerClient:
         params = {"model": model, "kind": kind, "cache_dir": cache_dir}
         given = {k: v for k, v in params.items() if v}
         return self._send(self._started(), "download", given)
+
+    def load(self, model: str, kind: str, **where: str) -> JobHandle:
+        """Load a model that is on disk (never downloading), so that the next generate with it
+        pays no load; ``where``: device and precision, as for generate."""
+        return self._send(self._started(), "load", {"model": model, "kind": kind, **where})
 
     def cancel(self, job: JobHandle | int) -> JobHandle | None:
         """Ask the worker to cancel a job; the job itself then ends with a ``cancelled`` error."""
@@ -332,6 +331,9 @@ class WorkerClient:
                 self._abandon(hello_from, err)
                 return
             self.info = result
+            hello_from.start_s = time.monotonic() - hello_from.spawned
+        elif w is not None:
+            w.bill_start(job.sent_at, result)
         self._finish(job, result=result)
 
     def _abandon(self, w: WorkerProcess, error: ShapEError) -> None:

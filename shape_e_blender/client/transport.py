@@ -86,6 +86,10 @@ class WorkerProcess:
         self.tail_lock = threading.Lock()
         self.threads: list[threading.Thread] = []
         self.hello: JobHandle | None = None
+        self.spawned = time.monotonic()  # set before the process starts (start())
+        # Seconds from the spawn to hello's answer, and whether a job's timings carry them.
+        self.start_s: float | None = None
+        self.start_billed = False
         self.released = False  # stopped on purpose
         self.detached = False  # left to finish its jobs alone: its exit is not waited for
         # When stdout last gave a line (time.monotonic()), set by the reader thread: the
@@ -108,6 +112,7 @@ class WorkerProcess:
         log = LogFile(
             log_path, f"--- worker started {time.strftime('%Y-%m-%d %H:%M:%S')}: {command}"
         )
+        spawned = time.monotonic()
         try:
             popen = subprocess.Popen(
                 command,
@@ -122,6 +127,7 @@ class WorkerProcess:
             log.close()
             raise
         w = cls(generation, popen)
+        w.spawned = spawned
         if log.failure:
             w.note(log.failure)
         err = threading.Thread(
@@ -134,6 +140,16 @@ class WorkerProcess:
         err.start()
         out.start()
         return w
+
+    def bill_start(self, sent_at: float, result: Any) -> None:
+        """The start (spawn to hello's answer) joins the timings of the first answer that has
+        timings, when its request was sent before the worker was ready: it waited for it."""
+        timings = result.get("timings") if isinstance(result, dict) else None
+        if self.start_billed or self.start_s is None or not isinstance(timings, dict):
+            return
+        self.start_billed = True
+        if sent_at <= self.spawned + self.start_s:
+            result["timings"] = {"start": round(self.start_s, 4), **timings}
 
     @property
     def running(self) -> bool:

@@ -22,7 +22,12 @@ MAX_REQUEST_BYTES = MAX_IMAGE_BYTES * 4 // 3 + (1 << 20)
 
 # A worker's stderr, in its jobs root: the client copies it there, a detached worker writes it.
 WORKER_LOG_FILE = "worker.log"
-METHODS = ("hello", "generate", "download", "cancel", "status", "shutdown")
+METHODS = ("hello", "generate", "download", "load", "cancel", "status", "shutdown")
+# The params of the methods that name a model (download, load); each is checked as its setting.
+MODEL_PARAMS = {
+    "download": ("model", "kind", "cache_dir"),
+    "load": ("model", "kind", "cache_dir", "device", "precision"),
+}
 
 Id = int | str | None
 
@@ -176,6 +181,41 @@ class GenerateRequest:
         if data and self.image_data is not None:
             out["image_data"] = self.image_data
         return out
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """``download``'s and ``load``'s params: a model, the pipeline it is for ("text" or
+    "image"), and for ``load`` the device and precision it is loaded for."""
+
+    model: str
+    kind: str
+    cache_dir: str | None = None
+    device: str = "auto"
+    precision: str = "auto"
+
+    @classmethod
+    def from_json(cls, method: str, obj: dict[str, Any]) -> ModelRequest:
+        known = MODEL_PARAMS[method]
+        unknown = sorted(k for k in obj if k not in known)
+        if unknown:
+            raise invalid(
+                unknown[0],
+                f"is not a parameter of {method}",
+                f"the parameters are {', '.join(known)}",
+            )
+        model = obj.get("model")
+        if not isinstance(model, str) or not model:
+            raise invalid("model", "must be a hub repo id or a folder", "e.g. openai/shap-e")
+        kind = obj.get("kind") or ("image" if model.endswith("img2img") else "text")
+        if kind not in ("text", "image"):
+            raise invalid("kind", f"{kind!r} is not a model kind", "use text or image")
+        cache_dir = obj.get("cache_dir")
+        if cache_dir is not None and not is_path(cache_dir):
+            raise invalid("cache_dir", "must be a folder path", "omit it to use the hub's cache")
+        device = SETTINGS["device"].check(obj.get("device"))
+        precision = SETTINGS["precision"].check(obj.get("precision"))
+        return cls(model, kind, cache_dir, device, precision)
 
 
 # A variant's mesh extraction reports its progress in thousandths: during "decoding", ``step``

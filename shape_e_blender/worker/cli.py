@@ -26,8 +26,8 @@ from ..core.params import (
     SETTINGS,
     GenerationParams,
 )
+from ..core.weights import vram_estimate
 from .mesh.export import check_output, export_mesh, variant_paths
-from .models.weights import vram_estimate
 from .paths import default_jobs_root
 from .tiny.sizes import TinySizes
 

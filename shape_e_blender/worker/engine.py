@@ -13,7 +13,7 @@ import base64
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from ..core.files import atomic_write
 from ..core.mesh import MeshData
 from ..core.params import GenerationParams
 from ..core.results import JobResult, MeshEntry
+from .clock import Emit, StageClock, Timings, download_progress
 from .hub.download import Kind, resolve_model
 from .inputs import load_latents, prepare_image, save_image, save_inline_image
 from .logs import job_log
@@ -38,62 +39,6 @@ from .models.devices import DeviceChoice, map_runtime_error, resolve_device, ver
 from .sampling import sample_latents
 
 log = logging.getLogger("shape_e_blender.engine")
-
-Emit = Callable[[protocol.Progress], None]
-
-
-@dataclass
-class StageClock:
-    """Turns (stage, step, total) events into progress notifications with an ETA.
-
-    The ETA is the mean time per finished step in the current stage times the steps left; a
-    stage's clock starts when the previous stage's last event arrived.
-    """
-
-    request_id: protocol.Id
-    emit: Emit
-    stage: str = ""
-    started: float = field(default_factory=time.perf_counter)
-    last: float = field(default_factory=time.perf_counter)
-    firsts: dict[str, float] = field(default_factory=dict)  # when each stage began
-
-    def __call__(self, stage: str, step: int, total: int, variant: int | None = None) -> None:
-        now = time.perf_counter()
-        if stage != self.stage:
-            if self.stage:
-                log.info("%s done in %.2f s", self.stage, self.last - self.started)
-            log.info("%s: %d steps", stage, total)
-            # Decoding and writing take turns, a variant at a time: a stage's clock runs from its
-            # first event, so the ETA counts the other stage's share too.
-            self.stage, self.started = stage, self.firsts.setdefault(stage, self.last)
-        eta = None
-        if 0 < step < total:
-            eta = (now - self.started) / step * (total - step)
-        elif step >= total:
-            eta = 0.0
-        self.last = now
-        self.emit(protocol.Progress(self.request_id, stage, step, total, eta, variant))
-
-
-@dataclass
-class Timings:
-    values: dict[str, float] = field(default_factory=dict)
-
-    def add(self, name: str, seconds: float) -> None:
-        self.values[name] = round(self.values.get(name, 0.0) + seconds, 4)
-
-
-def download_progress(
-    clock: StageClock, should_cancel: Callable[[], bool]
-) -> Callable[[int, int], None]:
-    """Byte progress for a download that also stops it (between chunks) on cancel."""
-
-    def progress(done: int, total: int) -> None:
-        if should_cancel():
-            raise cancelled()
-        clock("downloading", done, total)
-
-    return progress
 
 
 @dataclass(frozen=True)
@@ -112,10 +57,43 @@ class Downloaded:
 class Engine:
     """Holds the model cache, so models stay loaded from one job to the next."""
 
-    def __init__(self, jobs_root: Path, *, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self, jobs_root: Path, *, cache_dir: Path | None = None, imported_in: float = 0.0
+    ) -> None:
         self.jobs_root = Path(jobs_root)
         self.cache_dir = cache_dir
         self.models = ModelCache()
+        # What the first job waited for before the engine existed: its timings show it.
+        self._unbilled = {"import": imported_in} if imported_in else {}
+
+    def _bill(self, timings: Timings) -> None:
+        for stage, seconds in self._unbilled.items():
+            timings.add(stage, seconds)
+        self._unbilled = {}
+
+    def load(
+        self,
+        request: protocol.ModelRequest,
+        folder: Path,
+        *,
+        request_id: protocol.Id = None,
+        emit: Emit | None = None,
+    ) -> dict[str, Any]:
+        """``request.kind``'s pipeline (its renderer too) from ``folder``, loaded and moved to
+        the device: the next generate with it pays no load."""
+        timings = Timings()
+        self._bill(timings)
+        choice = resolve_device(request.device, request.precision)
+        clock = StageClock(request_id, emit or (lambda _p: None))
+        self._load(clock, timings, request.kind, folder, choice)
+        return {
+            "model": request.model,
+            "kind": request.kind,
+            "path": str(folder),
+            "device": choice.device,
+            "precision": choice.precision,
+            "timings": timings.values,
+        }
 
     def download(
         self,
@@ -128,6 +106,7 @@ class Engine:
         cancel: Callable[[], bool] | None = None,
     ) -> Downloaded:
         """The model's files for ``kind`` in the cache (or its local folder), fetched if missing."""
+        self._unbilled = {}  # a download's answer has no timings: the import is nobody's now
         clock = StageClock(request_id, emit or (lambda _p: None))
         path = resolve_model(
             model,
@@ -194,6 +173,7 @@ class Engine:
         should_cancel: Callable[[], bool],
     ) -> JobResult:
         timings = Timings()
+        self._bill(timings)
         choice = resolve_device(params.device, params.precision)
         # Inputs first: a missing image or a bad latent file is reported before any model loads.
         image = latents = None

@@ -111,16 +111,20 @@ class Server:
         self._methods: dict[str, Callable[[Job], Any]] = {
             "generate": self.generate,
             "download": self.download,
+            "load": self.load,
         }
 
     @property
     def engine(self):
         if self._engine is None:
+            started = time.perf_counter()
             with _environment_check():
                 # Imported on the first job: hello and malformed lines never wait for torch.
                 from .engine import Engine
 
-                self._engine = Engine(self.jobs_root)
+                imported = time.perf_counter() - started
+                log.info("imported the engine in %.2f s", imported)
+                self._engine = Engine(self.jobs_root, imported_in=imported)
         return self._engine
 
     # -- reader side ---------------------------------------------------------------------------
@@ -201,10 +205,8 @@ class Server:
         """Reject bad parameters at once, before the job waits in the queue."""
         if method == "generate":
             protocol.GenerateRequest.from_json(params)
-        elif not isinstance(params.get("model"), str) or not params["model"]:
-            raise invalid("model", "must be a hub repo id or a folder", "e.g. openai/shap-e")
-        elif params.get("cache_dir") is not None and not protocol.is_path(params["cache_dir"]):
-            raise invalid("cache_dir", "must be a folder path", "omit it to use the hub's cache")
+        else:
+            protocol.ModelRequest.from_json(method, params)
 
     def _answer(self, req: protocol.Request, result: Any) -> None:
         if not req.notification:
@@ -302,9 +304,7 @@ class Server:
         if self._engine is not None:
             return self._engine
         self.out.progress(protocol.Progress(job.id, "starting", 0, 1))
-        started = time.perf_counter()
         engine = self.engine
-        log.info("imported the engine in %.2f s", time.perf_counter() - started)
         self.out.progress(protocol.Progress(job.id, "starting", 1, 1))
         return engine
 
@@ -316,19 +316,27 @@ class Server:
         return result.to_dict(inline=True)
 
     def download(self, job: Job) -> dict[str, Any]:
-        model = job.params["model"]
-        kind = job.params.get("kind") or ("image" if model.endswith("img2img") else "text")
-        if kind not in ("text", "image"):
-            raise invalid("kind", f"{kind!r} is not a model kind", "use text or image")
+        req = protocol.ModelRequest.from_json("download", job.params)
         result = self._engine_for(job).download(
-            model,
-            kind=kind,
-            cache_dir=job.params.get("cache_dir"),
+            req.model,
+            kind=req.kind,
+            cache_dir=req.cache_dir,
             request_id=job.id,
             emit=self.out.progress,
             cancel=job.cancel.is_set,
         )
         return result.to_dict()
+
+    def load(self, job: Job) -> dict[str, Any]:
+        """Load a model from disk, never the network, so that the next generate pays no load."""
+        req = protocol.ModelRequest.from_json("load", job.params)
+        with _environment_check():
+            # huggingface_hub, not torch: a model that is not on disk is answered before the
+            # engine (torch, diffusers) is imported at all.
+            from .hub.download import resolve_model
+
+        folder = resolve_model(req.model, kind=req.kind, cache_dir=req.cache_dir)
+        return self._engine_for(job).load(req, folder, request_id=job.id, emit=self.out.progress)
 
 
 @contextlib.contextmanager

@@ -175,7 +175,7 @@ def test_download_without_a_hub_names_the_repo(worker):
 
 def test_the_server_cli_and_hub_import_without_torch(tmp_path):
     """hello's first answer, the CLI's --help and a download never wait for torch to import."""
-    modules = ("server", "cli", "hub.download", "models.weights")
+    modules = ("server", "cli", "hub.download")
     heavy = "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
     code = "; ".join(
         ["import sys", *(f"import shape_e_blender.worker.{m}" for m in modules), heavy]
@@ -227,3 +227,26 @@ def test_cancels_answer_goes_out_before_the_cancelled_jobs_even_when_the_reader_
     assert [a["id"] for a in answers] == [2, 1]
     assert answers[0]["result"] == {"cancelled": True}
     assert answers[1]["error"]["data"]["kind"] == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "field"),
+    [
+        ("load", {"model": "openai/shap-e", "sead": 1}, "sead"),
+        ("download", {"model": "openai/shap-e", "revision": "main"}, "revision"),
+        ("load", {"model": "openai/shap-e", "device": "tpu"}, "device"),
+        ("load", {"model": "openai/shap-e", "precision": True}, "precision"),
+        ("load", {"model": "openai/shap-e", "kind": "video"}, "kind"),
+        ("load", {"model": 3}, "model"),
+        ("load", {"model": "openai/shap-e", "cache_dir": 3}, "cache_dir"),
+    ],
+)
+def test_load_and_download_refuse_unknown_and_bad_params_naming_the_field(
+    worker, method, params, field
+):
+    msg, notes = worker.call(method, params)
+    err = msg["error"]
+    assert err["code"] == INVALID_PARAMS and err["data"]["field"] == field
+    assert err["data"]["hint"] and notes == []
+    if field in ("sead", "revision"):  # an unknown name: the hint lists the known ones
+        assert "model, kind, cache_dir" in err["data"]["hint"]

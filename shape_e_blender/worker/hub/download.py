@@ -2,7 +2,7 @@
 
 Either way the result is one folder laid out like the hub repo (``model_index.json`` plus one
 sub-folder per component), ready for ``from_pretrained(folder, subfolder=...)``. Which files each
-kind needs, and which weight files of a component are used, is models/weights.py's rule: the
+kind needs, and which weight files of a component are used, is core/weights.py's rule: the
 download fetches exactly what the loader loads, and nothing else.
 
 Resuming: each file that is not in the cache is fetched by ``fetch.fetch`` into
@@ -33,7 +33,7 @@ from huggingface_hub import (
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from ...core.errors import MODEL_UNAVAILABLE, ShapEError
-from ..models.weights import (
+from ...core.weights import (
     CONFIG_ONLY,
     check_folder,
     components,
@@ -265,7 +265,7 @@ def _complete_snapshot(
 
 
 def select_files(repo_files: Iterable[str], kind: Kind, *, source: str) -> list[str]:
-    """The files of a repo listing that ``kind`` needs (models/weights.py says which).
+    """The files of a repo listing that ``kind`` needs (core/weights.py says which).
 
     Every configuration file, and for a component with weights the files ``pick_weights`` chose:
     not the legacy ``renderer/`` folder, not the README or pictures, not the pickled twins of

@@ -1,6 +1,6 @@
 """Loading Shap-E pipelines from local folders, component by component, in float32 on the cpu.
 
-Which weight files each component loads from is decided by models/weights.py, the same rule the
+Which weight files each component loads from is decided by core/weights.py, the same rule the
 download fetches by. The cache (models/cache.py) moves what is loaded to the job's device.
 """
 
@@ -27,7 +27,7 @@ except ImportError:  # transformers 4: CLIPImageProcessor is the PIL one
     from transformers import CLIPImageProcessor as CLIPImageProcessorPil
 
 from ...core.errors import MODEL_UNAVAILABLE, ShapEError
-from .weights import Weights, component_problems, weights_in
+from ...core.weights import Weights, component_problems, weights_in
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import torch
 from diffusers import HeunDiscreteScheduler, PriorTransformer
 from diffusers.pipelines.shap_e import ShapEImg2ImgPipeline, ShapEPipeline
 
+from ...core.weights import COMPONENTS
 from ..models.loading import image_processor_class, quiet_progress_bars
-from ..models.weights import COMPONENTS
 from . import clip
 from .renderer import tiny_renderer
 from .sizes import DEFAULT, TinySizes

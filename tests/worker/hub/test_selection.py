@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from shape_e_blender.core.errors import MODEL_UNAVAILABLE, ShapEError
+from shape_e_blender.core.weights import weights_in
 from shape_e_blender.worker.hub import download as dl
-from shape_e_blender.worker.models.weights import weights_in
 
 from .standin import BIG, FAKE_FILES, REPO_ID, TEXT_FILES, write_repo
 

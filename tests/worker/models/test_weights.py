@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 
 from shape_e_blender.core.errors import MODEL_UNAVAILABLE, ShapEError
-from shape_e_blender.worker.hub.download import resolve_model
-from shape_e_blender.worker.models.loading import load_text_pipeline
-from shape_e_blender.worker.models.weights import (
+from shape_e_blender.core.weights import (
     Weights,
     folder_problems,
     pick_weights,
     vram_estimate,
     weights_in,
 )
+from shape_e_blender.worker.hub.download import resolve_model
+from shape_e_blender.worker.models.loading import load_text_pipeline
 
 
 def test_loader_contract_for_fp16_safetensors_and_the_renderer_bin(tmp_path):

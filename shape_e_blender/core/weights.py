@@ -33,12 +33,13 @@ Nothing here imports torch: the download and the CLI's ``download`` command use 
 from __future__ import annotations
 
 import json
+import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...core.errors import MODEL_UNAVAILABLE, ShapEError
+from .errors import MODEL_UNAVAILABLE, ShapEError
 
 COMPONENTS: dict[str, tuple[str, ...]] = {
     "text": ("prior", "text_encoder", "tokenizer", "scheduler", "shap_e_renderer"),
@@ -199,6 +200,37 @@ def check_folder(folder: str | Path, kind: str) -> Path:
             "model",
         )
     return folder
+
+
+def hub_cache(env: Mapping[str, str] | None = None) -> Path:
+    """The hub's cache folder, as huggingface_hub finds it (HF_HUB_CACHE, else HF_HOME/hub, else
+    XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub). The worker asks
+    huggingface_hub itself; this copy of its documented rule is for Blender's Python, which has no
+    huggingface_hub (a worker test checks that the two agree)."""
+    env = os.environ if env is None else env
+    if env.get("HF_HUB_CACHE"):
+        return Path(env["HF_HUB_CACHE"]).expanduser()
+    if env.get("HF_HOME"):
+        return Path(env["HF_HOME"]).expanduser() / "hub"
+    xdg = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "huggingface" / "hub"
+
+
+def on_disk(model: str, kind: str, env: Mapping[str, str] | None = None) -> bool:
+    """Whether ``model`` (a folder, or a hub repo id in the hub's cache) holds everything
+    ``kind`` needs, without the network or huggingface_hub: the main branch's cached snapshot
+    (refs/main), as the worker's offline lookup takes it."""
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        if model.count("/") != 1:
+            return False
+        repo = hub_cache(env) / ("models--" + model.replace("/", "--"))
+        try:
+            revision = (repo / "refs" / "main").read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            return False
+        folder = repo / "snapshots" / revision
+    return folder.is_dir() and not folder_problems(folder, kind)
 
 
 def kind_hint(kind: str) -> str:
