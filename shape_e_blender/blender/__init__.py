@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators, panel, prefs, props, tasks
+from . import operators, panel, prefs, preload, props, tasks
 
 # Registered in this order, unregistered in reverse.
 CLASSES = (*prefs.CLASSES, *props.CLASSES, *operators.CLASSES, *panel.CLASSES)
@@ -28,6 +28,7 @@ def register(root_package: str) -> None:
 def unregister() -> None:
     # Stop the worker, a setup and every thread first: Blender 4.2/4.5 hang or crash at exit
     # while a Python thread is alive.
+    preload.forget()
     tasks.shutdown()
     if tasks.on_load_post in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.remove(tasks.on_load_post)

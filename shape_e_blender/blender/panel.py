@@ -13,7 +13,7 @@ import bpy
 
 from ..core import jobdir
 from ..core.errors import ShapEError
-from . import compat, history, importer, tasks
+from . import compat, history, importer, preload, tasks
 from .props import guidance_name
 
 if TYPE_CHECKING:  # fake-bpy-module's literal types, for `python build.py lint`
@@ -48,6 +48,7 @@ class SHAPE_E_PT_panel(_Sidebar, bpy.types.Panel):
 
 def draw_panel(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
     compat.draw_too_old(layout)
+    preload.maybe_start(context)
     s = context.scene.shape_e
     st = tasks.status
     running = tasks.busy()
@@ -97,6 +98,8 @@ def draw_panel(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
         layout.progress(factor=st.fraction, type="BAR", text=st.progress_text())
     elif st.state == "done":
         layout.label(text=st.message[:200], icon="CHECKMARK")
+        if st.timings:
+            layout.label(text=st.timings_text()[:200], icon="TIME")
         if st.warnings:
             col = layout.box().column(align=True)
             width = max(24, int(context.region.width / 7)) if context.region else 48
@@ -111,6 +114,9 @@ def draw_panel(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
         _wrapped(col, st.error, "ERROR", width, max_lines=8)
         if st.hint:
             _wrapped(col, st.hint, "INFO", width, max_lines=4)
+
+    if warming := preload.progress():
+        layout.label(text=warming, icon="TIME")
 
     draw_active_object(layout, context)
 

@@ -150,6 +150,15 @@ class ShapEPreferences(bpy.types.AddonPreferences):
         ),
         default=True,
     )
+    preload: BoolProperty(
+        name="Load Models in Advance",
+        description=(
+            "When the Shap-E panel is first drawn, start the worker and load the model that "
+            "Generate will use, in the background, so that the first Generate does not wait for "
+            "them. Only models already on disk; never in background mode"
+        ),
+        default=True,
+    )
     silence_timeout: IntProperty(
         name="Silence Timeout (s)",
         description=(
@@ -206,6 +215,7 @@ def draw_preferences(p: ShapEPreferences, layout: bpy.types.UILayout) -> None:
     _draw_worker_info(box, p)
     row = box.row()
     row.prop(p, "keep_alive")
+    row.prop(p, "preload")
     row.operator("shape_e.release_worker", icon="X")
     box.prop(p, "silence_timeout")
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..client.envsetup import STAGE_TEXT
-from ..core.protocol import count_text, duration_text
+from ..core.protocol import Progress, count_text, duration_text
 
 STAGE_LABELS = {
-    "starting": "Starting worker",
+    "starting": "Starting the worker",
     "queued": "Queued",
     "downloading": "Downloading",
-    "loading": "Loading model",
+    "loading": "Loading models",
     "encoding": "Encoding",
     "sampling": "Sampling",
     "decoding": "Extracting mesh",
@@ -19,6 +21,32 @@ STAGE_LABELS = {
     "writing": "Writing",
     **STAGE_TEXT,  # the environment setup's stages
 }
+
+# A finished job's timings (docs/protocol.md), in the order a first job pays them.
+TIMING_LABELS = {
+    "start": "worker start",
+    "import": "imports",
+    "load": "model load",
+    "encode": "encoding",
+    "sample": "sampling",
+    "decode": "mesh",
+    "write": "writing",
+}
+
+
+def timings_of(results: Iterable[Any]) -> dict[str, float]:
+    """The seconds per stage of a task's answers, summed over them (a scene build's many)."""
+    total: dict[str, float] = {}
+    for result in results:
+        timings = result.get("timings") if isinstance(result, dict) else None
+        for name, seconds in (timings if isinstance(timings, dict) else {}).items():
+            if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+                total[name] = total.get(name, 0.0) + float(seconds)
+    return total
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 90 else duration_text(seconds)
 
 
 @dataclass
@@ -46,6 +74,7 @@ class Status:
     part_label: str = ""
     part_started: float = 0.0
     overall_eta_s: float | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # a finished task's (timings_of)
 
     @property
     def fraction(self) -> float:
@@ -55,6 +84,19 @@ class Status:
         if self.parts:  # a scene build: the whole build's share
             return (self.part - 1 + own) / self.parts
         return own
+
+    def show(self, p: Progress) -> None:
+        self.stage, self.step, self.total, self.eta_s = p.stage, p.step, p.total, p.eta_s
+
+    def timings_text(self) -> str:
+        """Where a finished task's time went, e.g. "9.1 s: imports 3.8 s, sampling 4.2 s, ..."."""
+        shown = [(n, s) for n, s in self.timings.items() if s >= 0.05]
+        if not shown:
+            return ""
+        order = list(TIMING_LABELS)
+        shown.sort(key=lambda item: order.index(item[0]) if item[0] in order else len(order))
+        parts = [f"{TIMING_LABELS.get(n, n)} {_seconds(s)}" for n, s in shown]
+        return f"{_seconds(sum(self.timings.values()))}: {', '.join(parts)}"
 
     def progress_text(self) -> str:
         name = STAGE_LABELS.get(self.stage, self.stage.capitalize() or "Working")

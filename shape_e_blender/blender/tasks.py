@@ -31,7 +31,7 @@ from ..client.handle import JobHandle
 from ..client.remote import RemoteWorkerClient
 from ..client.watchdog import SILENCE_TIMEOUT_S
 from ..core.errors import CANCELLED, INTERNAL_ERROR, JOB_FAILED, ShapEError
-from .status import Status
+from .status import Status, timings_of
 
 BUSY_MESSAGE = "a Shap-E job is already running: wait for it to finish, or press Cancel"
 KEPT_MESSAGE = "another file was opened while the job ran: import its result from Recent Jobs"
@@ -93,15 +93,14 @@ class Task:
             return
         # Show the first unfinished request (a download of two models queues the second).
         current = next((r for r in self.requests if not r.done), None)
+        # A request queued behind the models' load in advance (preload) shows that load.
+        ahead = warming if warming is not None and not warming.done else None
         for ev in _client.poll(timeout):
-            if ev.kind == "progress" and ev.progress is not None and ev.job is current:
-                p = ev.progress
-                status.stage, status.step, status.total, status.eta_s = (
-                    p.stage,
-                    p.step,
-                    p.total,
-                    p.eta_s,
-                )
+            p = ev.progress
+            if (p is not None and ev.job is ahead) or (
+                p is not None and ev.job is current and not (ahead and p.stage == "queued")
+            ):
+                status.show(p)
         if self.parts and current is not None:
             self._show_part(self.requests.index(current))
 
@@ -145,6 +144,7 @@ _client_key: tuple[str, Path, str] | None = None  # what _client was made for (c
 _retired: list[WorkerClient] = []
 _active: Task | None = None
 _last: Task | None = None
+warming: JobHandle | None = None  # the models' load in advance (preload.py), while it runs
 
 
 def client_for(
@@ -332,7 +332,7 @@ def on_load_post(*_args: Any) -> None:
 
 def shutdown() -> None:
     """For unregister(): stop the worker, a setup, the timer and every thread."""
-    global _client, _active, _last, status
+    global _client, _active, _last, status, warming
     if bpy.app.timers.is_registered(timer):
         bpy.app.timers.unregister(timer)
     if _active is not None and _active.setup is not None:
@@ -343,9 +343,7 @@ def shutdown() -> None:
     for c in [*_retired, *([_client] if _client is not None else [])]:
         c.kill()  # waits: Blender must not go on (or exit) with our threads alive
     _retired.clear()
-    _client = None
-    _active = None
-    _last = None
+    _client = _active = _last = warming = None
     status = Status()
 
 
@@ -372,6 +370,7 @@ def _settle(task: Task) -> None:
             message=f"{task.verb} {', '.join(names)}" if names else done,
             objects=names,
             warnings=list(task.warnings),
+            timings=timings_of(r.result for r in task.requests),
         )
     elif err.code == CANCELLED:
         status = Status(state="cancelled", kind=task.kind, label=task.label, message="Cancelled")

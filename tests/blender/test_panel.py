@@ -25,8 +25,10 @@ STATES = [
     "scene-running",
     "done",
     "done-with-skipped-variants",
+    "done-with-timings",
     "cancelled",
     "error",
+    "preloading",
     "active-shap-e-object",
     "active-shap-e-object-running",
     "active-image-object-without-seed",
@@ -84,6 +86,14 @@ def test_all_states_were_drawn_and_the_child_finished(drawn):
     assert "progress: Sampling 12/127, 3 s left" in stdout
     assert "scene progress: 2/3 Lamp: Sampling 3/10, 2 min left in all" in stdout
     assert "'torch'" in stdout  # the preferences showed the real worker's versions
+
+
+def test_a_finished_jobs_timings_and_the_load_in_advance_are_shown(drawn):
+    stdout, _ = drawn
+    expected = "12.0 s: worker start 1.2 s, imports 3.8 s, model load 2.0 s, sampling 4.1 s, mesh"
+    assert f"timings: {expected} 0.9 s" in stdout
+    assert "preloading: Loading models in the background" in stdout
+    assert "worker after idle draws: None" in stdout  # background mode: nothing loaded ahead
 
 
 def test_an_older_blender_than_the_minimum_is_told_so(drawn):

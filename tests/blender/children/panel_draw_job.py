@@ -25,8 +25,9 @@ from types import SimpleNamespace
 
 import bpy
 
-from shape_e_blender.blender import compat, history, panel, prefs, tasks
+from shape_e_blender.blender import compat, history, panel, prefs, preload, tasks
 from shape_e_blender.client.handle import JobHandle
+from shape_e_blender.core.protocol import Progress
 
 from ..job_folders import foreign_folders
 
@@ -120,6 +121,8 @@ def main() -> int:
     scene.collection.objects.link(cam)
     scene.camera = cam
     state("idle-CAMERA-with-camera", draw_panel)
+    # Module mode is background mode: drawing never loaded the models in advance.
+    print(f"worker after idle draws: {tasks.current_client()}", flush=True)
     scene.shape_e.source = "TEXT"
 
     tasks._active = tasks.Task("generate", [], "a red chair")
@@ -146,6 +149,10 @@ def main() -> int:
         "(the field is positive) (try another seed or another prompt)"
     ]
     state("done-with-skipped-variants", draw_panel)
+    tasks.status.timings = {"start": 1.2, "import": 3.8, "load": 2.0, "sample": 4.1, "decode": 0.9}
+    tasks.status.timings["write"] = 0.01  # under 0.05 s: not shown
+    print(f"timings: {tasks.status.timings_text()}", flush=True)
+    state("done-with-timings", draw_panel)
     tasks.status = tasks.Status(state="cancelled", message="Cancelled")
     state("cancelled", draw_panel)
     tasks.status = tasks.Status(
@@ -154,6 +161,11 @@ def main() -> int:
         hint="press Generate to start a new worker, or check worker_python",
     )
     state("error", draw_panel)
+    tasks.status = tasks.Status()
+    tasks.warming = JobHandle(9, "load", {}, 1, progress=Progress(9, "loading", 0, 1))
+    print(f"preloading: {preload.progress()}", flush=True)
+    state("preloading", draw_panel)
+    tasks.warming = None
 
     # The active object's box: a Shap-E object (text, then image with no seed), another object.
     tasks.status = tasks.Status()
