@@ -2,15 +2,26 @@
 
 A reader (Blender's Recent Jobs, a second process, a user's file browser) never sees half a file,
 even when the writer dies mid-write. The job folder, the mesh files and the CLI's exports all go
-through here. A failed write removes its partial file.
+through here. A failed write removes its partial file; a writer killed mid-write (SIGKILL, a
+crash, the OOM killer) cannot, and leaves its ``.part`` behind. A writer holds the folder it
+writes into (``writing``), so that ``remove_stale_parts`` can tell those leftovers from the
+``.part`` of a write still under way (a worker finishing a job after Blender quit, another
+Blender's job) and remove only the first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: a file open for writing cannot be deleted there
+    fcntl = None  # type: ignore[assignment]
 
 PART_SUFFIX = ".part"
 
@@ -32,3 +43,62 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
     return atomic_write(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def writing(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold ``folder`` (a shared lock on it) while writing into it.
+
+    The lock goes with the process: a writer that is killed lets go of it at once. Where no
+    lock can be taken (Windows, a file system without locks) the write goes on unheld.
+    """
+    fd = _open_folder(folder)
+    try:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def remove_stale_parts(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the ``.part`` files in ``folder`` and its subfolders that no writer holds.
+
+    Returns what was removed; nothing while a writer holds the folder (see ``writing``), or
+    where that cannot be told (a file system without locks). On Windows, where there are no
+    such locks, a file still open for writing refuses to go and is kept.
+    """
+    folder = Path(folder)
+    fd = _open_folder(folder)
+    if fd is None and fcntl is not None:
+        return []
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # held by a live writer
+                return []
+        removed = []
+        for part in (*folder.glob(f"*{PART_SUFFIX}"), *folder.glob(f"*/*{PART_SUFFIX}")):
+            try:
+                if not part.is_dir():
+                    part.unlink()
+                    removed.append(part)
+            except OSError:
+                continue
+        return removed
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _open_folder(folder: str | os.PathLike[str]) -> int | None:
+    """A descriptor of ``folder`` to lock, or None where there are no locks or no folder."""
+    if fcntl is None:
+        return None
+    try:
+        return os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return None

@@ -19,6 +19,8 @@ Every file is written beside its place and renamed into it (core/files.py). Read
 is done (result.json), failed or cancelled (error.json; its code says which), running (the
 caller's own current job), or interrupted (neither: the worker was killed, or it is still
 finishing a job whose Blender quit, and will show as done once it has written its result).
+Read back without a result, a folder loses the ``.part`` files of a writer that was killed
+mid-write; a live worker holds its folder (core/files.py), so its own are kept.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import numpy as np
 
 from .errors import CANCELLED as CANCELLED_CODE
 from .errors import JOB_FAILED, ShapEError, invalid
-from .files import atomic_write, write_json
+from .files import atomic_write, remove_stale_parts, write_json
 from .results import JobResult, is_int
 
 REQUEST_FILE = "request.json"
@@ -258,6 +260,8 @@ def _read(path: Path, running: bool, running_label: str) -> tuple[JobRecord, Job
     )
     if result is not None:
         return _done(path, params, result), result
+    if not running:
+        remove_stale_parts(path)
     written = _json(path / ERROR_FILE)
     if isinstance(written, dict) and isinstance(written.get("error"), dict):
         failure = ShapEError.from_json(written["error"])

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..core import jobdir
+from ..core.files import writing
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -42,12 +43,20 @@ class _JobLogHandler(logging.FileHandler):
 
 @contextlib.contextmanager
 def job_log(job_dir: Path) -> Iterator[logging.Logger]:
-    """Copy this thread's log records into the job's log file while the job runs."""
+    """Copy this thread's log records into the job's log file while the job runs, and hold the
+    folder meanwhile (files.writing): a reader that finds it without a result then keeps its
+    ``.part`` files, which are being written, not left by a worker that was killed."""
+    with writing(job_dir), _copied(job_dir / jobdir.LOG_FILE) as job_logger:
+        yield job_logger
+
+
+@contextlib.contextmanager
+def _copied(log_file: Path) -> Iterator[logging.Logger]:
     job_logger = logging.getLogger("shape_e_blender.job")
     try:
-        handler = _JobLogHandler(job_dir / jobdir.LOG_FILE, encoding="utf-8")
+        handler = _JobLogHandler(log_file, encoding="utf-8")
     except OSError as exc:  # the job still runs; its records still reach stderr
-        job_logger.warning("the job log in %s cannot be opened: %s", job_dir, exc)
+        job_logger.warning("the job log %s cannot be opened: %s", log_file, exc)
         yield job_logger
         return
     handler.setFormatter(logging.Formatter(LOG_FORMAT))

@@ -54,15 +54,6 @@ def _until_stage(client: WorkerClient, job, stage: str, timeout: float = 120.0) 
         client.poll(timeout=0.25)
 
 
-@pytest.fixture
-def client(tmp_path):
-    """A client of its own, for tests that stop or kill its worker."""
-    c = WorkerClient(WORKER_PYTHON, tmp_path / "jobs")
-    yield c
-    c.kill()
-    assert c.threads_alive() == []
-
-
 @pytest.fixture(scope="module")
 def warm(tmp_path_factory):
     """One client shared by the tests that leave its worker running (starting one takes seconds)."""
