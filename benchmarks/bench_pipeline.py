@@ -40,6 +40,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -213,6 +214,48 @@ def peak_gib(device: str) -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
 
 
+class AddedMemory:
+    """The most memory a block added over what was in use when it began, in GiB: CUDA memory
+    allocated on a GPU; on the cpu the process's resident set, sampled every 2 ms by a thread
+    (the peak RSS of the process would hide a later, smaller row behind an earlier one)."""
+
+    def __init__(self, device: str) -> None:
+        self.cuda = torch.device(device).type == "cuda"
+        self.device = device
+        self.gib = 0.0
+        self._stop = threading.Event()
+        self._peak = self._start = 0
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:  # Linux, like the cpu side of this measurement
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.002):
+            self._peak = max(self._peak, self._rss())
+
+    def __enter__(self) -> AddedMemory:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+        else:
+            self._start = self._peak = self._rss()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            self._peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+            self._peak = max(self._peak, self._rss())
+        self.gib = round((self._peak - self._start) / 2**30, 3)
+
+
 class Counted:
     """A field callable that counts the points it was asked for and the time spent inside."""
 
@@ -305,20 +348,25 @@ def dense_decode(field: LatentField, grid: int, device: str, batch: int) -> dict
     """
     sdf, color = Counted(field.sdf, device), Counted(field.color, device)
     reset_peak(device)
-    start = time.perf_counter()
-    points = grid_points(grid, device)
-    values = torch.cat([sdf(points[i : i + batch]) for i in range(0, len(points), batch)])
-    # Padded with the outside value, as diffusers does, so shapes touching the box are closed.
-    volume = np.pad(values.reshape(grid, grid, grid).cpu().numpy(), 1, constant_values=-1.0)
-    verts, faces, _, _ = marching_cubes(volume, 0.0)
-    world = torch.from_numpy(((verts - 1.0) * (2.0 / (grid - 1)) - 1.0).astype(np.float32))
-    world = world.to(device)
-    for i in range(0, len(world), batch):
-        color(world[i : i + batch])
-    seconds = time.perf_counter() - start
+    with AddedMemory(device) as added:
+        start = time.perf_counter()
+        points = grid_points(grid, device)
+        values = torch.cat([sdf(points[i : i + batch]) for i in range(0, len(points), batch)])
+        del points
+        # Padded with the outside value, as diffusers does, so shapes touching the box are closed.
+        volume = np.pad(values.reshape(grid, grid, grid).cpu().numpy(), 1, constant_values=-1.0)
+        del values
+        verts, faces, _, _ = marching_cubes(volume, 0.0)
+        del volume
+        world = torch.from_numpy(((verts - 1.0) * (2.0 / (grid - 1)) - 1.0).astype(np.float32))
+        world = world.to(device)
+        for i in range(0, len(world), batch):
+            color(world[i : i + batch])
+        seconds = time.perf_counter() - start
     row = decode_record(
         f"dense {grid} (diffusers' way)", grid, sdf, color, seconds, len(verts), len(faces), device
     )
+    row["added_gib"] = added.gib
     # The same small-part rule as extract_mesh's, for the agreement columns (not timed).
     faces, kept = drop_small_parts(len(verts), faces.astype(np.int64), MIN_PART_FRACTION)
     MESHES[row["method"]] = (world.cpu().numpy()[kept], faces)
@@ -329,9 +377,10 @@ def ours_decode(field: LatentField, grid: int, device: str, batch: int) -> dict[
     """mesh.stf.extract_mesh (coarse to fine), as the engine calls it."""
     sdf, color = Counted(field.sdf, device), Counted(field.color, device)
     reset_peak(device)
-    start = time.perf_counter()
-    mesh = extract_mesh(sdf, color, grid, device=device, batch_size=batch)
-    seconds = time.perf_counter() - start
+    with AddedMemory(device) as added:
+        start = time.perf_counter()
+        mesh = extract_mesh(sdf, color, grid, device=device, batch_size=batch)
+        seconds = time.perf_counter() - start
     row = decode_record(
         f"extract_mesh {grid}",
         grid,
@@ -342,6 +391,7 @@ def ours_decode(field: LatentField, grid: int, device: str, batch: int) -> dict[
         mesh.face_count,
         device,
     )
+    row["added_gib"] = added.gib
     MESHES[row["method"]] = (mesh.vertices, mesh.faces)
     return row
 
@@ -462,7 +512,7 @@ def time_decoding(
     latent: torch.Tensor | None,
     device: str,
     grids: list[int],
-    dense: bool,
+    dense_grids: list[int],
     seed: int,
     chunks: list[int],
     keep: Callable[[dict[str, Any]], None],
@@ -494,19 +544,23 @@ def time_decoding(
         out["field_chunks"] = time_chunks(renderer, latent, device, chunks)
         keep(out)
     runs: list[Callable[[], dict[str, Any]]] = []
+    dense = bool(dense_grids)
     if dense:
         # The dense reference runs the MLP in diffusers' chunks of 4,096 points.
         dense_field = LatentField(renderer, latent, device, chunk=DIFFUSERS_CHUNK)
         runs.append(lambda: diffusers_sdf_pass(renderer, latent, field, device))
-        runs.append(lambda: dense_decode(dense_field, 128, device, batch))
+        # The ratios' base (dense 128 when asked for) runs first.
+        ordered = sorted(dense_grids, key=lambda g: (g != 128, g))
+        runs.extend(lambda g=g: dense_decode(dense_field, g, device, batch) for g in ordered)
     runs.extend(lambda g=grid: ours_decode(field, g, device, batch) for grid in grids)
     for run in runs:
         out["rows"].append(run())
-        dense_row = next((r for r in out["rows"] if r["method"].startswith("dense")), None)
         last = out["rows"][-1]
-        ours = last["method"].startswith("extract_mesh")
-        if dense_row is not None and ours and last["grid"] == dense_row["grid"]:
-            agreement(last, dense_row)
+        same_grid = [
+            r for r in out["rows"] if r["method"].startswith("dense") and r["grid"] == last["grid"]
+        ]
+        if last["method"].startswith("extract_mesh") and same_grid:
+            agreement(last, same_grid[0])
         base = out["rows"][1 if dense and len(out["rows"]) > 1 else 0]
         for row in out["rows"]:
             row["evaluations_vs_base"] = round(row["evaluations"] / base["evaluations"], 3)
@@ -622,14 +676,15 @@ def print_tables(results: dict[str, Any]) -> None:
             )
         print(
             f"{'method':28} | {'evaluations':>11} | {'wall s':>7} | {'field s':>7} | "
-            f"{'evals ratio':>11} | {'time ratio':>10} | {'vertices':>8} | {'faces':>8}"
+            f"{'evals ratio':>11} | {'time ratio':>10} | {'vertices':>8} | {'faces':>8} | "
+            f"{'added GiB':>9}"
         )
         for row in decode["rows"]:
             print(
                 f"{row['method']:28} | {row['evaluations']:11,d} | {row['wall_s']:7.2f} | "
                 f"{row['field_s']:7.2f} | {row['evaluations_vs_base']:11.3f} | "
                 f"{row['time_vs_base']:10.3f} | {row.get('vertices', 0):8,d} | "
-                f"{row.get('faces', 0):8,d}"
+                f"{row.get('faces', 0):8,d} | {row.get('added_gib', 0.0):9.3f}"
             )
         for row in decode["rows"]:
             if "mean_distance_voxels" in row:
@@ -639,7 +694,10 @@ def print_tables(results: dict[str, Any]) -> None:
                     f"{row['max_distance_voxels']:.3f}), {row['parts']} parts (dense "
                     f"{row['dense_parts']})"
                 )
-    print("(peak GiB: CUDA memory allocated on a GPU; on the cpu the whole process's peak RSS)")
+    print(
+        "(peak GiB: CUDA memory allocated on a GPU; on the cpu the whole process's peak RSS; "
+        "added GiB: the most a row added over what was in use when it began)"
+    )
     engine = results.get("engine")
     if engine:
         print("\none generation through Engine.generate")
@@ -672,7 +730,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--chunks", default="", help="comma list of LatentField chunk sizes to time (optional)"
     )
     p.add_argument("--no-prior", action="store_true", help="skip the prior: decode a random latent")
-    p.add_argument("--no-dense", action="store_true", help="skip the dense grid-128 baselines")
+    p.add_argument("--no-dense", action="store_true", help="skip the dense baselines")
+    p.add_argument(
+        "--dense-grids",
+        default="128",
+        help="comma list of grids for the dense reference (128 is the ratios' base)",
+    )
     p.add_argument("--no-engine", action="store_true", help="skip the end-to-end generation")
     p.add_argument(
         "--engine-precision", default="auto", help="precision of the end-to-end generation"
@@ -698,6 +761,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.precisions = [x.strip().lower() for x in args.precision.split(",") if x.strip()]
     args.grid_list = [int(x) for x in args.grids.split(",") if x.strip()]
     args.chunk_list = [int(x) for x in args.chunks.split(",") if x.strip()]
+    dense = [] if args.no_dense else args.dense_grids.split(",")
+    args.dense_list = [int(x) for x in dense if x.strip()]
     if args.calls < 1:
         p.error("--calls must be at least 1")
     if not args.grid_list:
@@ -713,7 +778,7 @@ def main(argv: list[str] | None = None) -> int:
     # Heun: calls = 2 * steps - 1, so an even --calls is rounded up to the next odd count.
     steps = (args.calls + 1) // 2
     results: dict[str, Any] = {"machine": machine(), "args": dict(vars(args))}
-    for derived in ("precisions", "grid_list", "chunk_list"):
+    for derived in ("precisions", "grid_list", "chunk_list", "dense_list"):
         results["args"].pop(derived)
 
     def save() -> None:
@@ -774,7 +839,7 @@ def main(argv: list[str] | None = None) -> int:
             latent,
             device,
             args.grid_list,
-            not args.no_dense,
+            args.dense_list,
             args.seed,
             args.chunk_list,
             keep_decode,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..client.envsetup import STAGE_TEXT
-from ..core.protocol import Progress, count_text, duration_text
+from ..core.protocol import TIMING_LABELS, Progress, count_text, duration_text
 
 STAGE_LABELS = {
     "starting": "Starting the worker",
@@ -20,17 +20,6 @@ STAGE_LABELS = {
     "texturing": "Baking texture",
     "writing": "Writing",
     **STAGE_TEXT,  # the environment setup's stages
-}
-
-# A finished job's timings (docs/protocol.md), in the order a first job pays them.
-TIMING_LABELS = {
-    "start": "worker start",
-    "import": "imports",
-    "load": "model load",
-    "encode": "encoding",
-    "sample": "sampling",
-    "decode": "mesh",
-    "write": "writing",
 }
 
 

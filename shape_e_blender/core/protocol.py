@@ -218,6 +218,18 @@ class ModelRequest:
         return cls(model, kind, cache_dir, device, precision)
 
 
+# A result's timings (seconds per stage), in the order a first job pays them, as people read
+# them; ``start`` is added by the client (docs/protocol.md).
+TIMING_LABELS = {
+    "start": "worker start",
+    "import": "imports",
+    "load": "model load",
+    "encode": "encoding",
+    "sample": "sampling",
+    "decode": "mesh",
+    "write": "writing",
+}
+
 # A variant's mesh extraction reports its progress in thousandths: during "decoding", ``step``
 # counts thousandths over all variants (variant i runs from i * DECODE_STEPS).
 DECODE_STEPS = 1000
