@@ -17,14 +17,21 @@ import base64
 import io
 import math
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import invalid
+from .errors import JOB_FAILED, ShapEError, invalid
 from .files import atomic_write
+
+_ARRAYS = ("vertices", "faces", "colors")
+_TEXTURE = ("uvs", "texture")
+# What numpy and zipfile raise for bytes that are not a whole .npz: cut short, or not one at all.
+_NOT_WHOLE = (EOFError, zipfile.BadZipFile, zlib.error)
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,9 +106,23 @@ class MeshData:
 
     @classmethod
     def _read(cls, source: Any) -> MeshData:
-        with np.load(source, allow_pickle=False) as z:
-            extra = {k: z[k] for k in ("uvs", "texture") if k in z.files}
-            return cls(z["vertices"], z["faces"], z["colors"], **extra)
+        """The mesh in ``source``; ValueError saying what is wrong with it when it is not one."""
+        try:
+            z = np.load(source, allow_pickle=False)
+        except (*_NOT_WHOLE, ValueError) as exc:
+            # A file cut before its zip header is taken for a pickle by numpy: refused the same.
+            raise ValueError("it is not a whole .npz file") from exc
+        if isinstance(z, np.ndarray):  # a lone .npy
+            raise ValueError("it is a single array, not a mesh's .npz file")
+        with z:
+            missing = [k for k in _ARRAYS if k not in z.files]
+            if missing:
+                raise ValueError(f"it has no {', '.join(missing)} array")
+            try:
+                arrays = {k: z[k] for k in (*_ARRAYS, *_TEXTURE) if k in z.files}
+            except (*_NOT_WHOLE, ValueError) as exc:
+                raise ValueError(f"its arrays are damaged ({exc})") from exc
+        return cls(**arrays)
 
     def scaled_to(self, size: float) -> MeshData:
         """The mesh scaled about the origin so that its largest dimension is ``size`` metres
@@ -124,7 +145,28 @@ class MeshData:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> MeshData:
-        return cls._read(path)
+        """The mesh in the file ``path``; a ShapEError naming it when it cannot be read whole."""
+        try:
+            return cls._read(path)
+        except FileNotFoundError:
+            raise ShapEError(
+                JOB_FAILED,
+                f"the mesh file {path} is missing",
+                "its job folder was moved or changed; generate again with the same seed",
+            ) from None
+        except OSError as exc:
+            raise ShapEError(
+                JOB_FAILED,
+                f"the mesh file {path} cannot be read: {exc.strerror or exc}",
+                "check that the jobs folder is readable, then import again",
+            ) from exc
+        except ValueError as exc:
+            raise ShapEError(
+                JOB_FAILED,
+                f"the mesh file {path} is cut short or damaged: {exc}",
+                "it was not written whole (a full disk, a worker killed while writing, a copy "
+                "that stopped): generate again with the same seed, which gives the same shape",
+            ) from exc
 
 
 SIZE_HELP = "metres of the largest dimension (0: the model's native size, up to 2 units)"

@@ -36,19 +36,20 @@ class MeshEntry:
         return self.error is None
 
     def load(self) -> MeshData:
-        """The mesh: inline when the worker sent it inline, else from its file."""
-        try:
-            if self.npz_b64:
+        """The mesh: inline when the worker sent it inline, else from its file (whose errors
+        name it: MeshData.load)."""
+        if self.npz_b64:
+            try:
                 return MeshData.from_base64(self.npz_b64)
-            if self.path is None:
-                raise ValueError("the entry has no mesh file")
-            return MeshData.load(self.path)
-        except (OSError, ValueError, KeyError) as exc:
-            raise ShapEError(
-                JOB_FAILED,
-                f"could not read the generated mesh {self.path!r}: {exc}",
-                "the job folder may have been moved or deleted; generate again",
-            ) from exc
+            except ValueError as exc:  # binascii.Error is one too
+                raise ShapEError(
+                    JOB_FAILED,
+                    f"the worker's inline mesh of variant {self.variant} cannot be read: {exc}",
+                    "generate again; if it happens again, " + _UPDATE_HINT,
+                ) from exc
+        if self.path is None:
+            raise _malformed(f"variant {self.variant} names no mesh file")
+        return MeshData.load(self.path)
 
     def skipped_error(self) -> ShapEError:
         """This variant's error, saying which variant (and seed) it is."""

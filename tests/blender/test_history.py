@@ -179,6 +179,23 @@ def test_a_moved_job_folder_imports_from_where_it_is_now_and_a_missing_mesh_is_r
     assert bpy.ops.shape_e.import_job(job_dir=str(moved), variant=0) == {"FINISHED"}
 
 
+@pytest.mark.parametrize("kept", [0, 3, 0.5, -1])
+def test_a_mesh_file_cut_short_is_refused_naming_it_and_nothing_is_imported(
+    scene, cli_job, tmp_path, kept
+):
+    """Variant 1's mesh.npz cut to ``kept`` bytes (a fraction of it, or all but the last)."""
+    job = tmp_path / cli_job.name
+    shutil.copytree(cli_job, job)
+    mesh = jobdir.mesh_path(job, 1)
+    data = mesh.read_bytes()
+    mesh.write_bytes(data[: int(len(data) * kept) if isinstance(kept, float) else kept])
+    text = _refused(str(job), str(mesh), "cut short or damaged", "generate again")
+    assert "Traceback" not in text and "bug" not in text
+    assert bpy.context.scene.objects[:] == []  # not variant 0 alone either
+    _refused(str(job), str(mesh), "cut short or damaged", variant=1)
+    assert bpy.ops.shape_e.import_job(job_dir=str(job), variant=0) == {"FINISHED"}
+
+
 @pytest.mark.parametrize("how", ["crash", "quit"])
 def test_a_job_that_finished_after_blender_ended_is_listed_done_and_imports(
     scene, worker_text_model, tmp_path, how

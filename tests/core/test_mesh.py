@@ -58,8 +58,39 @@ def test_a_mesh_file_with_nan_vertices_is_refused_before_any_import(tmp_path):
     v[1, 2] = np.nan
     path = tmp_path / "mesh.npz"
     np.savez(path, vertices=v, faces=np.array([[0, 1, 2]], np.int32), colors=np.zeros((3, 3)))
-    with pytest.raises(ValueError, match="NaN"):
-        MeshData.load(path)
+    for load in (lambda: MeshData.load(path), MeshEntry(0, path=str(path)).load):
+        with pytest.raises(ShapEError) as info:
+            load()  # MeshEntry.load: what import_job and every import call
+        assert info.value.code == JOB_FAILED and "NaN" in info.value.message
+
+
+@pytest.mark.parametrize("kept", [0, 1, 3, 10, 0.5, -1])
+def test_a_mesh_file_cut_short_is_refused_naming_the_file_and_what_to_do(tmp_path, kept):
+    from shape_e_blender.core.errors import JOB_FAILED, ShapEError
+    from shape_e_blender.core.results import MeshEntry
+
+    data = _tetra().to_bytes()
+    path = tmp_path / "0" / "mesh.npz"
+    path.parent.mkdir()
+    path.write_bytes(data[: int(len(data) * kept) if isinstance(kept, float) else kept])
     with pytest.raises(ShapEError) as info:
-        MeshEntry(0, path=str(path)).load()  # what import_job and every import call
-    assert info.value.code == JOB_FAILED and "NaN" in info.value.message
+        MeshEntry(0, path=str(path)).load()
+    err = info.value
+    assert err.code == JOB_FAILED and str(path) in err.message
+    assert "cut short or damaged" in err.message and "pickle" not in err.message
+    assert "generate again with the same seed" in err.hint
+
+
+def test_a_mesh_file_that_is_gone_or_not_a_mesh_says_which(tmp_path):
+    from shape_e_blender.core.errors import ShapEError
+
+    with pytest.raises(ShapEError, match="is missing"):
+        MeshData.load(tmp_path / "gone.npz")
+    lone = tmp_path / "lone.npz"
+    with lone.open("wb") as f:
+        np.save(f, np.zeros(3))
+    with pytest.raises(ShapEError, match="a single array"):
+        MeshData.load(lone)
+    np.savez(lone, vertices=np.zeros((1, 3)))
+    with pytest.raises(ShapEError, match="no faces, colors array"):
+        MeshData.load(lone)
