@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     mem_ax.set(xlabel="grid size (points per axis)", ylabel="memory added while decoding (GiB)")
     mem_ax.set_title("over what was in use before")
     for ax in (time_ax, mem_ax):
-        ax.set_xticks(sorted({r["grid"] for r in rows if "grid" in r and r["grid"]}))
+        ax.set_xticks(sorted({r["grid"] for r in rows if r.get("grid")}))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(

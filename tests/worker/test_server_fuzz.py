@@ -125,13 +125,14 @@ def check_line(server: Server, stream: io.BytesIO, line: bytes) -> None:
         assert [(m["id"], m["error"]["code"]) for m in answers] == [(expected_ids(line)[0], code)]
         assert notes == [] and after == before
         return
-    # A cancel of a queued job answers that job first, with error "cancelled".
+    # A cancel of a queued job answers itself first (when it has an id), then that job, with
+    # error "cancelled".
     if obj["method"] == "cancel" and len(after) < len(before):
         target = obj["params"]["id"]
         before = before.copy()
         before.remove(target)  # the first job of that id
-        assert (answers[0]["id"], answers[0]["error"]["code"]) == (target, CANCELLED)
-        answers = answers[1:]
+        assert (answers[-1]["id"], answers[-1]["error"]["code"]) == (target, CANCELLED)
+        answers = answers[:-1]
     queued = obj["method"] in QUEUED and after == [*before, obj.get("id")]
     if queued:
         assert "id" in obj and obj["id"] is not None and answers == []
