@@ -54,13 +54,14 @@ def test_a_worker_killed_while_decoding_fails_the_job_and_the_next_job_runs(
     client, worker_text_model, tmp_path
 ):
     folder = tmp_path / "job"
-    job = client.generate(_request(worker_text_model, folder, grid_size=64))
+    job = client.generate(_request(worker_text_model, folder, grid_size=256))
     _until_stage(client, job, "decoding")
     pid = client.pid
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)
-    # Frozen, the worker is where its progress said: extracting variant 0, whose mesh file it
-    # has not begun to write (this fails, rather than passing untested, if decoding was over).
+    # Frozen, the worker is where its progress said: extracting variant 0 (seconds at grid 256),
+    # whose mesh file it has not begun to write. Were decoding over, this fails rather than
+    # letting the test pass without a kill mid-decoding.
     mesh = jobdir.mesh_path(folder, 0)
     assert not mesh.exists() and not _part(mesh).exists()
     assert jobdir.latent_path(folder, 0).is_file()  # saved whole before decoding began
