@@ -42,9 +42,17 @@ from shape_e_blender.core.protocol import TIMING_LABELS, GenerateRequest  # noqa
 PROMPT = "a red chair"
 
 
+DEVICE = {"name": "auto"}  # --device
+
+
 def generate(client: WorkerClient, model: Path, steps: int, grid: int, seed: int):
     params = GenerationParams.create(
-        prompt=PROMPT, model=str(model), seed=seed, steps=steps, grid_size=grid, device="cpu"
+        prompt=PROMPT,
+        model=str(model),
+        seed=seed,
+        steps=steps,
+        grid_size=grid,
+        device=DEVICE["name"],
     )
     return client.generate(GenerateRequest(params))
 
@@ -62,7 +70,7 @@ def scenario(name: str, work: Path, model: Path, steps: int, grid: int) -> list[
         if name == "cold":
             first = answered(client, generate(client, model, steps, grid, 0), "job 1")
             return [first, answered(client, generate(client, model, steps, grid, 1), "job 2")]
-        load = client.load(str(model), "text", device="cpu")
+        load = client.load(str(model), "text", device=DEVICE["name"])
         if name == "loaded in advance":
             rows = [answered(client, load, "load")]
             return [*rows, answered(client, generate(client, model, steps, grid, 0), "job 1")]
@@ -88,11 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, help="a text model folder (default: a tiny random one)")
     ap.add_argument("--full-size", action="store_true", help="random weights, released sizes")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--grid", type=int, default=128)
     ap.add_argument("--work", type=Path, help="where models and jobs go (default: a temp folder)")
     ap.add_argument("--json", type=Path, help="write the measurements here")
     args = ap.parse_args(argv)
+    DEVICE["name"] = args.device
     with tempfile.TemporaryDirectory(prefix="first-job-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -101,12 +111,13 @@ def main(argv: list[str] | None = None) -> int:
             name: scenario(name, work, model, args.steps, args.grid)
             for name in ("cold", "loaded in advance", "pressed during the load")
         }
-    print(f"{platform.processor() or platform.machine()}, {model}, steps {args.steps}, grid "
-          f"{args.grid}")  # fmt: skip
+    print(f"{platform.processor() or platform.machine()}, device {args.device}, {model}, steps "
+          f"{args.steps}, grid {args.grid}")  # fmt: skip
     print(table(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        record = {"model": str(model), "steps": args.steps, "grid": args.grid, "runs": results}
+        record = {"model": str(model), "device": args.device, "steps": args.steps,
+                  "grid": args.grid, "runs": results}  # fmt: skip
         args.json.write_text(json.dumps(record, indent=1))
     return 0
 

@@ -11,7 +11,8 @@
 # 5. runs benchmarks/bench_pipeline.py at full size on cuda (fp32, fp16, bf16; 127 prior calls;
 #    grids 128 and 256), writing $OUT/pipeline.json, then its decoding part alone on simpler
 #    random shapes (grids 128 to 512), as shaped and 10x steeper, writing
-#    $OUT/decode-octaves1-gain{1,10}.json;
+#    $OUT/decode-octaves1-gain{1,10}.json (the shallow one with the dense reference at every grid);
+#    then benchmarks/first_job.py: a fresh worker's first job against its second, $OUT/first-job.json;
 # 6. if time is left, runs the whole worker test suite, where "auto" now means cuda.
 #
 # Each step has its own time limit, and no step starts past a shared deadline (DEADLINE seconds,
@@ -170,12 +171,13 @@ EOF
 
 decode_runs() {
     # The same surfaces with a shallow field (as shaped) and a 10x steeper one.
-    local rc=0 gain
-    for gain in 1 10; do
-        "$PY" benchmarks/bench_pipeline.py --device cuda --no-prior --no-engine --kept-octaves 1 \
-            --sdf-gain "$gain" --grids 128,256,512 --json "$OUT/decode-octaves1-gain$gain.json" ||
-            rc=1
-    done
+    local rc=0
+    # Shallow at every grid of the plot (docs/performance.md), dense included; steep at three.
+    "$PY" benchmarks/bench_pipeline.py --device cuda --no-prior --no-engine --kept-octaves 1 \
+        --grids 64,128,256,384,512 --dense-grids 64,128,256,384,512 \
+        --json "$OUT/decode-octaves1-gain1.json" || rc=1
+    "$PY" benchmarks/bench_pipeline.py --device cuda --no-prior --no-engine --kept-octaves 1 \
+        --sdf-gain 10 --grids 128,256,512 --json "$OUT/decode-octaves1-gain10.json" || rc=1
     return $rc
 }
 
@@ -194,6 +196,8 @@ step "full-size pipeline benchmark" 300 \
     --warmup 2 --grids 128,256 --chunks 4096,16384,65536,262144,1048576 \
     --json "$OUT/pipeline.json"
 step "decode benchmark, simpler shapes, shallow and steep" 150 decode_runs
+step "first job against a warm one (tiny model)" 90 \
+    "$PY" benchmarks/first_job.py --device cuda --json "$OUT/first-job.json"
 step "whole worker test suite (auto = cuda)" 240 \
     "$PY" -m pytest -q -rs -p no:cacheprovider tests/worker
 
