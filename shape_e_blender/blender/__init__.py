@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators, panel, prefs, preload, props, tasks
+from . import labels, operators, panel, prefs, preload, props, tasks
 
 # Registered in this order, unregistered in reverse.
 CLASSES = (*prefs.CLASSES, *props.CLASSES, *operators.CLASSES, *panel.CLASSES)
@@ -23,12 +23,14 @@ def register(root_package: str) -> None:
     prefs.ensure_entry()
     if tasks.on_load_post not in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.append(tasks.on_load_post)
+    labels.register()
 
 
 def unregister() -> None:
     # Stop the worker, a setup and every thread first: Blender 4.2/4.5 hang or crash at exit
     # while a Python thread is alive.
     preload.forget()
+    labels.unregister()
     tasks.shutdown()
     if tasks.on_load_post in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.remove(tasks.on_load_post)

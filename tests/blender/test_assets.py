@@ -13,8 +13,9 @@ from pathlib import Path
 import bpy
 import numpy as np
 import pytest
+from mathutils import Vector
 
-from shape_e_blender.blender import assets, materials
+from shape_e_blender.blender import assets, labels, materials
 from shape_e_blender.blender.operators.assets import slerp
 from shape_e_blender.core import jobdir
 from shape_e_blender.core.mesh import MeshData
@@ -153,6 +154,24 @@ def test_mark_asset_at_generation_and_errors(scene, text_model):
     scene.collection.objects.link(plain)
     with pytest.raises(RuntimeError, match="object_name"):
         bpy.ops.shape_e.mark_asset(object_name="Plain")
+
+
+def test_variants_are_labelled_with_their_number_and_seed_in_the_viewport(scene, text_model):
+    """The overlay's labels (labels.draw turns them into text; module mode draws no region)."""
+    _generate("a lamp", variants=3, seed=40)
+    shown = labels.labels(bpy.context)
+    assert sorted(text for text, _ in shown) == ["0 · seed 40", "1 · seed 41", "2 · seed 42"]
+    for text, anchor in shown:  # under the middle of each one's front bottom edge
+        obj = bpy.data.objects[f"Lamp_{text[0]}"]
+        corners = np.array([obj.matrix_world @ Vector(c) for c in obj.bound_box])
+        assert anchor.x == pytest.approx(corners[:, 0].mean(), abs=1e-5)
+        assert (anchor.y, anchor.z) == pytest.approx((corners[:, 1].min(), corners[:, 2].min()))
+    assert labels._handle is not None  # the add-on registered the overlay
+    labels.draw()  # no region here: it draws nothing, and does not fail
+    bpy.data.objects["Lamp_1"].hide_set(True)
+    assert len(labels.labels(bpy.context)) == 2  # hidden variants are not labelled
+    _generate("a stool")
+    assert len(labels.labels(bpy.context)) == 2  # nor is a job of one
 
 
 def test_keep_variant_deletes_the_others_in_one_undo_step(scene, text_model):
