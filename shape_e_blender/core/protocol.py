@@ -224,6 +224,7 @@ TIMING_LABELS = {
     "start": "worker start",
     "import": "imports",
     "load": "model load",
+    "warm_up": "warm-up",
     "encode": "encoding",
     "sample": "sampling",
     "decode": "mesh",
