@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import ctypes
 import gc
 import json
 import math
@@ -40,7 +41,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -216,44 +216,43 @@ def peak_gib(device: str) -> float:
 
 class AddedMemory:
     """The most memory a block added over what was in use when it began, in GiB: CUDA memory
-    allocated on a GPU; on the cpu the process's resident set, sampled every 2 ms by a thread
-    (the peak RSS of the process would hide a later, smaller row behind an earlier one)."""
+    allocated on a GPU; on the cpu the process's peak resident set (VmHWM, reset through
+    /proc/self/clear_refs, Linux) over its resident set at the start. Freed memory that the C
+    allocator kept from an earlier row is handed back first (malloc_trim), or a later row would
+    reuse it unseen and show less than it needs."""
 
     def __init__(self, device: str) -> None:
         self.cuda = torch.device(device).type == "cuda"
         self.device = device
         self.gib = 0.0
-        self._stop = threading.Event()
-        self._peak = self._start = 0
+        self._start = 0
 
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as f:  # Linux, like the cpu side of this measurement
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.002):
-            self._peak = max(self._peak, self._rss())
+    @staticmethod
+    def _status(field: str) -> int:
+        with open("/proc/self/status") as f:
+            line = next(ln for ln in f if ln.startswith(field + ":"))
+        return int(line.split()[1]) * 1024
 
     def __enter__(self) -> AddedMemory:
         if self.cuda:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self._start = torch.cuda.memory_allocated(self.device)
-        else:
-            self._start = self._peak = self._rss()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
+            return self
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc; the measurement is Linux's anyway
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # VmHWM := VmRSS
+        self._start = self._status("VmRSS")
         return self
 
     def __exit__(self, *_exc: object) -> None:
         if self.cuda:
             torch.cuda.synchronize(self.device)
-            self._peak = torch.cuda.max_memory_allocated(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
         else:
-            self._stop.set()
-            self._thread.join()
-            self._peak = max(self._peak, self._rss())
-        self.gib = round((self._peak - self._start) / 2**30, 3)
+            peak = self._status("VmHWM")
+        self.gib = round((peak - self._start) / 2**30, 3)
 
 
 class Counted:
