@@ -224,7 +224,6 @@ TIMING_LABELS = {
     "start": "worker start",
     "import": "imports",
     "load": "model load",
-    "warm_up": "warm-up",
     "encode": "encoding",
     "sample": "sampling",
     "decode": "mesh",

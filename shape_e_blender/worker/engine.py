@@ -10,7 +10,6 @@ is reported. The engine knows nothing of the protocol loop or the command line: 
 from __future__ import annotations
 
 import base64
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -25,14 +24,14 @@ from ..core import jobdir, protocol
 from ..core.errors import NO_SURFACE, ShapEError, cancelled, disk_error, unexpected
 from ..core.files import atomic_write
 from ..core.mesh import MeshData
-from ..core.params import SETTINGS, GenerationParams
+from ..core.params import GenerationParams
 from ..core.results import JobResult, MeshEntry
 from .clock import Emit, StageClock, Timings, download_progress
 from .hub.download import Kind, resolve_model
 from .inputs import load_latents, prepare_image, save_image, save_inline_image
 from .logs import job_log
 from .mesh.export import png_bytes
-from .mesh.field import LatentField, latent_shape
+from .mesh.field import LatentField
 from .mesh.stf import extract_mesh
 from .mesh.texture import decimate, textured
 from .models.cache import ModelCache
@@ -86,10 +85,7 @@ class Engine:
         self._bill(timings)
         choice = resolve_device(request.device, request.precision)
         clock = StageClock(request_id, emit or (lambda _p: None))
-        warm = self.models.is_loaded(request.kind, folder)  # then it has decoded before, too
         self._load(clock, timings, request.kind, folder, choice)
-        if not warm:
-            self._warm_up(folder, choice, timings)
         return {
             "model": request.model,
             "kind": request.kind,
@@ -288,19 +284,6 @@ class Engine:
         clock("loading", 1, 1)
         timings.add("load", time.perf_counter() - started)
         return obj
-
-    def _warm_up(self, folder: Path, choice: DeviceChoice, timings: Timings) -> None:
-        """A process's first extraction pays first-call costs (0.35 s more than the next on the
-        tiny model, 0.6 s at full size here: docs/performance.md); one at the smallest grid on a
-        random latent pays them during the load instead of in the first job."""
-        started = time.perf_counter()
-        renderer = self.models.renderer(folder, choice)
-        latent = torch.randn(latent_shape(renderer), generator=torch.Generator().manual_seed(0))
-        field = LatentField(renderer, latent, choice.device)
-        smallest = SETTINGS["grid_size"].range[0]
-        with contextlib.suppress(ShapEError):  # a random latent may have no surface
-            extract_mesh(field.sdf, field.color, smallest, device=choice.device)
-        timings.add("warm_up", time.perf_counter() - started)
 
     def _sample(self, pipe, params, image, choice, clock, timings, should_cancel) -> np.ndarray:
         marks: dict[str, float] = {}
