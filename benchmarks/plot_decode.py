@@ -4,7 +4,10 @@ JSON that bench_pipeline.py writes (``--json``), run with the same grids for bot
     .venv/bin/python benchmarks/bench_pipeline.py --device cpu --no-prior --no-engine \\
         --kept-octaves 1 --grids 64,128,256,384,512 --dense-grids 64,128,256,384,512 \\
         --json out/decode-grids.json
-    .venv/bin/python benchmarks/plot_decode.py out/decode-grids.json docs/decode-vs-grid.png
+    .venv/bin/python benchmarks/plot_decode.py out/decode-grids.json docs/images/decode-vs-grid.png
+
+``--memory`` takes the memory from another run of the same command (a run on a busy machine still
+measures memory well, not time).
 
 Needs matplotlib (``pip install matplotlib``; the tests do not).
 """
@@ -26,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("json", type=Path)
     ap.add_argument("png", type=Path)
+    ap.add_argument(
+        "--memory", type=Path, help="take the added memory from this run's JSON instead (its rows)"
+    )
     args = ap.parse_args(argv)
     import matplotlib  # only this script needs it
 
@@ -34,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results = json.loads(args.json.read_text())
     rows = results["decode"]["rows"]
+    memory_rows = json.loads(args.memory.read_text())["decode"]["rows"] if args.memory else rows
     m = results["machine"]
     fig, (time_ax, mem_ax) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
     for prefix, label, style in (
@@ -42,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         grids, seconds = series(rows, prefix, "wall_s")
         time_ax.plot(grids, seconds, style, label=label)
-        grids, gib = series(rows, prefix, "added_gib")
+        grids, gib = series(memory_rows, prefix, "added_gib")
         mem_ax.plot(grids, gib, style, label=label)
     time_ax.set(xlabel="grid size (points per axis)", ylabel="decode time (s)", yscale="log")
     time_ax.set_title("field, marching cubes and colours")
