@@ -18,7 +18,6 @@ from typing import Any
 
 import bpy
 
-from ..client.handle import JobHandle
 from ..client.process import executable
 from ..core.errors import ShapEError
 from ..core.params import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL, SETTINGS
@@ -30,10 +29,11 @@ POLL_S = 0.25
 _tried: set[tuple[Any, ...]] = set()  # what was loaded in advance (or found not on disk) already
 
 
-def wanted(context: bpy.types.Context) -> tuple[str, str, dict[str, str]] | None:
+def wanted(
+    p: prefs.ShapEPreferences, context: bpy.types.Context
+) -> tuple[str, str, dict[str, str]] | None:
     """The model, its kind and where it runs, that Generate would use now; None where the
-    panel's settings need no model load ahead (nothing to do)."""
-    p = prefs.get(context)
+    preferences ask for no load in advance."""
     if not p.preload or p.worker_command.strip():
         return None
     image = context.scene.shape_e.source != "TEXT"  # an image file, or the camera's render
@@ -52,11 +52,12 @@ def maybe_start(context: bpy.types.Context, *, background: bool | None = None) -
     if tasks.busy() or (tasks.warming is not None and not tasks.warming.done):
         return False
     try:
-        want = wanted(context)
+        p = prefs.get(context)
+        want = wanted(p, context)
         if want is None:
             return False
         model, kind, where = want
-        python = prefs.worker_python(prefs.get(context))
+        python = prefs.worker_python(p)
         if not Path(executable(str(python))).is_file():
             return False  # no worker environment yet: tried again once it is set up
         key = (model, kind, *sorted(where.items()), str(python))
@@ -90,9 +91,9 @@ def timer() -> float | None:
     return None
 
 
-def progress(job: JobHandle | None = None) -> str:
+def progress() -> str:
     """What the panel says while the load in advance runs; "" when none does."""
-    job = job or tasks.warming
+    job = tasks.warming
     if job is None or job.done or tasks.busy():
         return ""
     stage = job.progress.stage if job.progress is not None else "starting"

@@ -97,9 +97,10 @@ class Task:
         ahead = warming if warming is not None and not warming.done else None
         for ev in _client.poll(timeout):
             p = ev.progress
-            if (p is not None and ev.job is ahead) or (
-                p is not None and ev.job is current and not (ahead and p.stage == "queued")
-            ):
+            if p is None:
+                continue
+            # Behind the load, the request's own "queued" would hide what it waits for.
+            if ev.job is ahead or (ev.job is current and not (ahead and p.stage == "queued")):
                 status.show(p)
         if self.parts and current is not None:
             self._show_part(self.requests.index(current))

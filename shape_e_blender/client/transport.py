@@ -79,14 +79,14 @@ class LogFile:
 class WorkerProcess:
     """A started worker: its process, its reader threads and the tail of its stderr."""
 
-    def __init__(self, generation: int, popen: subprocess.Popen) -> None:
+    def __init__(self, generation: int, popen: subprocess.Popen, spawned: float) -> None:
         self.generation = generation
         self.popen = popen
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self.tail_lock = threading.Lock()
         self.threads: list[threading.Thread] = []
         self.hello: JobHandle | None = None
-        self.spawned = time.monotonic()  # set before the process starts (start())
+        self.spawned = spawned  # time.monotonic() just before the process was started
         # Seconds from the spawn to hello's answer, and whether a job's timings carry them.
         self.start_s: float | None = None
         self.start_billed = False
@@ -126,8 +126,7 @@ class WorkerProcess:
         except OSError:
             log.close()
             raise
-        w = cls(generation, popen)
-        w.spawned = spawned
+        w = cls(generation, popen, spawned)
         if log.failure:
             w.note(log.failure)
         err = threading.Thread(
