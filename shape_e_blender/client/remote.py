@@ -75,7 +75,7 @@ class RemoteWorkerClient(WorkerClient):
         local = Path(req.job_dir or jobdir.new_job_dir(self.jobs_root, label))
         # As a local worker does when a job starts: the folder reads as this job from now on.
         jobdir.ensure_dir(local, "the job folder")
-        jobdir.write_request(local, {**sent.to_json(data=False), "job_dir": str(local)})
+        jobdir.start_job(local, {**sent.to_json(data=False), "job_dir": str(local)})
         job = self._send(self._started(), "generate", sent.to_json())
         job.local_dir = str(local)
         return job

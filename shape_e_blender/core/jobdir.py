@@ -109,6 +109,14 @@ def ensure_dir(
 # -- writing (the worker) ----------------------------------------------------------------------
 
 
+def start_job(job_dir: Path, request: dict[str, Any]) -> None:
+    """A job's first write: an earlier job's result or error goes before its request is written,
+    so the folder reads as this job (running; interrupted if killed), never as the earlier one."""
+    for outcome in (RESULT_FILE, ERROR_FILE):
+        (job_dir / outcome).unlink(missing_ok=True)
+    write_request(job_dir, request)
+
+
 def write_request(job_dir: Path, request: dict[str, Any], resolved: dict | None = None) -> None:
     body: dict[str, Any] = {"request": request}
     if resolved is not None:

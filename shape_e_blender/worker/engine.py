@@ -140,7 +140,7 @@ class Engine:
         with job_log(job_dir) as jlog:
             jlog.info("job %s in %s: %s", request_id, job_dir, params.to_json())
             try:
-                jobdir.write_request(job_dir, request.to_json(data=False))
+                jobdir.start_job(job_dir, request.to_json(data=False))
                 if request.image_data is not None:  # a client whose files this machine lacks
                     path = save_inline_image(job_dir, params.image or "", request.image_data)
                     params = replace(params, image=str(path))

@@ -17,7 +17,9 @@ from shape_e_blender.client.client import WorkerClient
 from shape_e_blender.core import jobdir
 from shape_e_blender.core.errors import WORKER_EXITED, ShapEError
 from shape_e_blender.core.files import PART_SUFFIX
-from tests.support import kill_process
+from shape_e_blender.core.params import GenerationParams
+from shape_e_blender.core.protocol import GenerateRequest
+from tests.support import FAST, kill_process
 
 from .test_client import _request, _until_stage, _wait_all
 
@@ -106,3 +108,30 @@ def test_a_worker_killed_while_writing_leaves_no_half_file_and_the_folder_runs_a
     assert not jobdir.mesh_path(folder, 0).exists()
     _then_a_new_worker_runs_a_job(client, pid, worker_text_model, folder)
     assert jobdir.read_job(folder).state == jobdir.DONE
+
+
+def test_a_folder_reused_for_a_new_job_never_reads_as_the_old_result_mid_job_or_after_a_kill(
+    client, worker_text_model, tmp_path
+):
+    """A job given a folder that holds a finished job: from its start the folder reads as the
+    new request (running, or interrupted once its worker is killed), not as the old result."""
+    folder = tmp_path / "job"
+    client.wait(client.generate(_request(worker_text_model, folder, seed=7)), 120).raise_for_error()
+    assert jobdir.read_job(folder).state == jobdir.DONE
+    params = GenerationParams.create(
+        prompt="a blue vase", seed=3, model=str(worker_text_model), **(FAST | {"steps": 400})
+    )
+    job = client.generate(GenerateRequest(params, job_dir=str(folder)))
+    _until_stage(client, job, "sampling")
+    pid = client.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # frozen mid-sampling: no result of its own yet
+    for running, state in ((True, jobdir.RUNNING), (False, jobdir.INTERRUPTED)):
+        record = jobdir.read_job(folder, running=running)
+        assert (record.state, record.label, record.seed) == (state, "a blue vase", 3)
+    # The old job's mesh is still on disk; nothing reads it as the new job's.
+    assert not (folder / jobdir.RESULT_FILE).exists() and jobdir.mesh_path(folder, 0).exists()
+    kill_process(pid)
+    _failed_and_left_no_result(client, job, folder)
+    record = jobdir.read_job(folder)
+    assert (record.label, record.meshes) == ("a blue vase", ())

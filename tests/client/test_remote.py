@@ -73,6 +73,22 @@ def test_a_remote_job_comes_back_inline_into_the_local_job_folder(remote):
     assert str(tmp_path / "local-jobs") not in (remote_jobs[0] / jobdir.REQUEST_FILE).read_text()
 
 
+def test_a_local_folder_reused_for_a_remote_job_reads_as_the_new_job_until_it_ends(remote):
+    client, model, tmp_path = remote
+    local = jobdir.new_job_dir(tmp_path / "local-jobs", "a red chair")
+    params = GenerationParams.create(prompt="a red chair", model=str(model), **FAST)
+    _wait(client, client.generate(GenerateRequest(params, job_dir=str(local))))
+    assert jobdir.read_job(local).state == jobdir.DONE
+    params = GenerationParams.create(prompt="a lamp", model=str(model), steps=200, grid_size=32)
+    job = client.generate(GenerateRequest(params, job_dir=str(local)))
+    record = jobdir.read_job(local, running=True)  # from the moment generate returns
+    assert (record.state, record.label) == (jobdir.RUNNING, "a lamp")
+    client.cancel(job)
+    _wait(client, job)
+    assert job.error is not None and job.error.code == CANCELLED
+    assert jobdir.read_job(local).state == jobdir.CANCELLED
+
+
 def test_a_remote_job_cancels_as_a_local_one_does(remote):
     client, model, tmp_path = remote
     job, local = _sampling(client, model, tmp_path, "a vase", steps=300)
