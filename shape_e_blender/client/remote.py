@@ -26,9 +26,10 @@ import numpy as np
 
 from ..core import jobdir
 from ..core.errors import JOB_FAILED, ShapEError, invalid
+from ..core.files import writing
 from ..core.mesh import MeshData
 from ..core.protocol import MAX_IMAGE_BYTES, GenerateRequest
-from ..core.results import JobResult
+from ..core.results import JobResult, MeshEntry
 from .client import WorkerClient
 from .handle import JobHandle
 
@@ -87,16 +88,20 @@ class RemoteWorkerClient(WorkerClient):
             folder = Path(job.local_dir)
             try:
                 if error is None:
-                    result = store_inline(folder, job.params, result)
-                else:
-                    jobdir.write_error(folder, error)
-            except (OSError, ValueError, ShapEError) as exc:
+                    try:
+                        result = store_inline(folder, job.params, result)
+                    except ShapEError as malformed:  # it says which field, and what to do
+                        error = malformed
+                if error is not None:  # the folder reads as failed, not interrupted
+                    with writing(folder):
+                        jobdir.write_error(folder, error)
+            except OSError as exc:
                 error = ShapEError(
                     JOB_FAILED,
                     f"the worker's result could not be written to {folder}: {exc}",
                     "check that the jobs folder is writable and has room, then generate again",
                 )
-        super()._finish(job, result=result, error=error)
+        super()._finish(job, result=result if error is None else None, error=error)
 
 
 def _image_data(req: GenerateRequest) -> str | None:
@@ -122,30 +127,62 @@ def _image_data(req: GenerateRequest) -> str | None:
 
 def store_inline(job_dir: Path, sent: dict[str, Any], raw: Any) -> dict[str, Any]:
     """An inline result written into ``job_dir`` as the worker lays out a job folder; returns
-    the result as a local worker would have answered it (file paths, no inline data)."""
+    the result as a local worker would have answered it (file paths, no inline data).
+
+    Every inline mesh and latent is read before anything is written: a malformed answer raises
+    ShapEError naming its field and leaves the folder as it was. The folder is held while it is
+    written (files.writing), as a worker holds its own, so a reader keeps its ``.part`` files.
+    """
     result = JobResult.from_dict(raw)
     sent = {k: v for k, v in sent.items() if k != "image_data"}
     if "image" in sent:  # the worker names its own copy; the objects name the user's file
         result = replace(result, params={**result.params, "image": sent["image"]})
+    read = [(i, m, *_inline_files(i, m)) for i, m in enumerate(result.meshes) if m.made]
     jobdir.ensure_dir(job_dir, "the job folder")
-    jobdir.write_request(job_dir, {**sent, "job_dir": str(job_dir)}, result.params)
-    entries = []
-    for m in result.meshes:
-        if not m.made:
-            entries.append(m)
-            continue
-        if not m.npz_b64:
-            raise ShapEError(JOB_FAILED, f"variant {m.variant} came back without its mesh", "")
-        path = MeshData.from_base64(m.npz_b64).save(jobdir.mesh_path(job_dir, m.variant))
-        latent = None
-        if m.latent_b64:
-            latent = jobdir.latent_path(job_dir, m.variant)
-            data = base64.b64decode(m.latent_b64, validate=True)
-            jobdir.save_latent(latent, np.load(io.BytesIO(data), allow_pickle=False))
-        entries.append(
-            replace(m, path=str(path), latent=str(latent) if latent else None, npz_b64=None,
-                    latent_b64=None)
-        )  # fmt: skip
-    local = replace(result, job_dir=str(job_dir), meshes=tuple(entries))
-    jobdir.write_result(job_dir, local)
+    entries = list(result.meshes)
+    with writing(job_dir):
+        jobdir.write_request(job_dir, {**sent, "job_dir": str(job_dir)}, result.params)
+        for i, m, mesh, latent in read:
+            path = mesh.save(jobdir.mesh_path(job_dir, m.variant))
+            saved = None
+            if latent is not None:
+                saved = jobdir.latent_path(job_dir, m.variant)
+                jobdir.save_latent(saved, latent)
+            entries[i] = replace(
+                m, path=str(path), latent=str(saved) if saved else None, npz_b64=None,
+                latent_b64=None,
+            )  # fmt: skip
+        local = replace(result, job_dir=str(job_dir), meshes=tuple(entries))
+        jobdir.write_result(job_dir, local)
     return local.to_dict(inline=False)
+
+
+def _inline_files(index: int, m: MeshEntry) -> tuple[MeshData, np.ndarray | None]:
+    """Entry ``index``'s inline mesh and latent, read; a ShapEError naming the field that is
+    missing or cannot be read."""
+
+    def malformed(name: str, what: str, why: str) -> ShapEError:
+        return ShapEError(
+            JOB_FAILED,
+            f"the worker's result is malformed: meshes[{index}].{name} (variant {m.variant}'s "
+            f"{what}) {why}",
+            "generate again; if it happens again, update the worker environment on the remote "
+            "machine (the one the worker command runs) so that it matches the add-on",
+        )
+
+    if not m.npz_b64:
+        raise malformed("npz_b64", "mesh", "is missing, though the worker was asked for it")
+    try:
+        mesh = MeshData.from_bytes(base64.b64decode(m.npz_b64, validate=True))
+    except ValueError as exc:  # binascii.Error is one too
+        raise malformed("npz_b64", "mesh", f"cannot be read: {exc}") from exc
+    if not m.latent_b64:
+        return mesh, None
+    try:
+        data = base64.b64decode(m.latent_b64, validate=True)
+        latent = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:  # not base64, pickled, cut short, ...
+        raise malformed("latent_b64", "latent", f"cannot be read as a .npy array: {exc}") from exc
+    if not isinstance(latent, np.ndarray) or latent.ndim != 2 or latent.dtype.kind != "f":
+        raise malformed("latent_b64", "latent", "is not a latent (a 2-D float array)")
+    return mesh, latent

@@ -4,15 +4,32 @@ nothing but the command's stdin and stdout joins it to the client."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import io
 import json
+import os
+import pickle
+import select
+import shlex
+import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from shape_e_blender.client.remote import RemoteWorkerClient, split_command
+from shape_e_blender.client.remote import RemoteWorkerClient, split_command, store_inline
 from shape_e_blender.core import jobdir
-from shape_e_blender.core.errors import CANCELLED, INVALID_PARAMS, WORKER_EXITED, ShapEError
+from shape_e_blender.core.errors import (
+    CANCELLED,
+    INVALID_PARAMS,
+    JOB_FAILED,
+    WORKER_EXITED,
+    ShapEError,
+)
+from shape_e_blender.core.files import PART_SUFFIX
+from shape_e_blender.core.mesh import MeshData
 from shape_e_blender.core.params import GenerationParams
 from shape_e_blender.core.protocol import GenerateRequest
 from shape_e_blender.core.results import JobResult
@@ -152,3 +169,143 @@ def test_a_command_that_cannot_be_read_names_the_preference(command):
     with pytest.raises(ShapEError) as info:
         split_command(command)
     assert info.value.field == "worker_command"
+
+
+def _answer(vertices: int = 3, **entry) -> dict:
+    """A remote worker's inline answer for one variant, ``entry`` changing its mesh entry."""
+    mesh = MeshData(
+        vertices=np.random.default_rng(0).random((vertices, 3), dtype=np.float32),
+        faces=np.array([[0, 1, 2]]),
+        colors=np.ones((vertices, 3), np.float32),
+    )
+    latent = io.BytesIO()
+    np.save(latent, np.zeros((4, 8), np.float32))
+    made = {
+        "variant": 0,
+        "seed": 1,
+        "path": "/gpu-box/jobs/x/0/mesh.npz",
+        "latent": "/gpu-box/jobs/x/0/latent.npy",
+        "vertices": vertices,
+        "faces": 1,
+        "npz_b64": mesh.to_base64(),
+        "latent_b64": base64.b64encode(latent.getvalue()).decode("ascii"),
+    }
+    params = {"prompt": "a cube", "seed": 1, "variants": 1}
+    return {"job_dir": "/gpu-box/jobs/x", "params": params, "meshes": [made | entry]}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("entry", "field", "why"),
+    [
+        ({"npz_b64": None}, "npz_b64", "is missing"),
+        ({"npz_b64": "not base64!"}, "npz_b64", "cannot be read"),
+        ({"npz_b64": _b64(b"PK\x03\x04 not a zip")}, "npz_b64", "not a whole .npz"),
+        ({"npz_b64": _b64(_npy(np.zeros((3, 3))))}, "npz_b64", "single array"),
+        ({"latent_b64": "%%%"}, "latent_b64", "cannot be read as a .npy array"),
+        ({"latent_b64": _b64(pickle.dumps([1.0, 2.0]))}, "latent_b64", "pickled"),
+        ({"latent_b64": _b64(b"\x93NUMPY")}, "latent_b64", "cannot be read as a .npy array"),
+        ({"latent_b64": _b64(_npy(np.zeros((4, 8), np.int64)))}, "latent_b64", "not a latent"),
+        ({"latent_b64": _b64(_npy(np.zeros(8, np.float32)))}, "latent_b64", "not a latent"),
+    ],
+)
+def test_a_malformed_inline_answer_is_refused_naming_its_field_and_nothing_is_written(
+    tmp_path, entry, field, why
+):
+    folder = tmp_path / "job"
+    folder.mkdir()
+    with pytest.raises(ShapEError) as refused:
+        store_inline(folder, {"prompt": "a cube"}, _answer(**entry))
+    err = refused.value
+    assert err.code == JOB_FAILED and f"meshes[0].{field} (variant 0's" in err.message
+    assert why in err.message
+    assert "generate again" in err.hint and "worker environment on the remote" in err.hint
+    assert list(folder.iterdir()) == []  # read whole before anything was written
+
+
+def test_a_remote_answer_damaged_on_its_way_fails_naming_the_field_and_leaves_its_error(
+    tmp_path, worker_text_model
+):
+    """The real worker's answer, its mesh's first bytes zeroed on the way (a filter on the
+    connection), as a broken link or a worker of another version could send it."""
+    command, model = remote_command(tmp_path / "gpu-box", worker_text_model)
+    damage = 's/"npz_b64":"UEsDB/"npz_b64":"AAAAA/'  # a zip starts PK\x03\x04: base64 UEsDB
+    client = RemoteWorkerClient(
+        ["sh", "-c", f"{shlex.join(command)} | sed -u {shlex.quote(damage)}"],
+        tmp_path / "local-jobs",
+    )
+    try:
+        local = jobdir.new_job_dir(tmp_path / "local-jobs", "a red chair")
+        params = GenerationParams.create(prompt="a red chair", model=str(model), **FAST)
+        job = client.generate(GenerateRequest(params, job_dir=str(local)))
+        _wait(client, job)
+    finally:
+        client.kill()
+    assert job.error is not None and job.error.code == JOB_FAILED and job.result is None
+    assert "meshes[0].npz_b64 (variant 0's mesh) cannot be read" in job.error.message
+    assert "worker environment on the remote machine" in job.error.hint
+    record = jobdir.read_job(local)  # failed, with the same message: not interrupted
+    assert record.state == jobdir.FAILED and "meshes[0].npz_b64" in record.message
+    assert not jobdir.mesh_path(local, 0).exists() and list(local.rglob("*.part")) == []
+
+
+def test_a_folder_is_held_while_an_answer_is_stored_into_it_so_a_reader_keeps_its_part(
+    tmp_path,
+):
+    """The mesh's .part is made a FIFO beforehand, so that its write (about 480 KB, past a
+    pipe's 64 KiB) stops inside the write until this test reads it: a reader then finds the
+    folder without a result, mid-write, with no timing involved."""
+    folder = tmp_path / "job"
+    part = jobdir.mesh_path(folder, 0).with_name(jobdir.MESH_FILE + PART_SUFFIX)
+    part.parent.mkdir(parents=True)
+    os.mkfifo(part)
+    outcome: dict = {}
+
+    def store() -> None:
+        try:
+            outcome["result"] = store_inline(folder, {"prompt": "a cube"}, _answer(20_000))
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    writer = threading.Thread(target=store, daemon=True)
+    fd = os.open(part, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        writer.start()
+        written = _drain(fd, first=True)
+        assert written.startswith(b"PK")  # the .npz under way, the writer stopped inside it
+        record = jobdir.read_job(folder)  # no result yet; it would remove a .part nobody held
+        assert record.state == jobdir.INTERRUPTED and part.exists()
+        written += _drain(fd, first=False)
+    finally:
+        os.close(fd)
+        writer.join(30)
+    assert "error" not in outcome, outcome.get("error")
+    assert MeshData.from_bytes(written).vertex_count == 20_000  # the write went through whole
+    assert jobdir.read_job(folder).state == jobdir.DONE
+
+
+def _drain(fd: int, *, first: bool, timeout: float = 30.0) -> bytes:
+    """What the FIFO at ``fd`` holds: its first bytes, or all of the rest (until its writer
+    closes it: a read then gives nothing)."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert time.monotonic() < deadline, f"nothing more after {len(data)} bytes"
+        if not select.select([fd], [], [], 0.1)[0]:
+            continue
+        with contextlib.suppress(BlockingIOError):
+            chunk = os.read(fd, 1 << 16)
+            if not chunk and not first:
+                return data
+            data += chunk
+            if data and first:
+                return data
