@@ -26,8 +26,10 @@ every surface and still could not follow a part that left it.)
 Only the children of a level's chosen cells are looked at on the next level; a cell that is not
 chosen keeps the sign of its corners, which all agree, and so do the finer cells inside it. The
 near-zero test is left out at a last stride-2 level: it cost a third more evaluations there on
-random Shap-E fields (docs/performance.md) and found nothing the spill did not; parts thinner
-than 2 voxels that touch no stride-2 point and no traced surface can be missed there.
+random Shap-E fields (docs/performance.md) and found nothing the spill did not. Without it,
+that level needs only the points of the cells whose signs disagree, and asks them as the fine
+grid's are asked (fine.last_level): parts thinner than 2 voxels that touch no point the
+stride-4 level evaluated and no traced surface can be missed there.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def _local_slope(values: torch.Tensor, step: float) -> torch.Tensor:
     return around / step
 
 
-def _select(
+def select(
     values: torch.Tensor,
     candidates: torch.Tensor,
     stride: int,
@@ -132,7 +134,7 @@ def _select(
 def coarse_level(coarse: torch.Tensor, stride: int, spacing: float, box: tuple[int, int]) -> Level:
     """The first level: the coarse values (padding included), every cell a candidate."""
     candidates = torch.ones([coarse.shape[0] - 1] * 3, dtype=torch.bool, device=coarse.device)
-    active = _select(coarse, candidates, stride, spacing, box, near=True)
+    active = select(coarse, candidates, stride, spacing, box, near=True)
     fill = torch.where(coarse[:-1, :-1, :-1] > 0, 1.0, OUTSIDE).to(torch.float32)
     return Level(stride, coarse, active, fill)
 
@@ -194,7 +196,7 @@ def finer_level(
     lo, hi = box
     while bool(new.any()):
         # Every corner of a new level cell (the children of the new parent cells).
-        padded = F.pad(_children(new)[None, None].float(), (1, 1, 1, 1, 1, 1))[0, 0] > 0
+        padded = F.pad(children(new)[None, None].float(), (1, 1, 1, 1, 1, 1))[0, 0] > 0
         todo = corners(padded, torch.logical_or) & values.isnan()
         ijk = todo.nonzero()
         fine = ijk * t  # fine index of each point
@@ -211,13 +213,13 @@ def finer_level(
         asked += len(ijk)
         new = spill(ijk, got > 0, chosen, parent.fill, 2)
         chosen |= new
-    candidates = _children(chosen)
-    active = _select(values, candidates, t, spacing, box, near=t > 2)
+    candidates = children(chosen)
+    active = select(values, candidates, t, spacing, box, near=t > 2)
     own = torch.where(values[:-1, :-1, :-1] > 0, 1.0, OUTSIDE).to(torch.float32)
-    fill = torch.where(candidates, own, _children(parent.fill))
+    fill = torch.where(candidates, own, children(parent.fill))
     return Level(t, values, active, fill), asked
 
 
-def _children(cells: torch.Tensor) -> torch.Tensor:
+def children(cells: torch.Tensor) -> torch.Tensor:
     """A cell grid at the next finer level: each cell's value in its 8 children."""
     return cells.repeat_interleave(2, 0).repeat_interleave(2, 1).repeat_interleave(2, 2)

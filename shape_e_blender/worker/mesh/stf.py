@@ -28,11 +28,13 @@ Coarse to fine
     cells whose corners change sign, cells where the field's measured local slope lets it reach
     zero between the corners (thin parts that slip between points), and the cells the surface
     spills into, followed until it ends, so every part found is traced whole at the fine grid.
-    A point never evaluated takes the sign of its cell at the last level, whose corners all
-    agree: it is far from the surface and only its sign matters. At grid 128 this asks about
-    the corners of the cells the surface crosses plus the levels above (1.5 to 2 times the
-    fewest exact marching cubes can take); at grid 256 a sphere costs a fraction of a dense
-    grid 128 (docs/performance.md).
+    Inside the chosen cells, a fine point is first predicted from the cell's corners and
+    asked only when a fine cell it is a corner of has signs that disagree (fine.py). A point
+    never evaluated takes the sign of its cell at the last level, whose corners all agree, or
+    its prediction: either way it lies in no cell the surface crosses, and only its sign
+    matters. At grid 128 this asks 1.5 to 1.65 times the fewest points exact marching cubes can
+    take (the corners of the cells the surface crosses) on random Shap-E fields; at grid 256 a
+    sphere costs a fraction of a dense grid 128 (docs/performance.md).
 
 Marching cubes
     scikit-image's Lewiner marching cubes at level 0, on slabs of at most 32 MiB along the first
@@ -62,7 +64,8 @@ from ...core.mesh import MeshData
 from ...core.params import SETTINGS
 from .batches import Batches, Field
 from .cleanup import drop_small_parts, drop_zero_area, weld
-from .refine import OUTSIDE, Level, coarse_level, dilate, finer_level, halving, spill
+from .fine import fine_values, last_level
+from .refine import OUTSIDE, Level, coarse_level, dilate, finer_level, halving
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +148,9 @@ def extract_mesh(
     axis = lattice.axis(run.device)
     for number, _ in enumerate(strides, 1):
         run.start_stage(0.25 + 0.2 * number / len(strides))
-        level, count = finer_level(
-            sdf, level, axis, lattice.box, lattice.spacing, run, _check_finite
-        )
+        # The stride-2 level has no near-zero test: it is asked as the fine grid is (fine.py).
+        step = last_level if level.stride == 4 else finer_level
+        level, count = step(sdf, level, axis, lattice.box, lattice.spacing, run, _check_finite)
         evaluated += count
     run.start_stage(0.8)
     index, values, fine_count, chosen = _fine_values(sdf, lattice, level, run)
@@ -249,50 +252,12 @@ def _coarse_values(sdf: Field, lattice: _Lattice, run: Batches) -> torch.Tensor:
 def _fine_values(
     sdf: Field, lattice: _Lattice, level: Level, run: Batches
 ) -> tuple[np.ndarray, np.ndarray, int, torch.Tensor]:
-    """The field at every in-box fine point of the cells active at the last level, and of the
-    cells the surface spills into from them (refine.spill), until it spills no further.
-
-    Returns the points' linear indices into the padded fine grid (sorted, first axis slowest),
-    their values, how many of them needed a field call (the level's points reuse its values),
-    and the level's cells that were evaluated.
-    """
-    s, p, device = level.stride, lattice.size, run.device
-    o = torch.arange(s + 1, device=device)
-    offsets = ((o[:, None, None] * p + o[None, :, None]) * p + o[None, None, :]).reshape(-1)
-    lo, hi = lattice.box
-    axis = lattice.axis(device)
-    chosen, new = level.active.clone(), level.active
-    known = torch.empty(0, dtype=torch.long, device=device)  # every index so far, in order
-    all_values, asked = [torch.empty(0, device=device)], 0
-    while bool(new.any()):
-        cells = new.nonzero()
-        corner = s * ((cells[:, 0] * p + cells[:, 1]) * p + cells[:, 2])
-        index = torch.unique(corner[:, None] + offsets[None, :])
-        index = index[~torch.isin(index, known)]
-        ijk = torch.stack([index // (p * p), (index // p) % p, index % p], dim=1)
-        in_box = ((ijk >= lo) & (ijk <= hi)).all(dim=1)
-        index, ijk = index[in_box], ijk[in_box]
-        values = torch.full((len(index),), math.nan, dtype=torch.float32, device=device)
-        on_level = (ijk % s == 0).all(dim=1)
-        c = ijk[on_level] // s
-        values[on_level] = level.values[c[:, 0], c[:, 1], c[:, 2]]
-        # The rest, and a spilled-into cell's corners never evaluated at the level (NaN there).
-        ask = values.isnan()
-        todo = ijk[ask]
-        fine = run.evaluate(
-            sdf, len(todo), lambda a, b, todo=todo: axis[todo[a:b]], 1, "signed distance"
-        )
-        fine = fine.reshape(-1)
-        _check_finite(fine)
-        values[ask] = fine
-        asked += len(todo)
-        known = torch.cat([known, index])
-        all_values.append(values)
-        new = spill(ijk, values > 0, chosen, level.fill, s)
-        chosen |= new
-    index, values = known, torch.cat(all_values)
-    order = torch.argsort(index)
-    return index[order].cpu().numpy(), values[order].cpu().numpy(), asked, chosen
+    """The fine points marching cubes needs (fine.py), as sorted linear indices into the padded
+    fine grid and their values, how many the field was asked, and the level's cells opened."""
+    index, values, _, asked, chosen = fine_values(
+        sdf, level, lattice.size, lattice.box, lattice.axis(run.device), run, _check_finite
+    )
+    return index.cpu().numpy(), values.cpu().numpy(), asked, chosen
 
 
 def _march(
@@ -305,8 +270,9 @@ def _march(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Marching cubes over the fine grid, slab by slab. Vertices in fine index space (float64).
 
-    ``chosen`` are the last level's cells whose fine points were evaluated; a fine point never
-    evaluated takes the sign of its cell at the last level (``level.fill``).
+    ``chosen`` are the last level's cells whose fine points are in ``values`` (evaluated, or
+    predicted where only the sign counts); any other fine point takes the sign of its cell at
+    the last level (``level.fill``).
     """
     s, p, n = level.stride, lattice.size, level.active.shape[0]
     # Cells next to evaluated ones are marched too: a value on an evaluated cell's face that

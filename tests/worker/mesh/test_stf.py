@@ -324,8 +324,10 @@ def test_a_random_shap_e_field_gives_the_dense_surface_near_the_fewest_evaluatio
     """A random Shap-E renderer shaped to have surfaces (the tiny models'), a random latent.
 
     The fewest signed distances exact marching cubes can take are the corners of the cells the
-    surface crosses: the fine stage asks for about that many, and the levels above it for
-    fewer than twice the coarse grid. Before the levels and the spill, 1.1 to 1.8 M here.
+    surface crosses: the fine stage and the stride-2 level ask for about that many, and the
+    levels above for fewer than twice the coarse grid. Before the levels and the spill, 1.1 to
+    1.8 M here. While the fine stage and the stride-2 level asked every point of a chosen cell,
+    1.73 to 1.92 times the fewest (8 to 12 % over the bound below); now 1.49 to 1.65.
     """
     torch.manual_seed(seed)  # the renderer's own weights, before shape_renderer shapes them
     renderer = tiny_renderer(TinySizes(), seed)
@@ -347,7 +349,7 @@ def test_a_random_shap_e_field_gives_the_dense_surface_near_the_fewest_evaluatio
     crossed = corners(inside, torch.logical_or) & ~corners(inside, torch.logical_and)
     needed = corners(torch.nn.functional.pad(crossed, (1,) * 6), torch.logical_or)
     coarse = (1 + 127 // coarse_stride(128)) ** 3
-    assert counted.points - mesh.vertex_count < 1.5 * int(needed.sum()) + 2 * coarse
+    assert counted.points < 1.25 * int(needed.sum()) + 2 * coarse
 
 
 @pytest.mark.parametrize("sharpness", [50.0, 1000.0])
