@@ -38,17 +38,17 @@ from collections.abc import Callable
 from itertools import product
 
 import torch
+import torch.nn.functional as F
 
 from .batches import Batches, Field
 from .refine import OUTSIDE, Level, children, select, spill
 
 
 @functools.cache
-def _tables(r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _tables(r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For a cell of ``r`` fine steps per edge: its (r + 1)^3 points' offsets (slot
     ((a (r + 1)) + b) (r + 1) + c at offset (a, b, c)), its corner slots (in the order of
-    product((0, 1), repeat=3)), each point's trilinear weights on them, and its r^3 fine cells
-    as their 8 corner slots."""
+    product((0, 1), repeat=3)) and each point's trilinear weights on them."""
     q = r + 1
     offsets = torch.tensor(list(product(range(q), repeat=3)))
     corner_slots = torch.tensor([(a * q + b) * q + c for a, b, c in product((0, r), repeat=3)])
@@ -61,13 +61,7 @@ def _tables(r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Ten
             for offset in offsets.tolist()
         ]
     )
-    cells = torch.tensor(
-        [
-            [((u + a) * q + v + b) * q + w + c for a, b, c in product((0, 1), repeat=3)]
-            for u, v, w in product(range(r), repeat=3)
-        ]
-    )
-    return offsets, corner_slots, weights, cells
+    return offsets, corner_slots, weights
 
 
 class _Points:
@@ -116,7 +110,7 @@ def fine_values(
     evaluated, how many points the field was asked, and the level's cells that were opened.
     """
     r, device, p = level.stride, run.device, size
-    offsets, corner_slots, weights, cells_of = (t.to(device) for t in _tables(r))
+    offsets, corner_slots, weights = (t.to(device) for t in _tables(r))
     slot_offsets = (offsets[:, 0] * p + offsets[:, 1]) * p + offsets[:, 2]
     lo, hi = box
     points = _Points(device)
@@ -161,7 +155,7 @@ def fine_values(
         # Predict the rest from the cells' corners.
         guess = ~points.evaluated[where[start:]]
         points.value[where[start:][guess]] = (corner @ weights.T)[guess]
-        done = _resolve(points, where, start, cells_of, evaluate)
+        done = _resolve(points, where, start, evaluate)
         # Only evaluated points can disagree with a left-out cell: a predicted one on its face
         # interpolates its corners, which all have its sign.
         done = torch.cat([done, whole, before + ask.nonzero()[:, 0]])
@@ -176,21 +170,23 @@ def _resolve(
     points: _Points,
     where: torch.Tensor,
     start: int,
-    cells_of: torch.Tensor,
     evaluate: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
     """Evaluate the corners of every fine cell whose signs disagree, until none of them has a
     corner only predicted. ``where[start:]`` are new blocks; the others were resolved before and
     change only where a point they share is evaluated. Returns the positions evaluated."""
+    q = round(where.shape[1] ** (1 / 3))
     dirty = torch.arange(len(where), device=where.device) >= start
     done = [where[:0, 0]]
     while bool(dirty.any()):
-        at = where[dirty][:, cells_of]  # (D, fine cells, 8 corners)
-        inside = points.value[at] > 0
-        mixed = inside.any(dim=2) & ~inside.all(dim=2)
-        todo = torch.unique(at[mixed[:, :, None] & ~points.evaluated[at]])
+        at = where[dirty]
+        inside = (points.value[at] > 0).view(-1, q, q, q)
+        mixed = _corners(inside, torch.logical_or) & ~_corners(inside, torch.logical_and)
+        corner_of_mixed = _corners(F.pad(mixed, (1, 1, 1, 1, 1, 1)), torch.logical_or)
+        todo = at[corner_of_mixed.view(len(at), -1) & ~points.evaluated[at]]
         if not len(todo):
             break
+        todo = torch.unique(todo)
         points.value[todo] = evaluate(points.index[todo])
         points.evaluated[todo] = True
         done.append(todo)
@@ -198,6 +194,13 @@ def _resolve(
         changed[todo] = True
         dirty = changed[where].any(dim=1)
     return torch.cat(done)
+
+
+def _corners(blocks: torch.Tensor, op: Callable[..., torch.Tensor]) -> torch.Tensor:
+    """refine.corners over the last three axes of a batch of point grids."""
+    n = blocks.shape[-1] - 1
+    views = [blocks[:, a : a + n, b : b + n, c : c + n] for a, b, c in product((0, 1), repeat=3)]
+    return functools.reduce(op, views)
 
 
 def _ijk(index: torch.Tensor, p: int) -> torch.Tensor:
