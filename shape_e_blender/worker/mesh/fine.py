@@ -182,7 +182,8 @@ def _resolve(
         at = where[dirty]
         inside = (points.value[at] > 0).view(-1, q, q, q)
         mixed = _corners(inside, torch.logical_or) & ~_corners(inside, torch.logical_and)
-        corner_of_mixed = _corners(F.pad(mixed, (1, 1, 1, 1, 1, 1)), torch.logical_or)
+        padded = F.pad(mixed.float(), (1, 1, 1, 1, 1, 1)) > 0  # bool padding: not on every device
+        corner_of_mixed = _corners(padded, torch.logical_or)
         todo = at[corner_of_mixed.view(len(at), -1) & ~points.evaluated[at]]
         if not len(todo):
             break
