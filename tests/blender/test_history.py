@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -28,7 +30,8 @@ from shape_e_blender.core.protocol import WORKER_LOG_FILE, GenerateRequest
 from tests.blender.addon import drain, poll_until_stage
 from tests.support import FAST, RESULT_PREFIX, WORKER_PYTHON, kill_process, run_child
 
-from .children.crash_job import CRASH_STATUS
+from .children.crash_job import BOUND_S as CRASH_BOUND_S
+from .children.crash_job import CRASH, CRASH_STATUS, MID_JOB
 from .children.crash_job import SETTINGS as CRASH_SETTINGS
 from .job_folders import TINY, finished_job, foreign_folders
 
@@ -196,12 +199,17 @@ def test_a_mesh_file_cut_short_is_refused_naming_it_and_nothing_is_imported(
     assert bpy.ops.shape_e.import_job(job_dir=str(job), variant=0) == {"FINISHED"}
 
 
-@pytest.mark.parametrize("how", ["crash", "quit"])
+NEEDS_SIGSTOP = pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="freezes the worker")
+
+
+@pytest.mark.parametrize("how", [pytest.param("crash", marks=NEEDS_SIGSTOP), "quit"])
 def test_a_job_that_finished_after_blender_ended_is_listed_done_and_imports(
     scene, worker_text_model, tmp_path, how
 ):
     """``quit``: File > Quit mid-job killed the worker (unregister stopped it), and the job
-    was lost; now the worker is left to finish it, holding none of Blender's pipes."""
+    was lost; now the worker is left to finish it, holding none of Blender's pipes. ``crash``:
+    Blender froze the worker mid-job before it died, so the job cannot have ended first; it
+    goes on here, once Blender is gone."""
     jobs_dir = tmp_path / "jobs"
     proc = run_child(
         sys.executable,
@@ -211,45 +219,70 @@ def test_a_job_that_finished_after_blender_ended_is_listed_done_and_imports(
         WORKER_PYTHON,
         str(worker_text_model),
         how,
-        timeout=300,
+        timeout=2 * CRASH_BOUND_S,
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
-    status = CRASH_STATUS if how == "crash" else 0
+    status, asked = (CRASH_STATUS, CRASH) if how == "crash" else (0, CRASH_SETTINGS)
     assert proc.returncode == status and lines, proc.stderr[-4000:]
     crash = json.loads(lines[-1][len(RESULT_PREFIX) :])
     job_dir, pid = Path(crash["job_dir"]), crash["worker_pid"]
-    assert not crash["result_at_crash"]  # Blender died before the job was done
+    assert crash["stage"] in MID_JOB and not crash["result_at_crash"]  # Blender died first
+    if how == "crash":  # frozen by Blender before it died: still mid-job, with no result
+        assert _state(pid) == "T" and not (job_dir / "result.json").exists(), _state(pid)
     # The worker outlived Blender and finishes on its own (bounded wait, then it exits).
-    deadline = time.monotonic() + 300
-    while not (job_dir / "result.json").exists() or _alive(pid):
-        assert time.monotonic() < deadline, (job_dir, pid)
-        time.sleep(0.1)
+    assert _ended(pid, go_on=how == "crash", timeout=CRASH_BOUND_S), (job_dir, pid)
+    assert (job_dir / "result.json").is_file()
 
     if how == "quit":
         assert "detached from the client" in (jobs_dir / WORKER_LOG_FILE).read_text()
     (found,) = history.scan(jobs_dir)
     assert (found.path, found.state, found.label) == (job_dir, "done", "a blue vase")
-    assert found.meshes == (0, 1, 2) and found.seed == CRASH_SETTINGS["seed"]
+    assert found.meshes == (0, 1, 2) and found.seed == asked["seed"]
     assert bpy.ops.shape_e.import_job(job_dir=str(job_dir)) == {"FINISHED"}
     for i in range(3):
         obj = bpy.data.objects[f"Blue vase_{i}"]
         assert len(obj.data.vertices) == MeshData.load(job_dir / str(i) / "mesh.npz").vertex_count
-        assert obj["shape_e"]["seed"] == CRASH_SETTINGS["seed"] + i
-        assert obj["shape_e"]["grid_size"] == CRASH_SETTINGS["grid_size"]
+        assert obj["shape_e"]["seed"] == asked["seed"] + i
+        assert obj["shape_e"]["grid_size"] == asked["grid_size"]
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` still runs (not ours to wait for: Blender, its parent, is gone)."""
+def _ended(pid: int, *, go_on: bool, timeout: float) -> bool:
+    """Whether ``pid`` (not ours to wait for: Blender, its parent, is gone) ends within
+    ``timeout``; ``go_on``: it is frozen, and is let go on (SIGCONT) first. Where Linux gives a
+    pidfd, it names this very process and tells of its end: no polling, and no pid that another
+    process took meanwhile is waited for."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux, or it has ended already
+        pidfd = None
+    try:
+        if go_on:
+            os.kill(pid, signal.SIGCONT)
+        if pidfd is not None:
+            return bool(select.select([pidfd], [], [], timeout)[0])
+        deadline = time.monotonic() + timeout
+        while _state(pid) not in ("", "Z"):  # polled: nothing else tells of its end here
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _state(pid: int) -> str:
+    """``pid``'s state letter (R, S, T: stopped, Z: exited, not yet reaped); "" once gone."""
     if os.name == "nt":
-        return False  # os.kill would terminate it there; result.json is written last anyway
+        return ""  # os.kill would terminate it there; result.json is written last anyway
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
-    try:  # an exited process nobody has reaped yet is a zombie: it runs no more
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+        return ""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
     except (OSError, IndexError):
-        return True
+        return "R"  # no /proc (macOS): it runs
 
 
 def test_a_failed_job_shows_the_workers_message_and_import_job_refuses_with_it(
