@@ -152,8 +152,10 @@ def fine_values(
         whole = whole[~points.evaluated[whole]]
         points.value[whole] = evaluate(points.index[whole])
         points.evaluated[whole] = True
-        # Predict the rest from the cells' corners.
-        guess = ~points.evaluated[where[start:]]
+        # Predict the rest from the cells' corners. A point met before keeps its prediction:
+        # the same interpolation of the same face, but a different rounding could flip the sign
+        # of one near zero in a cell resolved already.
+        guess = ~points.evaluated[where[start:]] & (where[start:] >= before)
         points.value[where[start:][guess]] = (corner @ weights.T)[guess]
         done = _resolve(points, where, start, evaluate)
         # Only evaluated points can disagree with a left-out cell: a predicted one on its face
