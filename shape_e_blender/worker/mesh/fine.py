@@ -38,10 +38,9 @@ from collections.abc import Callable
 from itertools import product
 
 import torch
-import torch.nn.functional as F
 
 from .batches import Batches, Field
-from .refine import OUTSIDE, Level, children, select, spill
+from .refine import OUTSIDE, Level, corner_points, crossed, settled, spill
 
 
 @functools.cache
@@ -182,11 +181,8 @@ def _resolve(
     done = [where[:0, 0]]
     while bool(dirty.any()):
         at = where[dirty]
-        inside = (points.value[at] > 0).view(-1, q, q, q)
-        mixed = _corners(inside, torch.logical_or) & ~_corners(inside, torch.logical_and)
-        padded = F.pad(mixed.float(), (1, 1, 1, 1, 1, 1)) > 0  # bool padding: not on every device
-        corner_of_mixed = _corners(padded, torch.logical_or)
-        todo = at[corner_of_mixed.view(len(at), -1) & ~points.evaluated[at]]
+        mixed = crossed((points.value[at] > 0).view(-1, q, q, q))
+        todo = at[corner_points(mixed).view(len(at), -1) & ~points.evaluated[at]]
         if not len(todo):
             break
         todo = torch.unique(todo)
@@ -197,13 +193,6 @@ def _resolve(
         changed[todo] = True
         dirty = changed[where].any(dim=1)
     return torch.cat(done)
-
-
-def _corners(blocks: torch.Tensor, op: Callable[..., torch.Tensor]) -> torch.Tensor:
-    """refine.corners over the last three axes of a batch of point grids."""
-    n = blocks.shape[-1] - 1
-    views = [blocks[:, a : a + n, b : b + n, c : c + n] for a, b, c in product((0, 1), repeat=3)]
-    return functools.reduce(op, views)
 
 
 def _ijk(index: torch.Tensor, p: int) -> torch.Tensor:
@@ -232,10 +221,6 @@ def last_level(
     )
     signs = torch.full((m, m, m), math.nan, dtype=torch.float32, device=index.device)
     signs.view(-1)[index] = value
-    candidates = children(chosen)
-    active = select(signs, candidates, t, spacing, box, near=False)
-    own = torch.where(signs[:-1, :-1, :-1] > 0, 1.0, OUTSIDE).to(torch.float32)
-    fill = torch.where(candidates, own, children(parent.fill))
     values = torch.full_like(signs, math.nan)
     values.view(-1)[index[evaluated]] = value[evaluated]
-    return Level(t, values, active, fill), asked
+    return settled(values, signs, chosen, parent, spacing, box, near=False), asked

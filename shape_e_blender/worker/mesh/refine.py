@@ -66,10 +66,23 @@ class Level:
 
 
 def corners(grid: torch.Tensor, op: Callable[..., torch.Tensor]) -> torch.Tensor:
-    """Reduce a point grid (n+1)^3 over the 8 corners of each cell -> n^3."""
-    n = grid.shape[0] - 1
-    views = [grid[a : a + n, b : b + n, c : c + n] for a, b, c in product((0, 1), repeat=3)]
+    """Reduce a point grid (n+1)^3 over the 8 corners of each cell -> n^3; leading axes, if
+    any, are a batch of grids."""
+    n = grid.shape[-1] - 1
+    views = [grid[..., a : a + n, b : b + n, c : c + n] for a, b, c in product((0, 1), repeat=3)]
     return reduce(op, views)
+
+
+def crossed(inside: torch.Tensor) -> torch.Tensor:
+    """The cells whose corners' signs disagree, of a boolean point grid (or a batch of them)."""
+    return corners(inside, torch.logical_or) & ~corners(inside, torch.logical_and)
+
+
+def corner_points(cells: torch.Tensor) -> torch.Tensor:
+    """The points that are a corner of any of ``cells`` (a boolean cell grid n^3, or a batch of
+    them) -> (n+1)^3."""
+    padded = F.pad(cells.float(), (1, 1, 1, 1, 1, 1)) > 0  # bool padding: not on every device
+    return corners(padded, torch.logical_or)
 
 
 def dilate(cells: torch.Tensor) -> torch.Tensor:
@@ -110,8 +123,7 @@ def select(
 ) -> torch.Tensor:
     """Active cells among ``candidates``: sign changes, and with ``near`` the cells where the
     field may reach zero between its corners (see the module docstring)."""
-    inside = values > 0
-    active = corners(inside, torch.logical_or) & ~corners(inside, torch.logical_and)
+    active = crossed(values > 0)
     if near:
         step = stride * spacing
         # The padding's step to OUTSIDE is not the field's slope: left out of it.
@@ -196,8 +208,7 @@ def finer_level(
     lo, hi = box
     while bool(new.any()):
         # Every corner of a new level cell (the children of the new parent cells).
-        padded = F.pad(children(new)[None, None].float(), (1, 1, 1, 1, 1, 1))[0, 0] > 0
-        todo = corners(padded, torch.logical_or) & values.isnan()
+        todo = corner_points(children(new)) & values.isnan()
         ijk = todo.nonzero()
         fine = ijk * t  # fine index of each point
         in_box = ((fine >= lo) & (fine <= hi)).all(dim=1)
@@ -213,11 +224,28 @@ def finer_level(
         asked += len(ijk)
         new = spill(ijk, got > 0, chosen, parent.fill, 2)
         chosen |= new
+    return settled(values, values, chosen, parent, spacing, box, near=t > 2), asked
+
+
+def settled(
+    values: torch.Tensor,
+    signs: torch.Tensor,
+    chosen: torch.Tensor,
+    parent: Level,
+    spacing: float,
+    box: tuple[int, int],
+    near: bool,
+) -> Level:
+    """The level under ``parent`` once its points are known: ``values`` as evaluated, ``signs``
+    a value of the right sign at every point of the children of ``chosen`` (the parent's
+    cells that were opened). Its active cells are chosen among those children, and every other
+    cell keeps the parent's sign."""
+    t = parent.stride // 2
     candidates = children(chosen)
-    active = select(values, candidates, t, spacing, box, near=t > 2)
-    own = torch.where(values[:-1, :-1, :-1] > 0, 1.0, OUTSIDE).to(torch.float32)
+    active = select(signs, candidates, t, spacing, box, near=near)
+    own = torch.where(signs[:-1, :-1, :-1] > 0, 1.0, OUTSIDE).to(torch.float32)
     fill = torch.where(candidates, own, children(parent.fill))
-    return Level(t, values, active, fill), asked
+    return Level(t, values, active, fill)
 
 
 def children(cells: torch.Tensor) -> torch.Tensor:
