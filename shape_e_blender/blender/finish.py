@@ -39,8 +39,9 @@ def import_result(
 ) -> tuple[list[bpy.types.Object], list[str]]:
     """Load every mesh of ``result``, import them named ``name``, push one undo step.
 
-    Returns the objects and a warning per variant the worker could not make (no surface):
-    the others are imported; only when every variant failed is it an error.
+    Returns the objects and the warnings: a variant the worker could not make (no surface; the
+    others are imported, and only when every variant failed is it an error), one it made but
+    not as asked (``MeshEntry.warnings``), an asset that could not be saved.
     """
     made = result.made
     skipped = [m.skipped_error() for m in result.skipped]
@@ -67,6 +68,8 @@ def import_result(
         size=size,
     )
     warnings = [f"skipped {err}" for err in skipped]
+    # What the worker could not do as asked (a mesh with fewer faces than asked, kept whole).
+    warnings += [f"{o.name}: {w}" for o, m in zip(objects, made, strict=True) for w in m.warnings]
     if arrange is not None:  # in the import's undo step, as the marking below
         arrange(objects)
     for obj in objects if asset is not None else ():
@@ -180,6 +183,7 @@ def remesh(
     folder = result.job_dir or where
     png = jobdir.texture_path(folder, entry.variant) if folder else None
     importer.replace_mesh(obj, entry.load(), png)
+    task.warnings += [f"{obj.name}: {w}" for w in entry.warnings]
     settings = obj[importer.PROPERTY_KEY]
     for name in REMESH_FIELDS:
         settings[name] = int(request.params.get(name, 0))

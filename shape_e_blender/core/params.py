@@ -32,6 +32,11 @@ SOURCES = ("prompt", "image", "latent")  # exactly one of them says what to gene
 # TEXTURE_FACES when ``faces`` is 0, and more than UV_MAX_FACES are refused.
 TEXTURE_FACES = 20_000
 UV_MAX_FACES = 50_000
+# Fewer faces than this leave no recognisable shape (a decimation to 5 gave a dozen slivers).
+FACES_MIN = 100
+# Textures are powers of two, as GPUs mipmap them and engines expect; below 64 a texel spans
+# whole parts of the object.
+TEXTURE_MIN = 64
 
 
 @dataclass(frozen=True)
@@ -224,20 +229,21 @@ class GenerationParams:
         0,
         "Faces",
         "Decimate each mesh to about this many triangles, keeping its outline and colours "
-        "(0: the full mesh)",
+        f"(0: the full mesh; else at least {FACES_MIN})",
         range=(0, 10_000_000),
         soft_max=200_000,
-        hint="0 keeps the full mesh; 5000 to 50000 suit a game engine",
+        hint=f"0 keeps the full mesh; {FACES_MIN} is the fewest; 5000 to 50000 suit a game engine",
     )
     texture_size: int = _setting(
         0,
         "Texture Size",
-        "Bake the model's colours into a square base-colour texture of this many pixels a side, "
-        f"with a UV map (0: vertex colours only; the mesh is decimated to {TEXTURE_FACES} faces "
-        "when Faces is 0)",
+        "Bake the model's colours into a square base-colour texture of this many pixels a side "
+        f"(a power of two from {TEXTURE_MIN}), with a UV map (0: vertex colours only; the mesh is "
+        f"decimated to {TEXTURE_FACES} faces when Faces is 0)",
         range=(0, 4096),
         soft_max=2048,
-        hint="0 for vertex colours only, or 1024 or 2048 pixels",
+        hint=f"0 for vertex colours only, or a power of two from {TEXTURE_MIN} to 4096 such as "
+        "1024 or 2048",
         cli="--texture",
     )
     variants: int = _setting(
@@ -335,14 +341,35 @@ class GenerationParams:
             s.name: s.check(kwargs.get(s.name)) for s in SETTINGS.values() if s.name not in SOURCES
         }
         out[src] = value
-        if out["texture_size"] and out["faces"] > UV_MAX_FACES:
+        faces, texture = out["faces"], out["texture_size"]
+        if 0 < faces < FACES_MIN:
             raise invalid(
                 "faces",
-                f"{out['faces']} faces are too many to unwrap for a texture (the unwrap takes "
+                f"{faces} faces are too few to keep a shape",
+                f"ask for 0 (the full mesh) or at least {FACES_MIN} faces",
+            )
+        if texture and (texture < TEXTURE_MIN or texture & (texture - 1)):
+            raise invalid(
+                "texture_size",
+                f"{texture} is not a power of two from {TEXTURE_MIN} to 4096",
+                SETTINGS["texture_size"].hint,
+            )
+        if texture and faces > UV_MAX_FACES:
+            raise invalid(
+                "faces",
+                f"{faces} faces are too many to unwrap for a texture (the unwrap takes "
                 f"minutes past {UV_MAX_FACES})",
                 f"ask for at most {UV_MAX_FACES} faces with a texture, or for no texture",
             )
         return cls(**out)
+
+    def kept_whole(self, face_count: int) -> str:
+        """The warning for a mesh of ``face_count`` faces when ``faces`` asked for no fewer: it
+        is not decimated (that is known only once the mesh is made, so it is not refused)."""
+        return (
+            f"faces: the mesh has {face_count} faces, no more than the {self.faces} asked, so it "
+            "was kept whole (ask for fewer faces to decimate it)"
+        )
 
     @property
     def target_faces(self) -> int:

@@ -30,6 +30,7 @@ class MeshEntry:
     npz_b64: str | None = None  # the mesh itself, when the request asked for inline results
     latent_b64: str | None = None  # and its latent.npy's bytes (a remote worker's re-mesh input)
     error: ShapEError | None = None  # e.g. no surface at this seed
+    warnings: tuple[str, ...] = ()  # made, but not quite as asked (faces: kept whole)
 
     @property
     def made(self) -> bool:
@@ -71,6 +72,8 @@ class MeshEntry:
             out["bounds"] = [list(self.bounds[0]), list(self.bounds[1])]
         if self.latent is not None:
             out["latent"] = self.latent
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
         if inline and self.npz_b64:
             out["npz_b64"] = self.npz_b64
         if inline and self.latent_b64:
@@ -93,6 +96,7 @@ class MeshEntry:
         if not (isinstance(path, str) and path) and not (isinstance(inline, str) and inline):
             raise _malformed(f"mesh entry {index} names no mesh file")
         bounds = obj.get("bounds")
+        warnings = obj.get("warnings")
         return replace(
             base,
             path=path if isinstance(path, str) and path else None,
@@ -102,6 +106,9 @@ class MeshEntry:
             bounds=_bounds(bounds),
             npz_b64=inline if isinstance(inline, str) and inline else None,
             latent_b64=obj["latent_b64"] if isinstance(obj.get("latent_b64"), str) else None,
+            warnings=tuple(w for w in warnings if isinstance(w, str))
+            if isinstance(warnings, list)
+            else (),
         )
 
 

@@ -111,6 +111,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
             ))  # fmt: skip
         seed = f" seed {entry.seed}" if entry.seed is not None else ""
         print(f"{out}: {entry.vertices} vertices, {entry.faces} faces{seed}")
+        for warning in entry.warnings:
+            sys.stderr.write(f"{out.name}: {warning}\n")
     print(f"job folder: {result.job_dir} ({time.perf_counter() - started:.1f} s)")
     return 1 if failed else 0
 

@@ -226,7 +226,9 @@ class Engine:
 
             started = time.perf_counter()
             try:
-                mesh = self._decode(renderer, latent, params, choice, should_cancel, decoding)
+                mesh, warnings = self._decode(
+                    renderer, latent, params, choice, should_cancel, decoding
+                )
             except ShapEError as err:
                 if err.code != NO_SURFACE:
                     raise
@@ -235,6 +237,8 @@ class Engine:
                 continue
             finally:
                 timings.add("decode", time.perf_counter() - started)
+            for warning in warnings:
+                log.warning("variant %d: %s", i, warning)
             clock("writing", i, len(latents), i)
             started = time.perf_counter()
             path = mesh.save(jobdir.mesh_path(job_dir, i))
@@ -247,6 +251,7 @@ class Engine:
                     seed=seeds[i],
                     path=str(path),
                     latent=str(latent_file) if latent_file is not None else None,
+                    warnings=tuple(warnings),
                     vertices=mesh.vertex_count,
                     faces=mesh.face_count,
                     bounds=(
@@ -309,8 +314,11 @@ class Engine:
         timings.add("sample", time.perf_counter() - encoded)
         return latents.detach().cpu().numpy().astype(np.float32)
 
-    def _decode(self, renderer, latent, params, choice, should_cancel, progress) -> MeshData:
-        """The mesh of one latent: extracted, then decimated and textured as ``params`` ask."""
+    def _decode(
+        self, renderer, latent, params, choice, should_cancel, progress
+    ) -> tuple[MeshData, list[str]]:
+        """The mesh of one latent: extracted, then decimated and textured as ``params`` ask;
+        with the warnings of what could not be done as asked."""
         try:
             latent_field = LatentField(renderer, torch.from_numpy(latent), choice.device)
             mesh = extract_mesh(
@@ -323,6 +331,9 @@ class Engine:
                 should_cancel=should_cancel,
                 progress=progress,
             )
+            warnings = []
+            if params.faces and mesh.face_count <= params.faces:
+                warnings.append(params.kept_whole(mesh.face_count))
             mesh = decimate(mesh, params.target_faces, latent_field.color)
             if params.texture_size:
                 if should_cancel():
@@ -330,7 +341,7 @@ class Engine:
                 progress(0, protocol.DECODE_STEPS, "texturing")
                 mesh = textured(mesh, params.texture_size, latent_field.color)
                 progress(protocol.DECODE_STEPS, protocol.DECODE_STEPS, "texturing")
-            return mesh
+            return mesh, warnings
         except (RuntimeError, MemoryError) as exc:  # device errors: out of memory, ...
             mapped = map_runtime_error(exc, "decoding")
             if mapped is None:

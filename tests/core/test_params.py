@@ -63,6 +63,12 @@ def test_latent_mode_uses_the_text_repo_renderer():
         ({"prompt": "a", "device": "tpu"}, "device"),
         ({"prompt": "a", "precision": "fp8"}, "precision"),
         ({"prompt": "a", "colour": 1}, "colour"),
+        ({"prompt": "a", "faces": 5}, "faces"),
+        ({"prompt": "a", "faces": -1}, "faces"),
+        ({"prompt": "a", "texture_size": 1000}, "texture_size"),
+        ({"prompt": "a", "texture_size": 32}, "texture_size"),
+        ({"prompt": "a", "texture_size": 8192}, "texture_size"),
+        ({"prompt": "a", "texture_size": 256, "faces": 60_000}, "faces"),
     ],
 )
 def test_bad_input_names_the_field_and_what_to_do(kwargs, field):
@@ -84,6 +90,12 @@ def test_seed_limits_and_variant_seeds():
 def test_devices_and_precisions_are_lowercased():
     p = GenerationParams.create(prompt="a", device="CUDA:1", precision="FP16")
     assert (p.device, p.precision) == ("cuda:1", "fp16")
+
+
+def test_faces_and_texture_sizes_at_their_limits_are_taken():
+    for faces, texture in ((100, 64), (0, 4096), (50_000, 1024), (10_000_000, 0)):
+        p = GenerationParams.create(prompt="a", faces=faces, texture_size=texture)
+        assert (p.faces, p.texture_size) == (faces, texture)
 
 
 def test_json_round_trip_ignores_request_level_keys():

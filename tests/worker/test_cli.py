@@ -19,6 +19,7 @@ from shape_e_blender.core.errors import JOB_FAILED
 from shape_e_blender.core.files import PART_SUFFIX
 from shape_e_blender.core.mesh import MeshData
 from tests.support import small_disk
+from tests.worker.mesh.test_export import khronos_validate
 
 from .workerproc import child_env, run_python
 
@@ -78,6 +79,20 @@ def test_faces_texture_and_size_make_an_asset_ready_glb(tiny_text_model, tmp_pat
     assert float((mesh.vertices.max(0) - mesh.vertices.min(0)).max()) != pytest.approx(1.5)
     request = json.loads((job / jobdir.REQUEST_FILE).read_text())
     assert request["resolved"]["faces"] == 3000 and request["resolved"]["texture_size"] == 128
+    khronos_validate(out)  # the real textured GLB, not only a hand-made one
+    assert "kept whole" not in r.stderr
+
+
+def test_faces_above_the_mesh_keep_it_whole_and_say_so(tiny_text_model, tmp_path):
+    out = tmp_path / "chair.npz"
+    r = generate(["--prompt", "a chair"], tiny_text_model, out, *FAST, "--faces", "1000000",
+                 "--job-dir", str(tmp_path / "job"))  # fmt: skip
+    mesh = MeshData.load(out)
+    assert 0 < mesh.face_count < 1_000_000
+    message = f"faces: the mesh has {mesh.face_count} faces, no more than the 1000000 asked"
+    assert f"chair.npz: {message}" in r.stderr and "kept whole" in r.stderr
+    result = json.loads((tmp_path / "job" / jobdir.RESULT_FILE).read_text())
+    assert result["meshes"][0]["warnings"][0].startswith(message)
 
 
 def test_variants_are_numbered_and_formats_follow_the_suffix(tiny_text_model, tmp_path):
@@ -133,6 +148,8 @@ def test_without_model_and_hub_the_error_is_about_the_download(tmp_path):
         (["-o", "out.fbx"], "output"),
         (["--size", "-1"], "size"),
         (["--texture", "5000"], "texture_size"),
+        (["--texture", "1000"], "texture_size"),
+        (["--faces", "10"], "faces"),
         (["--texture", "256", "--faces", "60000"], "faces"),
     ],
 )
