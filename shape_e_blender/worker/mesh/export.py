@@ -146,11 +146,14 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 
 def png_bytes(texture: np.ndarray) -> bytes:
-    """An (H, W, 3) uint8 sRGB texture as PNG bytes (the job folder's texture.png, the GLB's)."""
-    from PIL import Image  # as trimesh below: only textured meshes need it
+    """An (H, W, 3) uint8 sRGB texture as PNG bytes (the job folder's texture.png, the GLB's),
+    marked sRGB (an ``sRGB`` chunk, perceptual intent) rather than left for readers to assume."""
+    from PIL import Image, PngImagePlugin  # as trimesh below: only textured meshes need it
 
+    info = PngImagePlugin.PngInfo()
+    info.add(b"sRGB", b"\x00")
     buf = io.BytesIO()
-    Image.fromarray(texture, "RGB").save(buf, format="PNG")
+    Image.fromarray(texture, "RGB").save(buf, format="PNG", pnginfo=info)
     return buf.getvalue()
 
 

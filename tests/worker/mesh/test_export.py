@@ -20,6 +20,7 @@ from shape_e_blender.worker.mesh.export import (
     FORMATS,
     export_mesh,
     linear_to_srgb8,
+    png_bytes,
     variant_paths,
     z_up_to_y_up,
 )
@@ -160,6 +161,20 @@ def test_a_textured_glb_embeds_its_texture_and_splits_only_at_seams(tmp_path):
     back = next(iter(scene.geometry.values()))
     image = np.asarray(back.visual.material.baseColorTexture.convert("RGB"))
     np.testing.assert_array_equal(image, mesh.texture)
+
+
+def test_the_texture_png_is_marked_srgb() -> None:
+    """An sRGB chunk (perceptual intent) before the pixels: glTF's base colour and Blender's
+    Image Texture read the file as sRGB, and the file says so."""
+    data = png_bytes(_textured_box().texture)
+    chunks, at = [], 8
+    while at < len(data):
+        (length,) = struct.unpack(">I", data[at : at + 4])
+        chunks.append((data[at + 4 : at + 8], data[at + 8 : at + 8 + length]))
+        at += 12 + length
+    names = [name for name, _ in chunks]
+    assert (b"sRGB", b"\x00") in chunks and names.index(b"sRGB") < names.index(b"IDAT")
+    assert b"gAMA" not in names and b"iCCP" not in names  # nothing that says otherwise
 
 
 def test_ply_binary_z_up_with_srgb_bytes(tmp_path):
