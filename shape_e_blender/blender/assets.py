@@ -1,18 +1,27 @@
 """Shap-E objects as assets: marked in this file, and saved into an asset library folder.
 
-An asset gets the prompt (or the image's name) as its description, tags from the prompt's words
-plus ``shap-e``, the seed and the model as custom properties of its asset metadata, and a preview
-that Blender renders. With an asset library folder in the preferences it is also written there
-as its own .blend (``<name>.blend``, the name as a slug: the object and what it uses), in the
-catalog the preferences name, so that it appears in every file's Asset Browser once the folder
-is an asset library (Preferences > File Paths > Asset Libraries). Catalogs live in the folder's
-``blender_assets.cats.txt``, Blender's own format; a catalog's UUID is derived from its path, so
-every save into one catalog finds the same one.
+An asset gets the prompt (for an image, its file's name) as its description, tags from those
+words plus ``shap-e``, the seed and the model as custom properties of its asset metadata, and a
+preview that Blender renders. With an asset library folder in the preferences it is also written
+there as its own .blend (``<name>.blend``, the name as a slug: the object and what it uses, its
+texture packed in, so the file still works once the job folder is gone or on another computer),
+in the catalog the preferences name, so that it appears in every file's Asset Browser once the
+folder is an asset library (Preferences > File Paths > Asset Libraries). Catalogs live in the
+folder's ``blender_assets.cats.txt``, Blender's own format; a catalog's UUID is derived from its
+path, so every save into one catalog finds the same one. Another object's file of the same name
+is never overwritten: the new one is ``<name>-2.blend``; marking the same object again rewrites
+its own file (the object records it).
+
+The folder and the catalog are checked before anything changes (``Asset.checked``): a generation
+refuses to start, and Mark as Asset to mark, when the asset could not be saved.
 """
 
 from __future__ import annotations
 
 import re
+import sys
+import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +32,8 @@ import bpy
 from ..core.errors import invalid
 from ..core.files import atomic_write
 from ..core.jobdir import slug
+from ..core.names import object_name_for
+from . import importer
 
 TAG = "shap-e"
 CATALOG_FILE = "blender_assets.cats.txt"
@@ -61,6 +72,10 @@ _STOP_WORDS = frozenset(
 METADATA = ("seed", "model", "grid_size", "faces", "texture_size")
 
 
+ASSET_FILE = "asset_file"  # in obj["shape_e"]: the library file this object was saved as
+PREVIEW_WAIT_S = 60.0  # the UI renders previews in a job: the save waits for it this long at most
+
+
 @dataclass(frozen=True)
 class Asset:
     """Where marked assets go: a library folder ("" for this file only) and a catalog path."""
@@ -70,16 +85,41 @@ class Asset:
 
     @classmethod
     def of(cls, preferences: Any) -> Asset:
-        return cls(
-            bpy.path.abspath(preferences.asset_library.strip()),
-            preferences.asset_catalog.strip(),
-        )
+        return cls(preferences.asset_library.strip(), preferences.asset_catalog.strip())
+
+    @property
+    def folder(self) -> Path | None:
+        """The library folder, absolute (a "//" path is relative to the saved .blend)."""
+        return Path(bpy.path.abspath(self.library)) if self.library else None
+
+    def checked(self) -> Asset:
+        """This asset place, once saving into it is known to work: raises naming
+        ``asset_catalog`` or ``asset_library`` (made where missing) otherwise."""
+        catalog_path(self.catalog)
+        folder = self.folder
+        if folder is None:
+            return self
+        fix = "choose a writable asset library folder in the add-on's preferences (or none)"
+        if self.library.startswith("//") and not bpy.data.filepath:
+            raise invalid(
+                "asset_library",
+                f"{self.library!r} is relative to the .blend file, which is not saved yet",
+                "save the file first, or choose an absolute folder",
+            )
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):  # a real write: permissions lie to root
+                pass
+        except OSError as exc:
+            raise invalid(
+                "asset_library", f"cannot save assets into {folder}: {exc.strerror or exc}", fix
+            ) from None
+        return self
 
 
-def tags_for(settings: dict[str, Any]) -> list[str]:
-    """``shap-e`` and the prompt's words (lower case, without the ones that say nothing)."""
-    prompt = settings.get("prompt")
-    words = re.findall(r"[\w-]+", prompt.lower()) if isinstance(prompt, str) else []
+def tags_for(text: str) -> list[str]:
+    """``shap-e`` and the words of ``text`` (lower case, without the ones that say nothing)."""
+    words = re.findall(r"[\w-]+", text.lower())
     tags = [TAG]
     for word in words:
         if word not in _STOP_WORDS and word not in tags and not word.isdigit():
@@ -109,15 +149,25 @@ def ensure_catalog(folder: Path, path: str) -> str:
     return catalog_id
 
 
+def description_of(settings: dict[str, Any], fallback: str) -> str:
+    """The prompt; for an image, its file's name as a readable phrase."""
+    prompt, image = settings.get("prompt"), settings.get("image")
+    if isinstance(prompt, str) and prompt:
+        return prompt
+    return object_name_for(image) if isinstance(image, str) and image else fallback
+
+
 def mark(obj: bpy.types.Object, settings: dict[str, Any], asset: Asset) -> Path | None:
-    """Mark ``obj`` as an asset (see the module docstring); returns the library file written."""
+    """Mark ``obj`` as an asset (see the module docstring); returns the library file it is
+    saved as (in the UI, once Blender has rendered its preview). Raises before anything
+    changes when the library or catalog cannot take it."""
+    asset.checked()
     if obj.asset_data is None:
         obj.asset_mark()
     data = cast(bpy.types.AssetMetaData, obj.asset_data)  # set by asset_mark()
-    source = settings.get("prompt") or settings.get("image") or obj.name
-    data.description = f"{source} (Shap-E)"
+    data.description = description_of(settings, obj.name)
     known = {t.name for t in data.tags}
-    for tag in tags_for(settings):
+    for tag in tags_for(data.description):
         if tag not in known:
             data.tags.new(tag)
     for key in METADATA:
@@ -125,21 +175,77 @@ def mark(obj: bpy.types.Object, settings: dict[str, Any], asset: Asset) -> Path 
         if isinstance(value, (int, float, str)) and not isinstance(value, bool):
             data[key] = value
     obj.asset_generate_preview()
-    if not asset.library:
+    folder = asset.folder
+    if folder is None:
         return None
-    folder = Path(asset.library)
+    path = catalog_path(asset.catalog)
+    if path:
+        data.catalog_id = ensure_catalog(folder, path)
+    target = library_file(obj, settings, folder)
+    obj[importer.PROPERTY_KEY][ASSET_FILE] = str(target)
+    if bpy.app.background or not _rendering_previews():
+        save(obj, target)
+    else:  # the preview is rendered in a job: saved now, the file would have none
+        uid, deadline = obj.session_uid, time.monotonic() + PREVIEW_WAIT_S
+        bpy.app.timers.register(lambda: _save_later(uid, target, deadline), first_interval=0.2)
+    return target
+
+
+def library_file(obj: bpy.types.Object, settings: dict[str, Any], folder: Path) -> Path:
+    """The file ``obj`` is saved as: the one it was saved as before, in this folder, else
+    ``<slug>.blend`` or, where another asset has that name, ``<slug>-2.blend``, ..."""
+    recorded = settings.get(ASSET_FILE)
+    if isinstance(recorded, str) and recorded and Path(recorded).parent == folder:
+        return Path(recorded)
+    base = slug(obj.name, 64)
+    target, n = folder / f"{base}.blend", 1
+    while target.exists():
+        n += 1
+        target = folder / f"{base}-{n}.blend"
+    return target
+
+
+def save(obj: bpy.types.Object, target: Path) -> None:
+    """Write ``obj`` and what it uses into ``target``, its images packed in; this file's
+    images stay as they are (linked to their files)."""
+    images = {
+        node.image
+        for slot in obj.material_slots
+        if slot.material is not None and slot.material.node_tree is not None
+        for node in slot.material.node_tree.nodes
+        if isinstance(node, bpy.types.ShaderNodeTexImage) and node.image is not None
+    }
+    packed = [i for i in images if i.packed_file is None and i.source == "FILE"]
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        if asset.catalog:
-            path = catalog_path(asset.catalog)
-            if path:
-                data.catalog_id = ensure_catalog(folder, path)
-        target = folder / f"{slug(obj.name, 64)}.blend"
+        for image in packed:
+            image.pack()
         bpy.data.libraries.write(str(target), {obj}, fake_user=True)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # RuntimeError: Blender's own write error
         raise invalid(
             "asset_library",
-            f"cannot save the asset into {folder}: {exc.strerror or exc}",
+            f"cannot save the asset into {target}: {exc}",
             "choose a writable asset library folder in the add-on's preferences",
         ) from exc
-    return target
+    finally:
+        for image in packed:
+            image.unpack(method="REMOVE")  # back to the job folder's file
+
+
+def _rendering_previews() -> bool:
+    """Whether Blender renders previews in a job now (the UI does; background mode at once)."""
+    # 4.2's stubs say is_job_running returns None.
+    return bool(bpy.app.is_job_running("RENDER_PREVIEW"))  # type: ignore[func-returns-value, unused-ignore]
+
+
+def _save_later(uid: int, target: Path, deadline: float) -> float | None:
+    """A timer: save the object once no preview is being rendered (or at the deadline)."""
+    obj = next((o for o in bpy.data.objects if o.session_uid == uid), None)
+    if obj is None:
+        return None
+    if _rendering_previews() and time.monotonic() < deadline:
+        return 0.2
+    try:
+        save(obj, target)
+    except Exception as exc:  # a timer has no caller to raise to: say it where it is seen
+        print(f"shape_e: {exc}", file=sys.stderr)
+    return None

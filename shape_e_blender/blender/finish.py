@@ -130,21 +130,26 @@ def generation(
     return objects
 
 
+Placement = tuple[tuple[float, ...], tuple[float, ...]]  # an object's location and scale
+
+
 def blend(
     task: Task,
     context: bpy.types.Context,
     factors: list[float],
-    ends: tuple[tuple[float, ...], tuple[float, ...]],
+    ends: tuple[Placement, Placement],
 ) -> list[bpy.types.Object]:
     """The finish step of shape_e.blend_shapes: in-between i stands at factors[i] of the way
-    from object A's location to object B's."""
-    a, b = (np.asarray(e, np.float64) for e in ends)
+    from object A's location to object B's, and its scale is as far between theirs (a blend of
+    two objects sized to 1 m and 2 m is about 1.5 m)."""
+    (a, a_scale), (b, b_scale) = ((np.asarray(v, np.float64) for v in e) for e in ends)
     result = JobResult.from_dict(task.requests[0].result)
 
     def arrange(objects: list[bpy.types.Object]) -> None:
         for obj in objects:
             t = factors[int(obj[importer.PROPERTY_KEY]["variant"])]
             obj.location = tuple(a * (1 - t) + b * t)
+            obj.scale = tuple(a_scale * (1 - t) + b_scale * t)
 
     objects, warnings = import_result(result, context, task.label, arrange=arrange)
     task.warnings += warnings
@@ -187,6 +192,8 @@ def remesh(
     settings = obj[importer.PROPERTY_KEY]
     for name in REMESH_FIELDS:
         settings[name] = int(request.params.get(name, 0))
+    if importer.GENERATED_IN not in settings and settings.get("job_dir"):
+        settings[importer.GENERATED_IN] = settings["job_dir"]  # its variants' job, for keep_variant
     settings["job_dir"] = str(result.job_dir or where or "")
     settings["latent"] = latent  # the re-mesh's job folder holds no latent of its own
     importer.push_undo(REMESH_UNDO)

@@ -35,6 +35,8 @@ from .materials import (
 )
 
 PROPERTY_KEY = "shape_e"  # obj["shape_e"] holds the generation settings as an ID-property group
+# In obj["shape_e"], once re-meshed: the job folder that made it (job_dir is then the re-mesh's).
+GENERATED_IN = "generated_in"
 _INT32 = (-(2**31), 2**31 - 1)
 
 
@@ -199,6 +201,12 @@ def settings_of(obj: bpy.types.ID | None) -> dict[str, Any] | None:
     # An ID-property group reads back with to_dict(); anything else under the key is not ours.
     to_dict = getattr(group, "to_dict", None)
     return to_dict() if callable(to_dict) else None
+
+
+def generated_in(settings: Mapping[str, Any]) -> str | None:
+    """The job folder whose variants an object is one of: kept across re-meshes."""
+    job = settings.get(GENERATED_IN) or settings.get("job_dir")
+    return job if isinstance(job, str) and job else None
 
 
 def check_editable(obj: bpy.types.Object) -> None:

@@ -86,12 +86,14 @@ def generation_properties(names: Iterable[str], **per_name: Mapping[str, Any]) -
 def size_property(*, panel: bool = False) -> Any:
     """``size``: metres of the largest dimension, applied as the object's scale (not in the job
     key: resizing regenerates nothing)."""
-    kwargs: dict[str, Any] = {"max": SIZE_MAX} if panel else {"options": SKIP_SAVE}
+    # An operator's is checked by core.mesh.check_size, which names it: Blender would clamp a
+    # negative size to 0 silently.
+    kwargs: dict[str, Any] = {"min": 0.0, "max": SIZE_MAX} if panel else {"options": SKIP_SAVE}
     return FloatProperty(
         name="Size",
         description=f"Scale each object to this largest dimension, in {SIZE_HELP}",
         default=0.0,
-        min=0.0,
+        soft_min=0.0,
         soft_max=10.0,
         subtype="DISTANCE",
         unit="LENGTH",

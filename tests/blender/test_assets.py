@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from mathutils import Vector
 
-from shape_e_blender.blender import assets, labels, materials
+from shape_e_blender.blender import assets, labels, materials, tasks
 from shape_e_blender.blender.operators.assets import slerp
 from shape_e_blender.core import jobdir
 from shape_e_blender.core.mesh import MeshData
@@ -80,6 +80,44 @@ def test_a_textured_decimated_sized_object(scene, text_model):
     assert settings["faces"] == 1500 and settings["texture_size"] == 128
 
 
+def test_the_three_generation_operators_take_the_asset_options():
+    for op in (bpy.ops.shape_e.text_to_mesh, bpy.ops.shape_e.image_to_mesh,
+               bpy.ops.shape_e.camera_to_mesh):  # fmt: skip
+        props = {p.identifier: p for p in op.get_rna_type().properties}
+        defaults = {n: props[n].default for n in ("faces", "texture_size", "size", "mark_asset")}
+        assert defaults == {"faces": 0, "texture_size": 0, "size": 0.0, "mark_asset": False}
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"texture_size": 100}, "texture_size"),
+        ({"texture_size": 8192}, "texture_size"),
+        ({"faces": 5}, "faces"),
+        ({"texture_size": 256, "faces": 60_000}, "faces"),
+        ({"size": -1.0}, "size"),
+        ({"size": float("nan")}, "size"),
+    ],
+)
+def test_bad_asset_options_are_refused_before_anything_starts(scene, text_model, options, field):
+    """Refused with the field named, before the worker is asked: no object, no job folder."""
+    jobs = Path(bpy.context.preferences.addons["shape_e_blender"].preferences.jobs_dir)
+    before = set(jobs.iterdir())
+    with pytest.raises(RuntimeError, match=rf"{field}: "):
+        bpy.ops.shape_e.text_to_mesh(prompt="a chair", **FAST, **options)
+    assert not scene.objects and set(jobs.iterdir()) == before
+
+
+def test_faces_above_the_mesh_keep_it_whole_with_a_warning(scene, text_model):
+    obj = _generate(faces=1_000_000)
+    full = len(obj.data.polygons)
+    assert 0 < full < 1_000_000
+    assert tasks.status.warnings == [
+        f"{obj.name}: faces: the mesh has {full} faces, no more than the 1000000 asked, so it "
+        "was kept whole (ask for fewer faces to decimate it)"
+    ]
+
+
 def test_blenders_gltf_export_carries_the_texture(scene, text_model, tmp_path):
     obj = _generate(**TEXTURED)
     original = _sample(_pixels(_image_node(obj).image), _loop_uvs(obj.data))
@@ -117,32 +155,67 @@ def test_remesh_bakes_the_texture_again(scene, text_model):
     assert materials.UV_MAP in obj.data.uv_layers
 
 
+def test_remesh_decimates_a_decimated_object_again(scene, text_model):
+    obj = _generate(grid_size=48, faces=800)
+    assert abs(len(obj.data.polygons) - 800) <= 40
+    assert bpy.ops.shape_e.remesh(object_name=obj.name, grid_size=64) == {"FINISHED"}
+    settings = obj["shape_e"].to_dict()
+    mesh_file = MeshData.load(jobdir.mesh_path(settings["job_dir"], 0))
+    assert settings["grid_size"] == 64 and settings["faces"] == 800
+    assert len(obj.data.polygons) == mesh_file.face_count and abs(mesh_file.face_count - 800) <= 40
+    assert not obj.data.uv_layers and obj.data.color_attributes  # still vertex colours
+
+
 def test_mark_asset_saves_it_into_the_library_with_tags_and_catalog(scene, text_model, tmp_path):
     addon = bpy.context.preferences.addons["shape_e_blender"].preferences
-    addon.asset_library, addon.asset_catalog = str(tmp_path / "library"), "Shap-E/Props"
+    library = tmp_path / "library"
+    addon.asset_library, addon.asset_catalog = str(library), "Shap-E/Props"
     try:
-        obj = _generate("a red wooden chair", seed=11)
+        obj = _generate("a red wooden chair", seed=11, **TEXTURED)
         assert obj.asset_data is None
         assert bpy.ops.shape_e.mark_asset(object_name=obj.name) == {"FINISHED"}
+        texture = _image_node(obj).image
+        # This file's texture is still the job folder's file, not a copy packed in.
+        assert texture.packed_file is None
+        job = obj["shape_e"]["job_dir"]
+        assert Path(bpy.path.abspath(texture.filepath)) == jobdir.texture_path(job, 0)
+        data = obj.asset_data
+        assert data.description == "a red wooden chair"
+        assert {t.name for t in data.tags} == {"shap-e", "red", "wooden", "chair"}
+        assert data["seed"] == 11 and data["model"] == str(text_model)
+        saved = library / "red-wooden-chair.blend"
+        assert obj["shape_e"]["asset_file"] == str(saved)
+        # Marked again: the same file, rewritten. Another asset of that name: a file of its own.
+        assert bpy.ops.shape_e.mark_asset(object_name=obj.name) == {"FINISHED"}
+        assert sorted(p.name for p in library.glob("*.blend")) == [saved.name]
+        bpy.data.objects.remove(obj)
+        other = _generate("a red wooden chair", seed=12, mark_asset=True)
+        assert other.name == "Red wooden chair"
+        assert other["shape_e"]["asset_file"] == str(library / "red-wooden-chair-2.blend")
     finally:
         addon.asset_library = ""
-    data = obj.asset_data
-    assert data.description.startswith("a red wooden chair")
-    assert {t.name for t in data.tags} == {"shap-e", "red", "wooden", "chair"}
-    assert data["seed"] == 11 and data["model"] == str(text_model)
-    saved = tmp_path / "library" / "red-wooden-chair.blend"
+    bpy.ops.wm.read_homefile(use_empty=True)
     with bpy.data.libraries.load(str(saved), assets_only=True) as (source, target):
-        assert source.objects == [obj.name]
+        assert source.objects == ["Red wooden chair"]
         target.objects = source.objects
     loaded = target.objects[0]
+    assert loaded.asset_data["seed"] == 11
     assert {t.name for t in loaded.asset_data.tags} == {"shap-e", "red", "wooden", "chair"}
-    catalogs = (tmp_path / "library" / assets.CATALOG_FILE).read_text()
+    catalogs = (library / assets.CATALOG_FILE).read_text()
     assert f"{loaded.asset_data.catalog_id}:Shap-E/Props:" in catalogs
     # Marking another one into the same catalog reuses it.
-    assert assets.ensure_catalog(tmp_path / "library", "Shap-E/Props") == data.catalog_id
+    assert assets.ensure_catalog(library, "Shap-E/Props") == loaded.asset_data.catalog_id
+    # The library file holds its texture: it works once the job folder is gone.
+    image = _image_node(loaded).image
+    assert image.packed_file is not None and tuple(image.size) == (128, 128)
+    if HAS_EGL:  # and the preview Blender rendered, which the Asset Browser shows
+        alpha = np.array(loaded.preview.image_pixels_float[:]).reshape(-1, 4)[:, 3]
+        assert 0.05 < (alpha > 0).mean() < 0.95
+    with bpy.data.libraries.load(str(library / "red-wooden-chair-2.blend")) as (source, _):
+        assert source.objects == ["Red wooden chair"]
 
 
-def test_mark_asset_at_generation_and_errors(scene, text_model):
+def test_mark_asset_at_generation_and_errors(scene, text_model, tmp_path):
     obj = _generate("a blue vase", mark_asset=True)
     assert obj.asset_data is not None and "vase" in {t.name for t in obj.asset_data.tags}
     if HAS_EGL:  # Blender renders the preview (with OpenGL), in background mode too
@@ -152,8 +225,38 @@ def test_mark_asset_at_generation_and_errors(scene, text_model):
         assert 0.05 < (alpha > 0).mean() < 0.95  # the object, on a transparent background
     plain = bpy.data.objects.new("Plain", bpy.data.meshes.new("Plain"))
     scene.collection.objects.link(plain)
-    with pytest.raises(RuntimeError, match="object_name"):
+    with pytest.raises(RuntimeError, match="object_name: 'Plain' was not made by Shap-E"):
         bpy.ops.shape_e.mark_asset(object_name="Plain")
+    with pytest.raises(RuntimeError, match="object_name: there is no object 'Nope'"):
+        bpy.ops.shape_e.mark_asset(object_name="Nope")
+
+
+@pytest.mark.parametrize(
+    ("library", "catalog", "field"),
+    [
+        ("{file}/library", "Shap-E", "asset_library: cannot save assets into"),
+        ("//library", "Shap-E", "asset_library: '//library' is relative to the .blend file"),
+        ("{tmp}/library", "Shap-E:Props", "asset_catalog: 'Shap-E:Props' holds a ':'"),
+    ],
+)
+def test_an_asset_that_cannot_be_saved_is_refused_before_anything_changes(
+    scene, text_model, tmp_path, library, catalog, field
+):
+    """Mark as Asset leaves the object unmarked; a generation that would mark it does not start."""
+    (tmp_path / "file").write_text("not a folder")
+    addon = bpy.context.preferences.addons["shape_e_blender"].preferences
+    obj = _generate("a blue vase")
+    addon.asset_library = library.format(file=tmp_path / "file", tmp=tmp_path)
+    addon.asset_catalog = catalog
+    try:
+        with pytest.raises(RuntimeError, match=field):
+            bpy.ops.shape_e.mark_asset(object_name=obj.name)
+        assert obj.asset_data is None and "asset_file" not in obj["shape_e"]
+        with pytest.raises(RuntimeError, match=field):
+            _generate("a red vase", mark_asset=True)
+        assert [o.name for o in scene.objects] == [obj.name]
+    finally:
+        addon.asset_library, addon.asset_catalog = "", "Shap-E"
 
 
 def test_variants_are_labelled_with_their_number_and_seed_in_the_viewport(scene, text_model):
@@ -184,6 +287,15 @@ def test_keep_variant_deletes_the_others_in_one_undo_step(scene, text_model):
     assert sorted(o.name for o in bpy.context.scene.objects) == names
 
 
+def test_keep_variant_finds_the_other_variants_of_a_remeshed_one(scene, text_model):
+    """Generate variants, re-mesh the one you like finer, keep it: the others go."""
+    _generate("a lamp", variants=3)
+    assert bpy.ops.shape_e.remesh(object_name="Lamp_0", grid_size=40) == {"FINISHED"}
+    assert bpy.ops.shape_e.remesh(object_name="Lamp_1", grid_size=40) == {"FINISHED"}
+    assert bpy.ops.shape_e.keep_variant(object_name="Lamp_1") == {"FINISHED"}
+    assert [o.name for o in scene.objects] == ["Lamp_1"]
+
+
 def test_blend_shapes_decodes_the_arc_between_two_latents(scene, text_model):
     a = _generate("a chair", seed=1)
     a.location = (0.0, 0.0, 0.0)
@@ -195,6 +307,7 @@ def test_blend_shapes_decodes_the_arc_between_two_latents(scene, text_model):
     assert result == {"FINISHED"}
     mid = bpy.context.view_layer.objects.active
     assert mid.location[0] == pytest.approx(1.0)
+    assert tuple(mid.scale) == pytest.approx((1.0, 1.0, 1.0))
     saved = np.load(jobdir.latent_path(mid["shape_e"]["job_dir"], 0))
     np.testing.assert_allclose(saved, slerp(la, lb, 0.25), atol=1e-6)
     assert 0.9 < np.linalg.norm(saved) / np.linalg.norm(la) < 1.1  # the arc keeps the norm
@@ -222,3 +335,20 @@ def test_blend_shapes_refuses_objects_of_two_models(scene, text_model):
         bpy.ops.shape_e.blend_shapes(object_a=a.name, object_b=b.name)
     with pytest.raises(RuntimeError, match="object_a"):
         bpy.ops.shape_e.blend_shapes(object_a="", object_b=b.name)
+    with pytest.raises(RuntimeError, match="object_b: is 'Chair' again"):
+        bpy.ops.shape_e.blend_shapes(object_a=a.name, object_b=a.name)
+    for bad, field in (({"factor": 1.5}, "factor"), ({"count": 0}, "count"),
+                       ({"count": 17}, "count"), ({"object_b": "Nope"}, "object_b")):  # fmt: skip
+        with pytest.raises(RuntimeError, match=rf"{field}: "):
+            bpy.ops.shape_e.blend_shapes(**({"object_a": a.name, "object_b": b.name} | bad))
+    assert sorted(o.name for o in scene.objects) == ["Chair", "Table"]
+
+
+def test_blend_shapes_scales_the_in_between_between_its_ends(scene, text_model):
+    a = _generate("a chair", seed=1, size=1.0)
+    b = _generate("a table", seed=2)
+    b.location, b.scale = (4.0, 0.0, 0.0), (3.0, 3.0, 3.0)
+    result = bpy.ops.shape_e.blend_shapes(object_a=a.name, object_b=b.name, factor=0.25)
+    assert result == {"FINISHED"}
+    mid = bpy.context.view_layer.objects.active
+    assert tuple(mid.scale) == pytest.approx(tuple(0.75 * a.scale[0] + 0.25 * 3.0 for _ in "xyz"))

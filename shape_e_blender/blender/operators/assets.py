@@ -54,9 +54,10 @@ class SHAPE_E_OT_mark_asset(bpy.types.Operator):
 
 
 def siblings(obj: bpy.types.Object, settings: dict[str, Any]) -> list[bpy.types.Object]:
-    """The other objects of ``obj``'s job (the same job folder), in any scene of the file."""
-    job = settings.get("job_dir")
-    if not isinstance(job, str) or not job:
+    """The other objects of ``obj``'s job (the job folder that made them, re-meshed or not), in
+    any scene of the file."""
+    job = importer.generated_in(settings)
+    if job is None:
         raise invalid(
             "object_name",
             f"{obj.name!r} records no job folder, so its job's other variants are unknown",
@@ -65,7 +66,7 @@ def siblings(obj: bpy.types.Object, settings: dict[str, Any]) -> list[bpy.types.
     return [
         o
         for o in bpy.data.objects
-        if o != obj and (importer.settings_of(o) or {}).get("job_dir") == job
+        if o != obj and importer.generated_in(importer.settings_of(o) or {}) == job
     ]
 
 
@@ -130,7 +131,7 @@ def blend_factors(factor: float, count: int) -> list[float]:
 
 class SHAPE_E_OT_blend_shapes(TaskOperator, bpy.types.Operator):
     """Decode the spherical interpolation of two Shap-E objects' saved latents into new objects
-    placed between them (both from the same model)"""
+    placed between them, scaled between theirs (both from the same model)"""
 
     bl_idname = "shape_e.blend_shapes"
     bl_label = "Blend Shapes"
@@ -183,7 +184,7 @@ class SHAPE_E_OT_blend_shapes(TaskOperator, bpy.types.Operator):
                 precision=p.precision.lower(),
             )
             request = prefs.client(context).generate(GenerateRequest(params, job_dir=str(job_dir)))
-            where = (tuple(a.location), tuple(b.location))
+            where = ((tuple(a.location), tuple(a.scale)), (tuple(b.location), tuple(b.scale)))
             step = functools.partial(finish.blend, factors=factors, ends=where)
             return Task("generate", [request], label, finish=step, keep_alive=p.keep_alive)
 
@@ -206,6 +207,8 @@ class SHAPE_E_OT_blend_shapes(TaskOperator, bpy.types.Operator):
                                  field) from None  # fmt: skip
             ends.append((obj, settings, _load(path, field)))
         (a, sa, la), (b, sb, lb) = ends
+        if a == b:
+            raise invalid("object_b", f"is {a.name!r} again", "name two different objects")
         if sa.get("model") != sb.get("model") or la.shape != lb.shape:
             raise invalid(
                 "object_b",

@@ -20,6 +20,7 @@ from bpy.props import BoolProperty, StringProperty
 
 from ...core import jobdir
 from ...core.errors import invalid
+from ...core.mesh import check_size
 from ...core.names import object_name_for
 from ...core.params import SEED_MAX, SETTINGS, GenerationParams
 from ...core.protocol import GenerateRequest
@@ -110,6 +111,9 @@ class _Generation(TaskOperator):
         def task() -> Task:
             p = prefs.get(context)
             params = self.params(p, source)
+            check_size(size)
+            # Before minutes of sampling: an asset that could not be saved is refused now.
+            asset = assets.Asset.of(p).checked() if mark_asset else None
             if self.allow_download:
                 require_online("allow_download", "use the Download Models button")
             client = prefs.client(context)
@@ -127,7 +131,7 @@ class _Generation(TaskOperator):
                     finish.generation,
                     target=finish.Target.of(context),
                     size=size,
-                    asset=assets.Asset.of(p) if mark_asset else None,
+                    asset=asset,
                 ),
                 keep_alive=p.keep_alive,
             )

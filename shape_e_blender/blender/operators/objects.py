@@ -49,7 +49,7 @@ def target(context: bpy.types.Context, name: str) -> tuple[bpy.types.Object, dic
         raise invalid(
             "object_name",
             f"{obj.name!r} was not made by Shap-E (it carries no Shap-E settings)",
-            "select an object that Generate made, then re-mesh it",
+            "name or select an object that Shap-E made",
         )
     return obj, settings
 

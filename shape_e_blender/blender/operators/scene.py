@@ -6,7 +6,7 @@ import bpy
 from bpy.props import StringProperty
 
 from ...core.errors import invalid
-from .. import prefs, scenes
+from .. import assets, prefs, scenes
 from ..props import SKIP_SAVE
 from ..tasks import Task
 from .base import PicksFile, TaskOperator
@@ -46,6 +46,8 @@ class SHAPE_E_OT_build_scene(PicksFile, TaskOperator, bpy.types.Operator):
             raise invalid("filepath", "no scene spec given", "pick a .toml scene spec")
         p = prefs.get(context)
         spec = scenes.read(bpy.path.abspath(self.filepath), p, self.text_model, self.image_model)
+        if any(o.placement.mark_asset for o in spec.objects):  # refused before any generation
+            assets.Asset.of(p).checked()
         root = prefs.jobs_root(p)
         planned = scenes.plan(spec, root)
         todo = [i for i in planned if i.how == scenes.GENERATE]
