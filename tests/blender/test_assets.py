@@ -118,20 +118,38 @@ def test_faces_above_the_mesh_keep_it_whole_with_a_warning(scene, text_model):
     ]
 
 
+def _loop_points(obj: bpy.types.Object) -> np.ndarray:
+    """Each face corner's vertex, in world space."""
+    co = np.empty(len(obj.data.vertices) * 3, np.float32)
+    obj.data.vertices.foreach_get("co", co)
+    corner = np.empty(len(obj.data.loops), np.int32)
+    obj.data.loops.foreach_get("vertex_index", corner)
+    matrix = np.array(obj.matrix_world, np.float64)
+    points = co.reshape(-1, 3)[corner].astype(np.float64)
+    return points @ matrix[:3, :3].T + matrix[:3, 3]
+
+
 def test_blenders_gltf_export_carries_the_texture(scene, text_model, tmp_path):
-    obj = _generate(**TEXTURED)
-    original = _sample(_pixels(_image_node(obj).image), _loop_uvs(obj.data))
+    obj = _generate(**TEXTURED, size=1.5)
+    obj.location = (0.5, -1.0, 0.25)
+    bpy.context.view_layer.update()  # its matrix_world
+    uvs = _loop_uvs(obj.data)
+    original = np.concatenate([_loop_points(obj), uvs], axis=1)
+    colors = _sample(_pixels(_image_node(obj).image), uvs)
     blend = tmp_path / "chair.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
     out = run_blender_script(
         "tests.blender.children.gltf_roundtrip", str(blend), obj.name, str(tmp_path / "chair.glb")
     )
     assert out["exported"] == ["FINISHED"] and out["imported"] == ["FINISHED"]
-    assert out["size"] == [128, 128]
-    # The colour at each corner's UV, read back through the re-imported mesh, is the same.
-    again = np.array(out["colors"])
-    assert len(again) == len(original)
-    assert np.abs(again - np.sort(original, axis=0)).max() <= 1.0 / 255 + 1e-6
+    assert out["size"] == [128, 128] and out["colorspace"] == "sRGB"
+    # Each face corner, found again by its place and UV, shows the same texture colour.
+    corners = np.array(out["corners"])
+    assert len(corners) == len(original)
+    gaps = np.linalg.norm(corners[:, None, :5] - original[None, :, :], axis=2)
+    match = gaps.argmin(axis=1)
+    assert gaps.min(axis=1).max() < 1e-4 and gaps.min(axis=0).max() < 1e-4  # both ways
+    assert np.abs(corners[:, 5:] - colors[match]).max() <= 1.0 / 255 + 1e-6
 
 
 def _loop_uvs_any(mesh: bpy.types.Mesh) -> np.ndarray:
