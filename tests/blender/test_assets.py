@@ -277,6 +277,48 @@ def test_an_asset_that_cannot_be_saved_is_refused_before_anything_changes(
         addon.asset_library, addon.asset_catalog = "", "Shap-E"
 
 
+ASSET_SPEC = """
+[defaults]
+steps = 4
+grid_size = 48
+
+[[object]]
+name = "Crate"
+prompt = "a wooden crate"
+faces = 600
+texture_size = 64
+size = 0.9
+mark_asset = true
+"""
+
+
+def test_a_scene_spec_takes_the_asset_keys(scene, text_model, tmp_path):
+    spec = tmp_path / "props.toml"
+    spec.write_text(ASSET_SPEC, encoding="utf-8")
+    addon = bpy.context.preferences.addons["shape_e_blender"].preferences
+    jobs = Path(addon.jobs_dir)
+    (tmp_path / "file").write_text("not a folder")
+    addon.asset_library = str(tmp_path / "file" / "library")
+    before = set(jobs.iterdir())
+    try:  # an asset library that cannot take the asset: refused before any job
+        with pytest.raises(RuntimeError, match="asset_library: cannot save assets into"):
+            bpy.ops.shape_e.build_scene(filepath=str(spec))
+        assert not scene.objects and set(jobs.iterdir()) == before
+        addon.asset_library = str(tmp_path / "library")
+        assert bpy.ops.shape_e.build_scene(filepath=str(spec)) == {"FINISHED"}
+    finally:
+        addon.asset_library = ""
+    (obj,) = scene.objects
+    assert abs(len(obj.data.polygons) - 600) <= 30 and materials.UV_MAP in obj.data.uv_layers
+    assert tuple(_image_node(obj).image.size) == (64, 64)
+    bpy.context.view_layer.update()
+    assert max(obj.dimensions) == pytest.approx(0.9, rel=1e-4)
+    assert obj.asset_data.description == "a wooden crate"
+    saved = tmp_path / "library" / "crate.blend"
+    with bpy.data.libraries.load(str(saved), assets_only=True) as (source, _):
+        assert source.objects == ["Crate"]
+
+
 def test_variants_are_labelled_with_their_number_and_seed_in_the_viewport(scene, text_model):
     """The overlay's labels (labels.draw turns them into text; module mode draws no region)."""
     _generate("a lamp", variants=3, seed=40)
