@@ -12,8 +12,10 @@ Blender's job) and remove only the first.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,42 @@ except ImportError:  # Windows: a file open for writing cannot be deleted there
     fcntl = None  # type: ignore[assignment]
 
 PART_SUFFIX = ".part"
+# What ``probe`` says a path names.
+FILE, FOLDER, OTHER, MISSING = "file", "folder", "other", "missing"
+
+
+def probe(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """What ``path`` names, following links, without raising: (FILE, FOLDER, OTHER or MISSING,
+    why). OTHER is a FIFO, a device or a socket: opening one can block for ever. MISSING comes
+    with the OS's reason ("does not exist", "is a link that loops", "File name too long", ...).
+
+    pathlib's is_file(), is_dir() and exists() raise for a name that is too long or a folder on
+    the way that cannot be searched (Python 3.11 to 3.13), so a path a user typed is asked here.
+    """
+    try:
+        mode = Path(path).stat().st_mode
+    except FileNotFoundError:
+        return MISSING, "does not exist"
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+        if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+            return MISSING, "is a link that loops"
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return MISSING, f"cannot be looked up ({reason})"
+    if stat.S_ISREG(mode):
+        return FILE, ""
+    if stat.S_ISDIR(mode):
+        return FOLDER, ""
+    return OTHER, "is not a regular file (a device, a FIFO or a socket)"
+
+
+def is_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a regular file (after links); False where it cannot be looked up."""
+    return probe(path)[0] == FILE
+
+
+def is_dir(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a folder (after links); False where it cannot be looked up."""
+    return probe(path)[0] == FOLDER
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -57,6 +95,33 @@ def writing(folder: str | os.PathLike[str]) -> Iterator[None]:
         if fd is not None:
             with contextlib.suppress(OSError):
                 fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def claimed(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the file ``path`` (made if missing) for this writer alone while the block runs: a
+    second claim of it, by this process or another, raises BlockingIOError at once. A job claims
+    its folder's log, so that two jobs sent the same folder cannot mix their files in it.
+
+    The claim goes with the process. Where there are no locks (Windows, a file system without
+    them) or the file cannot be opened, the block runs unclaimed.
+    """
+    fd = None
+    if fcntl is not None:
+        with contextlib.suppress(OSError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # held: by another job, in this process or another
+                raise
+            except OSError:  # no locks on this file system
+                pass
         yield
     finally:
         if fd is not None:

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import INVALID_PARAMS, ShapEError, invalid
+from .files import FILE, is_dir, probe
+from .mesh import SIZE_MAX
 from .names import object_name_for
 from .params import GenerationParams
 
@@ -101,7 +103,8 @@ def load_spec(
     """
     path = Path(path).expanduser().resolve()
     try:
-        text = path.read_bytes().decode("utf-8")
+        # utf-8-sig: Windows editors start a UTF-8 file with a byte-order mark.
+        text = path.read_bytes().decode("utf-8-sig")
     except OSError as exc:
         raise invalid(
             "filepath",
@@ -115,6 +118,12 @@ def load_spec(
     except tomllib.TOMLDecodeError as exc:  # its message ends "(at line L, column C)"
         raise invalid(
             "filepath", f"{path.name} is not valid TOML: {exc}", f"fix that line; {SPEC_HINT}"
+        ) from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays or tables
+        raise invalid(
+            "filepath",
+            f"{path.name} nests arrays or tables too deeply to be read",
+            f"a scene spec needs two levels; {SPEC_HINT}",
         ) from None
     return parse_spec(
         data, path, text_model=text_model, image_model=image_model, common=common or {}
@@ -226,17 +235,19 @@ class _Reader:
             given["model"] = mode_models[mode]
         if isinstance(given.get("model"), str) and given["model"].strip():
             folder = self.base / Path(given["model"]).expanduser()
-            if folder.is_dir():  # a local folder beside the spec, else a hub repo id
+            if is_dir(folder):  # a local folder beside the spec, else a hub repo id
                 given["model"] = str(folder.resolve())
-        if isinstance(given.get("image"), str) and given["image"]:
-            image = (self.base / Path(given["image"]).expanduser()).resolve()
-            if not image.is_file():
+        if isinstance(given.get("image"), str) and given["image"] and "\0" not in given["image"]:
+            image = self.base / Path(given["image"]).expanduser()
+            found, why = probe(image)
+            if found != FILE:
+                told = "" if why == "does not exist" else f": it {why or 'is a folder'}"
                 self.problems.append(
                     f"{label}, image: there is no file {image} (image paths are relative to "
-                    "the spec file)"
+                    f"the spec file){told}"
                 )
                 return None
-            given["image"] = str(image)
+            given["image"] = str(image.resolve())
         try:
             return GenerationParams.create(**given, **self.common)
         except ShapEError as err:
@@ -266,8 +277,13 @@ class _Reader:
                 out["scale"] = vec
         if "size" in values:
             size = _number(values["size"])
-            if size is None or size <= 0:
-                self._bad(label, "size", values["size"], "a number of metres above 0")
+            if size is None or not 0 < size <= SIZE_MAX:
+                self._bad(
+                    label,
+                    "size",
+                    values["size"],
+                    f"a number of metres above 0, at most {SIZE_MAX:g}",
+                )
             else:
                 out["size"] = size
         if "mark_asset" in values:

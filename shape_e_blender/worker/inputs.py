@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from ..core.errors import INVALID_PARAMS, ShapEError
-from ..core.files import atomic_write
+from ..core.files import FILE, FOLDER, atomic_write, probe
 from ..core.params import SETTINGS
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 MAX_SIDE = 1024  # the model sees 224 px; this bounds memory and keeps a margin for the crop
 ALPHA_THRESHOLD = 8  # of 255: fainter pixels (anti-aliasing haze, shadows) do not count as object
 WHITE = (255, 255, 255)
+MAX_LATENT_VALUES = 4 << 20  # per latent: four times the released model's 1024 x 1024
 
 
 def prepare_image(
@@ -56,23 +57,17 @@ def prepare_image(
 
 def _regular(path: Path, field: str, hint: str) -> None:
     """Refuse what is not a regular file before opening it: opening a FIFO blocks until a
-    writer comes (a cancel could not stop the job), and a device never ends (/dev/zero)."""
-    if not path.is_file():  # is_file() follows links and is False for FIFOs, devices, sockets
-        raise ShapEError(
-            INVALID_PARAMS,
-            f"{field}: {path} is not a regular file (a folder, a device, a FIFO or a socket)",
-            hint,
-            field,
-        )
+    writer comes (a cancel could not stop the job), and a device never ends (/dev/zero). A path
+    the OS cannot look up (a name too long, a link that loops) is refused with its reason."""
+    kind, why = probe(path)
+    if kind == FOLDER:
+        raise ShapEError(INVALID_PARAMS, f"{field}: {path} is a folder", hint, field)
+    if kind != FILE:
+        raise ShapEError(INVALID_PARAMS, f"{field}: {path} {why}", hint, field)
 
 
 def _open(path: Path) -> Image.Image:
-    hint_path = "check the path, or pick the image again in the file browser"
-    if not path.exists():
-        raise ShapEError(INVALID_PARAMS, f"image: {path} does not exist", hint_path, "image")
-    if path.is_dir():
-        raise ShapEError(INVALID_PARAMS, f"image: {path} is a folder", hint_path, "image")
-    _regular(path, "image", hint_path)
+    _regular(path, "image", "check the path, or pick the image again in the file browser")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", Image.DecompressionBombWarning)
@@ -207,21 +202,33 @@ def load_latents(path: str | os.PathLike[str]) -> np.ndarray:
     """A saved latent as (N, rows, cols) float32; a (rows, cols) file is one variant."""
     p = Path(path).expanduser()
     hint = "pass the latent.npy of an earlier job (in its variant folder)"
-    if not p.exists():
-        raise ShapEError(INVALID_PARAMS, f"latent file not found: {p}", hint, "latent")
     _regular(p, "latent", hint)
     try:
-        arr = np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as exc:
+        # Mapped, not read: a header that claims more than the file holds is refused here
+        # instead of allocating what it claims (hundreds of GiB for a forged shape).
+        arr = np.load(p, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:  # EOFError: an empty file
         raise ShapEError(
-            INVALID_PARAMS, f"cannot read {p} as a .npy array: {exc}", hint, "latent"
+            INVALID_PARAMS,
+            f"latent: cannot read {p} as a .npy array (cut short, damaged, or another kind of "
+            f"file): {exc}",
+            hint,
+            "latent",
         ) from None
+    if not isinstance(arr, np.ndarray):  # np.load opens a .npz archive (a zip) as an NpzFile
+        arr.close()
+        raise ShapEError(
+            INVALID_PARAMS,
+            f"latent: {p} is a .npz archive, not one .npy array",
+            f"{hint}; to decode an array from the archive, save it alone with numpy.save",
+            "latent",
+        )
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3 or not np.issubdtype(arr.dtype, np.floating):
         raise ShapEError(
             INVALID_PARAMS,
-            f"{p} holds a {arr.dtype} array of shape {arr.shape}, not latents",
+            f"latent: {p} holds a {arr.dtype} array of shape {arr.shape}, not latents",
             hint,
             "latent",
         )
@@ -229,11 +236,20 @@ def load_latents(path: str | os.PathLike[str]) -> np.ndarray:
     if not 1 <= len(arr) <= most:
         raise ShapEError(
             INVALID_PARAMS,
-            f"{p} holds {len(arr)} latents; a job decodes 1 to {most}",
+            f"latent: {p} holds {len(arr)} latents; a job decodes 1 to {most}",
             "pass one variant's latent.npy, or split the array",
             "latent",
         )
-    return arr.astype(np.float32, copy=False)
+    if arr[0].size > MAX_LATENT_VALUES:
+        raise ShapEError(
+            INVALID_PARAMS,
+            f"latent: {p} holds latents of shape {arr.shape[1:]}, far larger than a Shap-E "
+            "latent (1024, 1024)",
+            hint,
+            "latent",
+        )
+    # A copy, so the mapped file is let go (a file changed under a mapping kills the process).
+    return np.array(arr, dtype=np.float32, order="C", copy=True)
 
 
 def save_inline_image(job_dir: Path, name: str, data: str) -> Path:

@@ -203,3 +203,36 @@ def test_a_missing_or_unreadable_spec_is_a_clear_error(tmp_path):
     with pytest.raises(ShapEError) as info:
         load_spec(path)
     assert "not UTF-8" in info.value.message
+
+
+def test_a_spec_nested_too_deep_is_refused_not_a_crash(tmp_path):
+    """tomllib recursed into a RecursionError on 5,000 nested arrays: a traceback, not an error."""
+    path = _write(tmp_path, "x = " + "[" * 5000 + "]" * 5000 + '\n[[object]]\nprompt = "a"\n')
+    with pytest.raises(ShapEError) as info:
+        load_spec(path)
+    assert info.value.field == "filepath" and "nests arrays or tables too deeply" in str(info.value)
+
+
+def test_a_spec_saved_with_a_byte_order_mark_reads(tmp_path):
+    """Windows editors start UTF-8 with a BOM; it read as "Invalid statement (line 1)"."""
+    path = tmp_path / "scene.toml"
+    path.write_bytes(b'\xef\xbb\xbf[[object]]\nprompt = "a cup"\n')
+    assert [o.name for o in load_spec(path).objects] == ["Cup"]
+
+
+def test_image_and_model_paths_the_os_cannot_look_up_are_problems_not_crashes(tmp_path):
+    """A name too long for the file system raised OSError out of is_file() (Python 3.11-3.13)."""
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    long = "y" * 300
+    text = (
+        f'[[object]]\nimage = "{long}.png"\n[[object]]\nimage = "loop.png"\n'
+        f'[[object]]\nprompt = "a"\nmodel = "{long}"\n[[object]]\nprompt = "b"\nsize = 1e30\n'
+    )
+    problems = _problems(_write(tmp_path, text))
+    assert problems[0].startswith("object 1") and "File name too long" in problems[0]
+    assert problems[1].startswith("object 2") and "a link that loops" in problems[1]
+    # A model that is no folder is a hub repo id to the spec; the worker tells what is wrong.
+    assert problems[2].startswith(
+        "object 4 ('B'), size: must be a number of metres above 0, at most 10000"
+    )
+    assert len(problems) == 3

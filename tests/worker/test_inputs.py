@@ -305,3 +305,69 @@ def test_a_fifo_or_a_device_is_refused_before_it_is_opened(tmp_path):
     with pytest.raises(ShapEError) as info:
         inputs.load_latents("/dev/zero")
     assert "not a regular file" in info.value.message and "not found" not in info.value.message
+
+
+def _archive(path: Path) -> None:
+    with path.open("wb") as f:  # a file object: savez would add .npz to a name
+        np.savez(f, latent=np.zeros((4, 8), np.float32))
+
+
+def _empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def _forged_header(path: Path) -> None:
+    """A .npy header that promises 596 GiB in a 100-byte file."""
+    with path.open("wb") as f:
+        header = {"descr": "<f4", "fortran_order": False, "shape": (16, 100_000, 100_000)}
+        np.lib.format.write_array_header_1_0(f, header)
+        f.write(bytes(64))
+
+
+def _too_large(path: Path) -> None:
+    np.save(path, np.zeros((1, 4096, 2048), np.float16))
+
+
+@pytest.mark.parametrize(
+    ("write", "says"),
+    [
+        (_archive, "is a .npz archive, not one .npy array"),
+        (_empty, "cannot read"),
+        (_forged_header, "cannot read"),
+        (_too_large, "far larger than a Shap-E latent"),
+    ],
+)
+def test_a_latent_that_is_an_archive_empty_forged_or_far_too_large_is_refused(
+    tmp_path, write, says
+):
+    """An .npz reached the engine as an NpzFile (AttributeError), an empty file raised EOFError,
+    and a forged header made numpy allocate what it claimed (MemoryError): internal errors."""
+    path = tmp_path / "latent.npy"
+    write(path)
+    with pytest.raises(ShapEError) as info:
+        inputs.load_latents(path)
+    assert info.value.field == "latent" and info.value.code == INVALID_PARAMS
+    assert info.value.message.startswith("latent: ") and says in info.value.message
+
+
+def test_a_loaded_latent_is_a_copy_the_file_can_change_under(tmp_path):
+    """The file is read mapped (so a forged size is found before allocating); what the job
+    decodes must not stay mapped: a file truncated under a mapping kills the process."""
+    path = tmp_path / "latent.npy"
+    np.save(path, np.asfortranarray(np.arange(32, dtype=np.float64).reshape(4, 8)))
+    latents = inputs.load_latents(path)
+    path.write_bytes(b"")
+    assert latents.dtype == np.float32 and latents.flags.c_contiguous and latents.base is None
+    assert latents[0, 3, 7] == 31.0
+
+
+@pytest.mark.parametrize("call", [inputs.prepare_image, inputs.load_latents])
+def test_input_paths_the_os_cannot_look_up_are_refused_with_the_reason(tmp_path, call):
+    """A name too long for the file system raised OSError from exists(): an internal error."""
+    field = "image" if call is inputs.prepare_image else "latent"
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    for path, reason in ((tmp_path / ("y" * 300), "File name too long"), (loop, "loops")):
+        with pytest.raises(ShapEError) as info:
+            call(path)
+        assert info.value.field == field and reason in info.value.message

@@ -33,6 +33,7 @@ from huggingface_hub import (
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from ...core.errors import MODEL_UNAVAILABLE, ShapEError
+from ...core.files import FOLDER, MISSING, probe
 from ...core.weights import (
     CONFIG_ONLY,
     check_folder,
@@ -89,9 +90,10 @@ def resolve_model(
             MODEL_UNAVAILABLE, "no model given", "pass a hub repo id or a folder", "model"
         )
     path = Path(model).expanduser()
-    if path.is_dir():
+    found, why = probe(path)
+    if found == FOLDER:
         return check_folder(path, kind)
-    if path.exists():
+    if found != MISSING:
         raise ShapEError(
             MODEL_UNAVAILABLE,
             f"model {path} is a file, not a folder",
@@ -101,7 +103,7 @@ def resolve_model(
     if not _is_repo_id(model):
         raise ShapEError(
             MODEL_UNAVAILABLE,
-            f"model folder {path} does not exist",
+            f"model folder {path} {why}",
             "check the path, or give a hub repo id such as openai/shap-e",
             "model",
         )

@@ -6,8 +6,8 @@ download fetches by. The cache (models/cache.py) moves what is loaded to the job
 
 from __future__ import annotations
 
+import json
 import logging
-import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +17,6 @@ import torch
 from diffusers import HeunDiscreteScheduler, PriorTransformer
 from diffusers.pipelines.shap_e import ShapEImg2ImgPipeline, ShapEPipeline, ShapERenderer
 from diffusers.utils import logging as diffusers_logging
-from safetensors import SafetensorError
 from transformers import CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModel
 from transformers.utils import logging as transformers_logging
 
@@ -27,6 +26,7 @@ except ImportError:  # transformers 4: CLIPImageProcessor is the PIL one
     from transformers import CLIPImageProcessor as CLIPImageProcessorPil
 
 from ...core.errors import MODEL_UNAVAILABLE, ShapEError
+from ...core.files import is_dir
 from ...core.weights import Weights, component_problems, weights_in
 
 log = logging.getLogger(__name__)
@@ -61,16 +61,13 @@ def _loading(folder: Path, component: str) -> Iterator[None]:
     quiet_progress_bars()
     try:
         yield
-    except ShapEError:
+    except (ShapEError, MemoryError):  # out of memory is the machine's, mapped by the caller
         raise
-    except (
-        OSError, ValueError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError,
-        SafetensorError,
-    ) as exc:  # fmt: skip
-        # What unreadable, truncated or mismatched files raise. SafetensorError derives from
-        # Exception alone: transformers lets it through from a truncated encoder file. Anything
-        # else (a TypeError from a library change, MemoryError) is a real failure and keeps its
-        # own type and traceback.
+    except Exception as exc:
+        # The files are the user's: damaged, cut short, or of another model. What that raises
+        # is whatever the libraries happen to raise (OSError, ValueError, SafetensorError, a
+        # TypeError for a config value of the wrong type, a bare Exception from tokenizers), so
+        # any failure here is told as the component's, with its cause; the traceback is logged.
         log.exception("loading %s from %s failed", component, folder)
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ShapEError(
@@ -82,7 +79,8 @@ def _loading(folder: Path, component: str) -> Iterator[None]:
 
 
 def _check(folder: Path, component: str) -> None:
-    """MODEL_UNAVAILABLE, naming the folder and the component, unless its files are all there."""
+    """MODEL_UNAVAILABLE, naming the folder and the component, unless its files are all there
+    and its JSON files (config, tokenizer vocabulary, ...) each hold a JSON object."""
     problems = component_problems(folder, component)
     if problems:
         raise ShapEError(
@@ -92,6 +90,34 @@ def _check(folder: Path, component: str) -> None:
             "openai/shap-e or openai/shap-e-img2img), or let the worker download it",
             "model",
         )
+    # The libraries read these with ** or index them: a damaged one raised TypeError, or a bare
+    # Exception from the tokenizers library, which said nothing about the file.
+    for file in sorted((folder / component).glob("*.json")):
+        try:
+            ok = isinstance(json.loads(file.read_bytes()), dict)
+        except (OSError, ValueError, RecursionError) as exc:
+            detail = f"is not JSON ({str(exc)[:120]})"
+        else:
+            detail = "" if ok else "does not hold a JSON object"
+        if detail:
+            raise ShapEError(
+                MODEL_UNAVAILABLE,
+                f"model folder {folder}: {component}/{file.name} {detail}",
+                "the files may be incomplete or damaged: download the model again",
+                "model",
+            )
+
+
+def _whole(model: Any) -> Any:
+    """``model``, unless the weights lacked tensors its config asks for: those stay on torch's
+    meta device and fail only later, when the model moves to the job's device."""
+    missing = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if missing:
+        raise ValueError(
+            f"the weights lack {len(missing)} of the tensors its config.json asks for (such as "
+            f"{missing[0]}): the config and the weights are of different models"
+        )
+    return model
 
 
 def _weights(folder: Path, component: str) -> Weights:
@@ -108,13 +134,15 @@ def _load_model(cls: type, folder: Path, component: str) -> Any:
     """A diffusers model of the folder (the prior, the renderer) in float32."""
     weights = _weights(folder, component)
     with _loading(folder, component):
-        return cls.from_pretrained(
-            folder,
-            subfolder=component,
-            use_safetensors=not weights.pickle,
-            variant=weights.variant,
-            torch_dtype=torch.float32,
-            local_files_only=True,
+        return _whole(
+            cls.from_pretrained(
+                folder,
+                subfolder=component,
+                use_safetensors=not weights.pickle,
+                variant=weights.variant,
+                torch_dtype=torch.float32,
+                local_files_only=True,
+            )
         )
 
 
@@ -122,12 +150,14 @@ def _load_encoder(folder: Path, component: str, cls: type) -> torch.nn.Module:
     weights = _weights(folder, component)
     # dtype explicitly: transformers 5 would otherwise keep the checkpoint's float16.
     with _loading(folder, component):
-        return cls.from_pretrained(
-            folder / component,
-            use_safetensors=not weights.pickle,
-            variant=weights.variant,
-            dtype=torch.float32,
-            local_files_only=True,
+        return _whole(
+            cls.from_pretrained(
+                folder / component,
+                use_safetensors=not weights.pickle,
+                variant=weights.variant,
+                dtype=torch.float32,
+                local_files_only=True,
+            )
         )
 
 
@@ -145,7 +175,11 @@ def load_renderer(folder: Path) -> ShapERenderer:
 def _load_scheduler(folder: Path) -> HeunDiscreteScheduler:
     _check(folder, "scheduler")
     with _loading(folder, "scheduler"):
-        return HeunDiscreteScheduler.from_pretrained(folder, subfolder="scheduler")
+        scheduler = HeunDiscreteScheduler.from_pretrained(folder, subfolder="scheduler")
+        # A config value of the wrong type is read only when steps are set: at sampling, where
+        # it would read as a failure of the job rather than of the model's files.
+        scheduler.set_timesteps(2)
+        return scheduler
 
 
 def load_text_pipeline(folder: Path, renderer: ShapERenderer | None = None) -> ShapEPipeline:
@@ -193,7 +227,7 @@ def _image_condition(folder: Path) -> dict[str, Any]:
 
 def _existing(folder: Path) -> Path:
     folder = Path(folder)
-    if not folder.is_dir():
+    if not is_dir(folder):
         raise ShapEError(
             MODEL_UNAVAILABLE,
             f"model folder {folder} does not exist",
