@@ -20,7 +20,8 @@ from . import assets, importer
 from .tasks import Task
 
 REMESH_UNDO = "Shap-E re-mesh"
-REMESH_FIELDS = ("grid_size", "faces", "texture_size")  # what a re-mesh may change
+ASSET_FIELDS = ("faces", "texture_size")  # kept by a re-mesh unless it is given others
+REMESH_FIELDS = ("grid_size", *ASSET_FIELDS)  # what a re-mesh may change
 
 
 def object_settings(result: JobResult) -> dict[str, Any]:

@@ -231,7 +231,8 @@ def replace_mesh(obj: bpy.types.Object, data: MeshData, png: Path | None = None)
     at the origin), takes over the old mesh's materials and, once the old mesh has no other user
     and is removed, its name. A textured mesh's new texture (``png``, or its own pixels) goes
     into the old texture material's Image Texture node, or into a new texture material where
-    the object had none. Everything is built before the object is switched to it: on any
+    the object had none; an untextured mesh replacing a textured one gets a vertex-colour
+    material. Everything is built before the object is switched to it: on any
     error the new mesh is removed and the object keeps its old one. No undo step is pushed here.
     """
     if threading.current_thread() is not threading.main_thread():
@@ -249,6 +250,7 @@ def replace_mesh(obj: bpy.types.Object, data: MeshData, png: Path | None = None)
     ensure_undo_baseline()
     mesh = bpy.data.meshes.new(old.name)
     image = None
+    made: list[bpy.types.Material] = []
     try:
         _fill_mesh(mesh, vertices, data)
         materials = list(old.materials)
@@ -260,14 +262,19 @@ def replace_mesh(obj: bpy.types.Object, data: MeshData, png: Path | None = None)
                     if node is not None:
                         node.image = image
             else:
-                materials = [texture_material(obj.name, image)]
-        for material in materials:
+                made.append(texture_material(obj.name, image))
+        elif any(texture_node(m) is not None for m in materials):
+            # Re-meshed without a texture: its texture material has no UV map to read.
+            made.append(vertex_color_material(obj.name))
+        for material in made or materials:
             mesh.materials.append(material)
         obj.data = mesh
     except BaseException:
         if obj.data == mesh:  # bpy wraps each access anew: compare with ==, not "is"
             obj.data = old
         bpy.data.meshes.remove(mesh)
+        for material in made:
+            bpy.data.materials.remove(material)
         if image is not None:
             bpy.data.images.remove(image)
         raise

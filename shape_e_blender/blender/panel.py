@@ -132,9 +132,12 @@ def draw_active_object(layout: bpy.types.UILayout, context: bpy.types.Context) -
     col.label(text=f"Active object: {obj.name}", icon="OBJECT_DATA")
     col.label(text=source_text(settings)[:60])
     seed, grid = settings.get("seed"), settings.get("grid_size")
+    faces, texture = settings.get("faces"), settings.get("texture_size")
     details = ([f"Seed {seed}"] if seed is not None else []) + (
         [f"Grid {grid}"] if grid is not None else []
     )
+    details += [f"{faces} faces"] if faces else []
+    details += [f"Texture {texture}"] if texture else []
     if details:
         col.label(text=", ".join(details))
     row = box.row(align=True)

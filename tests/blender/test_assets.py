@@ -184,6 +184,29 @@ def test_remesh_decimates_a_decimated_object_again(scene, text_model):
     assert not obj.data.uv_layers and obj.data.color_attributes  # still vertex colours
 
 
+def test_remesh_can_make_a_kept_variant_asset_ready_and_back(scene, text_model):
+    """Variants made light and untextured; the one kept is re-meshed with a texture and
+    decimated, then without the texture (a vertex-colour material again)."""
+    obj = _generate(grid_size=48)
+    dense = len(obj.data.polygons)
+    assert bpy.ops.shape_e.remesh(object_name=obj.name, grid_size=48, faces=600,
+                                  texture_size=64) == {"FINISHED"}  # fmt: skip
+    settings = obj["shape_e"].to_dict()
+    assert (settings["faces"], settings["texture_size"]) == (600, 64)
+    assert abs(len(obj.data.polygons) - 600) <= 30 < dense - 600
+    assert materials.UV_MAP in obj.data.uv_layers and tuple(_image_node(obj).image.size) == (64, 64)
+    assert bpy.ops.shape_e.remesh(object_name=obj.name, grid_size=48, texture_size=0) == {
+        "FINISHED"
+    }
+    assert obj["shape_e"]["faces"] == 600 and obj["shape_e"]["texture_size"] == 0
+    assert abs(len(obj.data.polygons) - 600) <= 30 and not obj.data.uv_layers
+    (material,) = obj.data.materials
+    assert materials.texture_node(material) is None
+    assert any(n.type == "VERTEX_COLOR" for n in material.node_tree.nodes)
+    with pytest.raises(RuntimeError, match="texture_size: 100 is not a power of two"):
+        bpy.ops.shape_e.remesh(object_name=obj.name, texture_size=100)
+
+
 def test_mark_asset_saves_it_into_the_library_with_tags_and_catalog(scene, text_model, tmp_path):
     addon = bpy.context.preferences.addons["shape_e_blender"].preferences
     library = tmp_path / "library"

@@ -49,7 +49,7 @@ def target(context: bpy.types.Context, name: str) -> tuple[bpy.types.Object, dic
         raise invalid(
             "object_name",
             f"{obj.name!r} was not made by Shap-E (it carries no Shap-E settings)",
-            "name or select an object that Shap-E made",
+            "name or select an object that Generate made",
         )
     return obj, settings
 
@@ -86,7 +86,8 @@ def latent_path(name: str, settings: dict[str, Any]) -> Path:
 
 class SHAPE_E_OT_remesh(TaskOperator, bpy.types.Operator):
     """Extract a Shap-E object's mesh again at another resolution from its saved latent, without
-    sampling again (the object, its transform, modifiers and material stay)"""
+    sampling again (the object, its transform, modifiers and material stay); decimated and
+    textured as it was, or as Faces and Texture Size say"""
 
     bl_idname = "shape_e.remesh"
     bl_label = "Re-mesh"
@@ -94,6 +95,12 @@ class SHAPE_E_OT_remesh(TaskOperator, bpy.types.Operator):
 
     object_name: _object_name("re-mesh")
     grid_size: prop("grid_size", default=REMESH_GRID)
+    # Unset: the object's own, so a decimated or textured object is decimated and textured again.
+    faces: prop("faces", description=SETTINGS["faces"].description + "; unset: the object's own")
+    texture_size: prop(
+        "texture_size",
+        description=SETTINGS["texture_size"].description + "; unset: the object's own",
+    )
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         try:
@@ -108,12 +115,17 @@ class SHAPE_E_OT_remesh(TaskOperator, bpy.types.Operator):
             default_model = p.image_model if "image" in settings else p.text_model
             stored_model = settings.get("model")
             model = stored_model if isinstance(stored_model, str) and stored_model else None
+            asset = {n: settings[n] for n in finish.ASSET_FIELDS if n in settings}
+            asset |= {
+                n: getattr(self, n)
+                for n in finish.ASSET_FIELDS
+                if self.properties.is_property_set(n)
+            }
             params = GenerationParams.create(
                 # 4.2's stubs say as_keywords() returns None.
-                **self.as_keywords(ignore=("blocking", "object_name")),  # type: ignore[func-returns-value, arg-type, unused-ignore]
+                **self.as_keywords(ignore=("blocking", "object_name", *finish.ASSET_FIELDS)),  # type: ignore[func-returns-value, arg-type, unused-ignore]
                 latent=str(latent),
-                # A decimated or textured object is decimated and textured again.
-                **{n: settings[n] for n in ("faces", "texture_size") if n in settings},
+                **asset,
                 model=model or default_model.strip() or None,
                 device=p.device.lower(),
                 precision=p.precision.lower(),
