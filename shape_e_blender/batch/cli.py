@@ -17,6 +17,7 @@ from ..core.errors import ShapEError
 from ..core.params import SETTINGS
 from ..core.protocol import Progress
 from ..core.spec import load_spec
+from ..worker.signals import interrupt_on_sigterm
 from .jobs import Job, plan
 from .local import devices_for, run_local
 
@@ -48,6 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    interrupt_on_sigterm()  # SIGTERM stops the workers as Ctrl+C does
     if args.workers is not None and args.workers < 1:
         print("error: --workers: must be 1 or more", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -70,11 +71,7 @@ def parse_request(line: str | bytes) -> Request:
     (``request_id_of``), or null for a parse error.
     """
     if len(line) > MAX_REQUEST_BYTES:
-        raise ShapEError(
-            INVALID_REQUEST,
-            f"request line is {len(line)} bytes; the limit is {MAX_REQUEST_BYTES}",
-            "send image and latent inputs as file paths, not inline data",
-        )
+        raise line_too_long(len(line))
     try:
         obj = json.loads(line)
     except (ValueError, RecursionError) as exc:
@@ -103,6 +100,34 @@ def parse_request(line: str | bytes) -> Request:
     if not isinstance(params, dict):
         raise ShapEError(INVALID_REQUEST, '"params" must be an object', "see docs/protocol.md")
     return Request(rid, method, params, notification="id" not in obj)
+
+
+def line_too_long(size: int) -> ShapEError:
+    return ShapEError(
+        INVALID_REQUEST,
+        f"request line is {size} bytes; the limit is {MAX_REQUEST_BYTES}",
+        "send image and latent inputs as file paths, not inline data",
+    )
+
+
+# A request's id where the whole line is not read (too long): the id as its first member, or
+# second after "jsonrpc", as clients (this one too) write it. Anything else answers id null.
+_LEADING_ID = re.compile(
+    rb'\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*'
+    rb'(-?[0-9]{1,18}(?![0-9.eE])|"(?:[^"\\]|\\.)*")'
+)
+
+
+def leading_id(head: bytes) -> Id:
+    """Best effort: the id at the start of a line that is not parsed whole; None if none."""
+    found = _LEADING_ID.match(head)
+    if found is None:
+        return None
+    try:
+        rid = json.loads(found.group(1))
+    except ValueError:
+        return None
+    return rid if isinstance(rid, (int, str)) else None
 
 
 def request_id_of(line: str | bytes) -> Id:

@@ -29,6 +29,7 @@ from ..core.params import (
 from ..core.weights import vram_estimate
 from .mesh.export import check_output, export_mesh, variant_paths
 from .paths import default_jobs_root
+from .signals import interrupt_on_sigterm
 from .tiny.sizes import TinySizes
 
 log = logging.getLogger("shape_e_blender.cli")
@@ -88,9 +89,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
         result = engine.generate(request, emit=ProgressPrinter())
     except ShapEError as err:
         return _fail(err)
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        return 130
 
     outputs = variant_paths(args.output, len(result.meshes))
     failed = 0
@@ -276,5 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     console.setLevel(logging.INFO if args.verbose else logging.WARNING)
     if not args.verbose:
         console.addFilter(_told_once)
-    result: Any = args.func(args)
+    interrupt_on_sigterm()
+    try:
+        result: Any = args.func(args)
+    except KeyboardInterrupt:  # Ctrl+C or SIGTERM anywhere: one line, no traceback
+        sys.stderr.write("interrupted\n")
+        return 130
     return int(result)

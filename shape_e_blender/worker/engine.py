@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from ..core import jobdir, protocol
-from ..core.errors import NO_SURFACE, ShapEError, cancelled, disk_error, unexpected
-from ..core.files import atomic_write
+from ..core.errors import JOB_FAILED, NO_SURFACE, ShapEError, cancelled, disk_error, unexpected
+from ..core.files import atomic_write, is_dir, is_file
 from ..core.mesh import MeshData
 from ..core.params import GenerationParams
 from ..core.results import JobResult, MeshEntry
@@ -131,7 +131,8 @@ class Engine:
     ) -> JobResult:
         params = request.params.resolved()
         job_dir = (
-            jobdir.ensure_dir(Path(request.job_dir).expanduser(), "the job folder")
+            # Absolute: the answer's paths are read by a client that may run in another folder.
+            jobdir.ensure_dir(Path(request.job_dir).expanduser().absolute(), "the job folder")
             if request.job_dir
             else jobdir.new_job_dir(self.jobs_root, params.prompt or Path(params.image or "x").stem)
         )
@@ -145,7 +146,12 @@ class Engine:
                     path = save_inline_image(job_dir, params.image or "", request.image_data)
                     params = replace(params, image=str(path))
                 result = self._generate(params, request, job_dir, clock, should_cancel)
+                _still_there(job_dir)
                 jobdir.write_result(job_dir, result)
+            except KeyboardInterrupt:  # Ctrl+C in the CLI (SIGTERM too, see cli.py)
+                jlog.info("job interrupted")
+                _write_error(job_dir, cancelled())
+                raise
             except ShapEError as err:
                 jlog.error("job failed: %s", err)
                 _write_error(job_dir, err)
@@ -214,8 +220,9 @@ class Engine:
 
         meshes: list[MeshEntry] = []
         for i, latent in enumerate(latents):
+            _still_there(job_dir)
             vdir = jobdir.variant_dir(job_dir, i)
-            vdir.mkdir(parents=True, exist_ok=True)
+            vdir.mkdir(exist_ok=True)
             latent_file = None
             if params.mode != "latent":
                 latent_file = jobdir.latent_path(job_dir, i)
@@ -240,6 +247,7 @@ class Engine:
             for warning in warnings:
                 log.warning("variant %d: %s", i, warning)
             clock("writing", i, len(latents), i)
+            _still_there(job_dir)
             started = time.perf_counter()
             path = mesh.save(jobdir.mesh_path(job_dir, i))
             if mesh.texture is not None:
@@ -282,13 +290,22 @@ class Engine:
     ) -> Any:
         """The pipeline (or renderer) for ``kind``; reports "loading" only when it is not warm."""
         if self.models.is_loaded(kind, folder):
-            return self.models.get(kind, folder, choice)
+            return self._get(kind, folder, choice)
         started = time.perf_counter()
         clock("loading", 0, 1)
-        obj = self.models.get(kind, folder, choice)
+        obj = self._get(kind, folder, choice)
         clock("loading", 1, 1)
         timings.add("load", time.perf_counter() - started)
         return obj
+
+    def _get(self, kind: str, folder: Path, choice: DeviceChoice) -> Any:
+        try:  # loading, or moving to the device, can run out of memory like any stage
+            return self.models.get(kind, folder, choice)
+        except (RuntimeError, MemoryError) as exc:
+            mapped = map_runtime_error(exc, "loading")
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     def _sample(self, pipe, params, image, choice, clock, timings, should_cancel) -> np.ndarray:
         marks: dict[str, float] = {}
@@ -330,6 +347,7 @@ class Engine:
                 batch_size=262_144 if choice.device_type == "cuda" else 65_536,
                 should_cancel=should_cancel,
                 progress=progress,
+                sdf_on_grid=latent_field.sdf_on_grid,
             )
             warnings = []
             if params.faces and mesh.face_count <= params.faces:
@@ -349,8 +367,25 @@ class Engine:
             raise mapped from exc
 
 
+def _still_there(job_dir: Path) -> None:
+    """Refuse to write on into a job folder that was removed (or emptied) while the job ran:
+    the writes would make a new folder holding only the files written after, which reads as no
+    job at all, while the answer would name files that are gone."""
+    if not is_file(job_dir / jobdir.REQUEST_FILE):
+        raise ShapEError(
+            JOB_FAILED,
+            f"the job folder {job_dir} was removed while the job ran",
+            "keep job folders while their jobs run, then generate again",
+            "job_dir",
+        )
+
+
 def _write_error(job_dir: Path, err: ShapEError) -> None:
-    """The job's error beside its request, so that a reader of the folder alone learns it."""
+    """The job's error beside its request, so that a reader of the folder alone learns it; not
+    into a folder that is gone (it would be made again holding the error alone)."""
+    if not is_dir(job_dir):
+        log.warning("the job folder %s is gone: its error is not written", job_dir)
+        return
     try:
         jobdir.write_error(job_dir, err)
     except OSError:  # a full disk must not hide the job's own error

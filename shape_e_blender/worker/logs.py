@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..core import jobdir
-from ..core.files import writing
+from ..core.errors import JOB_FAILED, ShapEError
+from ..core.files import claimed, writing
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -45,9 +46,28 @@ class _JobLogHandler(logging.FileHandler):
 def job_log(job_dir: Path) -> Iterator[logging.Logger]:
     """Copy this thread's log records into the job's log file while the job runs, and hold the
     folder meanwhile (files.writing): a reader that finds it without a result then keeps its
-    ``.part`` files, which are being written, not left by a worker that was killed."""
-    with writing(job_dir), _copied(job_dir / jobdir.LOG_FILE) as job_logger:
+    ``.part`` files, which are being written, not left by a worker that was killed.
+
+    The job has the folder to itself (files.claimed, on its log): a folder another job is
+    running in is refused, before anything in it is touched."""
+    with writing(job_dir), _claim(job_dir), _copied(job_dir / jobdir.LOG_FILE) as job_logger:
         yield job_logger
+
+
+@contextlib.contextmanager
+def _claim(job_dir: Path) -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(claimed(job_dir / jobdir.LOG_FILE))
+        except BlockingIOError:
+            raise ShapEError(
+                JOB_FAILED,
+                f"job_dir: {job_dir} is the folder of another job that is running now",
+                "give each job its own folder (leave job_dir out for a new one), or wait for "
+                "that job to end",
+                "job_dir",
+            ) from None
+        yield
 
 
 @contextlib.contextmanager

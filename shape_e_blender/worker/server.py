@@ -8,9 +8,8 @@ Threads:
   malformed lines) and queues jobs (generate, download);
 - the main thread runs the queued jobs one at a time, so models stay loaded between them.
 
-stdout belongs to the protocol alone: at start the real stdout is kept for protocol messages and
-file descriptor 1 is pointed at stderr, so stray prints from libraries (progress bars, warnings,
-C extensions) cannot corrupt a message.
+stdout belongs to the protocol alone (output.py). SIGTERM, SIGINT and SIGHUP stop the worker
+cleanly (signals.py, Server.stop).
 """
 
 from __future__ import annotations
@@ -42,7 +41,9 @@ from ..core.errors import (
     unexpected,
 )
 from .logs import LOG_FORMAT
+from .output import Output, take_over_stdout
 from .paths import default_jobs_root
+from .signals import stop_on_signals
 
 log = logging.getLogger("shape_e_blender.worker")
 
@@ -53,48 +54,6 @@ class Job:
     method: str
     params: dict[str, Any]
     cancel: threading.Event = field(default_factory=threading.Event)
-
-
-class Output:
-    """Thread-safe writer of protocol messages."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self._stream: BinaryIO | None = stream
-        self._lock = threading.Lock()
-
-    def send(self, message: dict[str, Any]) -> None:
-        data = protocol.encode(message).encode("utf-8")
-        with self._lock:
-            if self._stream is None:  # detached: nobody reads any more
-                return
-            try:
-                self._stream.write(data)
-                self._stream.flush()
-            except (OSError, ValueError):  # BrokenPipeError; EINVAL on Windows
-                # The client went away; the jobs still finish and their files stay on disk.
-                log.warning("client closed the output pipe; dropping a message")
-
-    def detach(self, log_path: Path) -> None:
-        """Stop writing to the client, which is going away (Blender quits mid-job): the protocol
-        stream is closed and stderr (fd 2, and fd 1 that points at it) goes to ``log_path``, so
-        that no pipe end of the client's stays open here and its readers end at once. The jobs
-        go on and their answers are dropped: their results are in their job folders."""
-        with self._lock:
-            with contextlib.suppress(OSError, ValueError):
-                self._stream.close()
-            self._stream = None
-        sys.stderr.flush()
-        try:
-            fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except OSError:
-            fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, 2)
-        os.dup2(fd, 1)
-        os.close(fd)
-        log.info("detached from the client; finishing the jobs (their results go to their folders)")
-
-    def progress(self, p: protocol.Progress) -> None:
-        self.send(protocol.notification("progress", p.to_json()))
 
 
 class Server:
@@ -131,7 +90,10 @@ class Server:
 
     def read_loop(self, stream: BinaryIO) -> None:
         try:
-            for raw in stream:
+            while raw := stream.readline(protocol.MAX_REQUEST_BYTES + 1):
+                if len(raw) > protocol.MAX_REQUEST_BYTES and not raw.endswith(b"\n"):
+                    self._refuse_long_line(raw, stream)
+                    continue
                 line = raw.strip()
                 if not line:
                     continue
@@ -143,10 +105,38 @@ class Server:
         finally:
             self.close()
 
+    def _refuse_long_line(self, head: bytes, stream: BinaryIO) -> None:
+        """Answer a line over the limit, reading the rest of it in pieces and dropping them: a
+        line is never held whole, however long it is (a client could send gigabytes)."""
+        size = len(head)
+        tail = head
+        while not tail.endswith(b"\n"):
+            tail = stream.readline(1 << 20)
+            if not tail:
+                break
+            size += len(tail)
+        size -= tail.endswith(b"\n")
+        err = protocol.line_too_long(size)
+        self.out.send(protocol.error_response(protocol.leading_id(head), err))
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+    def stop(self) -> None:
+        """Stop soon (the process was sent SIGTERM, SIGINT or SIGHUP): the running job is
+        cancelled at its next step (its folder gets error.json), the queued ones are answered
+        cancelled, and no more requests are taken; run_jobs then returns."""
+        with self._cond:
+            queued = list(self._queue)
+            self._queue.clear()
+            if self._running is not None:
+                self._running.cancel.set()
+            self._closed = True
+            self._cond.notify_all()
+        for job in queued:
+            self.out.send(protocol.error_response(job.id, cancelled()))
 
     def handle_line(self, line: bytes) -> None:
         try:
@@ -237,6 +227,14 @@ class Server:
 
     def enqueue(self, job: Job) -> None:
         with self._cond:
+            if any(j.id == job.id for j in (self._running, *self._queue) if j is not None):
+                # Its answer and its progress would be told from the other's, and a cancel
+                # could stop only one of them.
+                raise invalid(
+                    "id",
+                    f"{job.id!r} is the id of a job that is queued or running",
+                    "give each request its own id",
+                )
             ahead = len(self._queue) + (1 if self._running else 0)
             self._queue.append(job)
             self._cond.notify_all()
@@ -358,15 +356,6 @@ def package_version() -> str:
     return "0"
 
 
-def take_over_stdout() -> BinaryIO:
-    """Keep the real stdout for protocol messages; point fd 1 (stray prints) at stderr."""
-    sys.stdout.flush()
-    proto = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    sys.stdout = sys.stderr
-    return proto
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m shape_e_blender.worker",
@@ -386,7 +375,14 @@ def main(argv: list[str] | None = None) -> int:
         target=server.read_loop, args=(sys.stdin.buffer,), name="stdin-reader", daemon=True
     )
     reader.start()
+    stopped = stop_on_signals(server.stop)
     log.info("worker ready (pid %d, jobs in %s)", os.getpid(), server.jobs_root)
     server.run_jobs()
+    if stopped:
+        log.warning("stopped by %s; every job is answered", stopped[0].name)
+        logging.shutdown()
+        # Not a normal exit: the reader thread may be inside a read of stdin, which the
+        # interpreter's shutdown would wait on (a fatal error: "could not acquire lock").
+        os._exit(128 + stopped[0])
     log.info("input closed and every job answered; exiting")
     return 0

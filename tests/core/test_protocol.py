@@ -146,3 +146,12 @@ def test_image_data_goes_with_an_image_and_stays_out_of_the_job_folders_record()
         with pytest.raises(ShapEError) as info:
             protocol.GenerateRequest.from_json(bad)
         assert info.value.field == "image_data"
+
+
+def test_the_id_of_a_line_too_long_to_read_whole_is_found_at_its_start():
+    """The worker reads an over-long line in pieces and answers it with the id at its start."""
+    assert protocol.leading_id(b'{"jsonrpc":"2.0","id":12,"method":"generate","params":{"p') == 12
+    assert protocol.leading_id(b' { "id" : "job \\"7\\"" , "jsonrpc": "2.0"') == 'job "7"'
+    assert protocol.leading_id(b'{"method":"generate","id":3') is None  # not at the start
+    assert protocol.leading_id(b'{"jsonrpc":"2.0","id":1.5,') is None  # not an id
+    assert protocol.leading_id(b'{"jsonrpc":"2.0","id":true,') is None

@@ -1,6 +1,7 @@
 """The worker's protocol loop, run as a real subprocess (no model needed for these)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from shape_e_blender.core.errors import (
     MODEL_UNAVAILABLE,
     PARSE_ERROR,
 )
+from shape_e_blender.core.protocol import MAX_REQUEST_BYTES
 from tests.support import NO_TORCH_PYTHON, NO_TORCH_REASON
 
 from .workerproc import WorkerProcess, child_env, run_python
@@ -250,3 +252,47 @@ def test_load_and_download_refuse_unknown_and_bad_params_naming_the_field(
     assert err["data"]["hint"] and notes == []
     if field in ("sead", "revision"):  # an unknown name: the hint lists the known ones
         assert "model, kind, cache_dir" in err["data"]["hint"]
+
+
+def test_a_second_job_with_the_id_of_a_queued_or_running_one_is_refused(worker, tmp_path):
+    """Both were taken: two answers with one id, progress that could not be told apart, and a
+    cancel that could stop only one of them."""
+    params = {"prompt": "a cup", "model": str(tmp_path / "none"), "steps": 2, "grid_size": 32}
+    first = json.dumps({"jsonrpc": "2.0", "id": "dup", "method": "generate", "params": params})
+    worker.send_raw(first + "\n" + first)  # the reader takes the second once the first is queued
+    answers = []
+    while len(answers) < 2:
+        msg = worker.next()
+        if "method" not in msg:
+            answers.append(msg)
+    refused = next(a for a in answers if a["error"]["data"].get("field") == "id")
+    assert refused["id"] == "dup" and refused["error"]["code"] == INVALID_PARAMS
+    assert "queued or running" in refused["error"]["message"]
+    ran = next(a for a in answers if a is not refused)
+    assert ran["error"]["code"] == MODEL_UNAVAILABLE  # the first one ran: its model is missing
+
+
+def _peak_memory(pid: int) -> int:
+    """The process's peak resident set in bytes (Linux's VmHWM)."""
+    with Path(f"/proc/{pid}/status").open() as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
+def test_a_line_far_over_the_limit_is_answered_without_being_held_whole(worker):
+    """The whole line was read before its length was checked: a client could fill the worker's
+    memory with one line."""
+    worker.call("status")
+    before = _peak_memory(worker.proc.pid)
+    size = 8 * MAX_REQUEST_BYTES
+    head = b'{"jsonrpc":"2.0","id":"big","method":"generate","params":{"prompt":"'
+    assert worker.proc.stdin is not None
+    worker.proc.stdin.write(head + b"a" * (size - len(head) - 3) + b'"}}\n')
+    worker.proc.stdin.flush()
+    msg = worker.next()
+    assert msg["id"] == "big" and msg["error"]["code"] == INVALID_REQUEST
+    assert f"request line is {size} bytes" in msg["error"]["message"]
+    assert _peak_memory(worker.proc.pid) - before < 3 * MAX_REQUEST_BYTES < size
+    msg, _ = worker.call("status")  # the next line is read as a line of its own
+    assert "result" in msg

@@ -20,6 +20,7 @@ from ...core.errors import DEVICE_UNAVAILABLE, INVALID_PARAMS, OUT_OF_MEMORY, Sh
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 _OOM_HINTS = {
+    "loading": "close other programs that use the GPU's memory, or choose device cpu",
     "sampling": "choose precision fp16 or fewer variants",
     "decoding": "choose a smaller grid_size (128 is the usual) or fewer variants",
 }
@@ -201,8 +202,8 @@ def versions() -> dict[str, str]:
 def map_runtime_error(exc: BaseException, stage: str) -> ShapEError | None:
     """A ShapEError for errors with a known remedy (running out of memory), else None.
 
-    ``stage`` is "sampling" or "decoding"; it picks the hint. Shared by sampling and the
-    engine's decoding so both say the same thing.
+    ``stage`` is "loading", "sampling" or "decoding"; it picks the hint. Shared by sampling and
+    the engine's loading and decoding so all say the same thing.
     """
     if isinstance(exc, ShapEError):
         return exc
