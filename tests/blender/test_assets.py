@@ -250,8 +250,17 @@ def test_mark_asset_saves_it_into_the_library_with_tags_and_catalog(scene, text_
     image = _image_node(loaded).image
     assert image.packed_file is not None and tuple(image.size) == (128, 128)
     if HAS_EGL:  # and the preview Blender rendered, which the Asset Browser shows
-        alpha = np.array(loaded.preview.image_pixels_float[:]).reshape(-1, 4)[:, 3]
+        pixels = np.array(loaded.preview.image_pixels_float[:], np.float32)
+        alpha = pixels.reshape(-1, 4)[:, 3]
         assert 0.05 < (alpha > 0).mean() < 0.95
+        # The README's picture of it, as saved in the library file.
+        w, h = loaded.preview.image_size
+        picture = bpy.data.images.new("asset-preview", w, h, alpha=True)
+        picture.pixels.foreach_set(pixels)
+        picture.filepath_raw = str(REPO / "out" / "asset-preview.png")
+        picture.file_format = "PNG"
+        (REPO / "out").mkdir(exist_ok=True)
+        picture.save()
     with bpy.data.libraries.load(str(library / "red-wooden-chair-2.blend")) as (source, _):
         assert source.objects == ["Red wooden chair"]
 
@@ -405,7 +414,8 @@ def test_blend_shapes_decodes_the_arc_between_two_latents(scene, text_model):
         result = run_blender_script(
             "tests.blender.children.showcase", *map(str, meshes), "-o",
             str(REPO / "out" / "blend-shapes.png"), "--name", "a chair to a table",
-            "--engine", "CYCLES", "--resolution", "384", "--samples", "16",
+            "--engine", "CYCLES", "--resolution", "288", "--width", "960", "--azimuth", "12",
+            "--samples", "16",
         )  # fmt: skip
         assert result["objects"] == [f"Chair to a table_{i}" for i in range(5)]
 

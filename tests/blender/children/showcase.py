@@ -2,6 +2,7 @@
 
 python -m tests.blender.children.showcase MESH.npz [MESH.npz ...] -o out/render.png
        [--name "a red chair"] [--engine CYCLES|WORKBENCH] [--resolution 512] [--samples 32]
+       [--width 1024] [--azimuth 30]
 
 Runs in its own process (rendering can abort a process where OpenGL is missing). Cycles shows
 the material the add-on builds (Color Attribute -> Principled BSDF); Workbench with flat light
@@ -79,8 +80,10 @@ def render_png(
     engine: str = "CYCLES",
     resolution: int = 512,
     samples: int = 32,
+    width: int = 0,
 ) -> Path:
-    """Render the scene camera to an RGBA PNG with a transparent background."""
+    """Render the scene camera to an RGBA PNG with a transparent background, ``resolution``
+    pixels high and ``width`` wide (0: square)."""
     scene = context.scene
     render = scene.render
     render.engine = "BLENDER_WORKBENCH" if engine == "WORKBENCH" else engine
@@ -91,7 +94,7 @@ def render_png(
         shading = scene.display.shading
         shading.color_type = "VERTEX"  # the active colour attribute
         shading.light = "FLAT"
-    render.resolution_x = render.resolution_y = resolution
+    render.resolution_x, render.resolution_y = width or resolution, resolution
     render.resolution_percentage = 100
     render.film_transparent = True
     render.dither_intensity = 0.0  # exact colours for the checks
@@ -116,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--engine", choices=("CYCLES", "WORKBENCH"), default="CYCLES")
     parser.add_argument("--resolution", type=int, default=512)
     parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--width", type=int, default=0, help="a wide picture (0: square)")
+    parser.add_argument("--azimuth", type=float, default=30.0, help="degrees from the front")
     args = parser.parse_args(argv)
 
     bpy.ops.wm.read_homefile(use_empty=True)
@@ -128,11 +133,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         name=object_name_for(label),
         settings={"prompt": label},
         location=(0.0, 0.0, 0.0),
+        spacing=1.0 if args.width > args.resolution else 0.25,  # a row, told apart
     )
-    frame_objects(context, objects)
+    # A wide picture is of a row: all of it in frame (a square one may crop the corners).
+    margin = 1.1 if args.width > args.resolution else 0.9
+    frame_objects(context, objects, azimuth_deg=args.azimuth, margin=margin)
     add_lights(context)
     out = render_png(
-        context, args.output, engine=args.engine, resolution=args.resolution, samples=args.samples
+        context,
+        args.output,
+        engine=args.engine,
+        resolution=args.resolution,
+        samples=args.samples,
+        width=args.width,
     )
     print(f"wrote {out}", file=sys.stderr)
     emit_result({"path": str(out), "objects": [o.name for o in objects]})
