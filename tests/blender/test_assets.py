@@ -19,6 +19,7 @@ from shape_e_blender.blender import assets, labels, materials, tasks
 from shape_e_blender.blender.operators.assets import slerp
 from shape_e_blender.core import jobdir
 from shape_e_blender.core.mesh import MeshData
+from tests.blender.images import disc_png
 from tests.support import FAST, HAS_EGL, REPO, run_blender_script
 
 TEXTURED = {"steps": 4, "grid_size": 48, "faces": 1500, "texture_size": 128}
@@ -106,6 +107,21 @@ def test_bad_asset_options_are_refused_before_anything_starts(scene, text_model,
     with pytest.raises(RuntimeError, match=rf"{field}: "):
         bpy.ops.shape_e.text_to_mesh(prompt="a chair", **FAST, **options)
     assert not scene.objects and set(jobs.iterdir()) == before
+
+
+def test_image_to_mesh_makes_an_asset_ready_object(scene, addon, worker_image_model, tmp_path):
+    addon.image_model = str(worker_image_model)
+    image = disc_png(tmp_path / "orange_lamp.png")
+    result = bpy.ops.shape_e.image_to_mesh(filepath=str(image), steps=4, grid_size=48, faces=500,
+                                           texture_size=64, size=0.5, mark_asset=True)  # fmt: skip
+    assert result == {"FINISHED"}
+    obj = bpy.context.view_layer.objects.active
+    assert abs(len(obj.data.polygons) - 500) <= 25 and materials.UV_MAP in obj.data.uv_layers
+    assert tuple(_image_node(obj).image.size) == (64, 64)
+    bpy.context.view_layer.update()
+    assert max(obj.dimensions) == pytest.approx(0.5, rel=1e-4)
+    assert obj.asset_data.description == "Orange lamp"  # the image's name, read as words
+    assert {t.name for t in obj.asset_data.tags} == {"shap-e", "orange", "lamp"}
 
 
 def test_faces_above_the_mesh_keep_it_whole_with_a_warning(scene, text_model):
