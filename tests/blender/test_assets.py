@@ -242,6 +242,12 @@ def test_mark_asset_saves_it_into_the_library_with_tags_and_catalog(scene, text_
         assert data["seed"] == 11 and data["model"] == str(text_model)
         saved = library / "red-wooden-chair.blend"
         assert obj["shape_e"]["asset_file"] == str(saved)
+        # The UI's timer path (Blender renders previews in a job there): with no preview
+        # rendering, it saves at once and stops.
+        later = tmp_path / "later.blend"
+        assert assets._save_later(obj.session_uid, later, deadline=0.0) is None
+        with bpy.data.libraries.load(str(later), assets_only=True) as (source, _):
+            assert source.objects == [obj.name]
         # Marked again: the same file, rewritten. Another asset of that name: a file of its own.
         assert bpy.ops.shape_e.mark_asset(object_name=obj.name) == {"FINISHED"}
         assert sorted(p.name for p in library.glob("*.blend")) == [saved.name]
