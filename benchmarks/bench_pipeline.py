@@ -256,11 +256,15 @@ class AddedMemory:
 
 
 class Counted:
-    """A field callable that counts the points it was asked for and the time spent inside."""
+    """A field callable that counts the points it was asked for and the time spent inside
+    (into another Counted's totals when ``into`` is given)."""
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], device: str) -> None:
+    def __init__(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], device: str, into: Counted | None = None
+    ) -> None:
         self.fn = fn
         self.device = device
+        self.into = into or self
         self.points = 0
         self.seconds = 0.0
 
@@ -268,9 +272,16 @@ class Counted:
         start = time.perf_counter()
         out = self.fn(points)
         synchronize(self.device)
-        self.seconds += time.perf_counter() - start
-        self.points += len(points)
+        self.into.seconds += time.perf_counter() - start
+        self.into.points += len(points)
         return out
+
+    def on_grid(
+        self, make: Callable[[torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
+    ) -> Callable[[torch.Tensor], Counted]:
+        """``make`` (LatentField.sdf_on_grid) with the grid-index function it returns counted
+        into this one's totals."""
+        return lambda axis: Counted(make(axis), self.device, into=self)
 
 
 # --- 1. the prior ----------------------------------------------------------------------------
@@ -378,7 +389,14 @@ def ours_decode(field: LatentField, grid: int, device: str, batch: int) -> dict[
     reset_peak(device)
     with AddedMemory(device) as added:
         start = time.perf_counter()
-        mesh = extract_mesh(sdf, color, grid, device=device, batch_size=batch)
+        mesh = extract_mesh(
+            sdf,
+            color,
+            grid,
+            device=device,
+            batch_size=batch,
+            sdf_on_grid=sdf.on_grid(field.sdf_on_grid),
+        )
         seconds = time.perf_counter() - start
     row = decode_record(
         f"extract_mesh {grid}",

@@ -10,6 +10,8 @@ from ...core.errors import INTERNAL_ERROR, ShapEError, cancelled
 from ...core.protocol import DECODE_STEPS
 
 Field = Callable[[torch.Tensor], torch.Tensor]
+# The signed distance at grid points named by their (N, 3) integer indices into the fine grid.
+GridField = Callable[[torch.Tensor], torch.Tensor]
 
 PROGRESS_TOTAL = DECODE_STEPS  # progress(done, total) counts thousandths of the extraction
 

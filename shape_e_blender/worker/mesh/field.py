@@ -8,6 +8,8 @@ serves any number of latents, variants and threads and is never modified.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from diffusers.pipelines.shap_e.renderer import ShapERenderer, encode_position
@@ -100,6 +102,54 @@ class LatentField:
         """(N, 3) points in [-1, 1]^3 -> (N,) signed distance in (-1, 1), positive inside."""
         return torch.tanh(self._evaluate(points, SDF_CHANNEL)[:, 0])
 
+    def sdf_on_grid(self, axis: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The signed distance at grid points named by index: the returned function maps (N, 3)
+        integer indices into ``axis`` (one coordinate per index) to ``sdf(axis[ijk])``, (N,).
+
+        The same function, for less: the positional encoding of a point is a function of each
+        coordinate alone, in its own columns, and the first layer is linear, so that layer's
+        output is a sum of three per-axis tables of len(axis) rows, made here once. A point
+        then costs the sum of three rows (``embedding_bag``) instead of 93 sines and a 93-wide
+        layer: about a tenth of the MLP's time on a CPU (docs/performance.md). Only the first
+        layer's order of summation differs from ``sdf`` (float32 rounding, about 1e-6).
+        """
+        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
+            table = self._first_layer_tables(axis.to(self.device, torch.float32))
+        offsets = torch.arange(3, device=self.device) * len(axis)
+        last_w, last_b = self._weights[-1][SDF_CHANNEL], self._biases[-1][SDF_CHANNEL]
+
+        def sdf(ijk: torch.Tensor) -> torch.Tensor:
+            out = torch.empty(len(ijk), device=self.device)
+            with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
+                for start in range(0, len(ijk), self.chunk):
+                    index = ijk[start : start + self.chunk].to(self.device) + offsets
+                    h = F.silu(F.embedding_bag(index, table, mode="sum"), inplace=True)
+                    h = self._hidden(h, first=1)
+                    out[start : start + len(index)] = F.linear(h, last_w, last_b)[:, 0]
+            return torch.tanh(out)
+
+        return sdf
+
+    def _first_layer_tables(self, axis: torch.Tensor) -> torch.Tensor:
+        """(3 len(axis), d_hidden): the first layer's share of each coordinate at each ``axis``
+        value, x's rows first with the layer's bias, then y's, then z's."""
+        # Each coordinate's columns of the encoding: those that move with it alone (x, then sin
+        # and cos of 2^k x: none of them equals its value at 0 when x = 0.5).
+        probe = encode_position(torch.cat([torch.zeros(1, 3), 0.5 * torch.eye(3)]).to(self.device))
+        columns = probe[1:] != probe[:1]
+        if not bool((columns.sum(dim=0) == 1).all()):
+            raise RuntimeError(
+                "diffusers' positional encoding no longer has one column set per axis"
+            )
+        tables = []
+        for dim in range(3):
+            along = torch.zeros(len(axis), 3, device=self.device)
+            along[:, dim] = axis
+            own = columns[dim]
+            tables.append(encode_position(along)[:, own] @ self._weights[0][:, own].T)
+        tables[0] += self._biases[0]
+        return torch.cat(tables).contiguous()
+
     def color(self, points: torch.Tensor) -> torch.Tensor:
         """(N, 3) points -> (N, 3) linear RGB in [0, 1]."""
         return srgb_to_linear(torch.sigmoid(self._evaluate(points, STF_CHANNELS)))
@@ -117,8 +167,12 @@ class LatentField:
             out = torch.empty(points.shape[0], last_w.shape[0], device=self.device)
             for start in range(0, points.shape[0], self.chunk):
                 p = points[start : start + self.chunk].to(self.device, torch.float32)
-                h = encode_position(p)
-                for w, b in zip(self._weights[:-1], self._biases[:-1], strict=True):
-                    h = F.silu(F.linear(h, w, b), inplace=True)
+                h = self._hidden(encode_position(p), first=0)
                 out[start : start + p.shape[0]] = F.linear(h, last_w, last_b)
         return out
+
+    def _hidden(self, h: torch.Tensor, first: int) -> torch.Tensor:
+        """The hidden layers from ``first`` on, each a linear layer and SiLU."""
+        for w, b in zip(self._weights[first:-1], self._biases[first:-1], strict=True):
+            h = F.silu(F.linear(h, w, b), inplace=True)
+        return h

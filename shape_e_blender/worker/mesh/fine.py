@@ -39,7 +39,7 @@ from itertools import product
 
 import torch
 
-from .batches import Batches, Field
+from .batches import Batches, GridField
 from .refine import OUTSIDE, Level, corner_points, crossed, settled, spill
 
 
@@ -92,21 +92,21 @@ class _Points:
 
 
 def fine_values(
-    sdf: Field,
+    sdf: GridField,
     level: Level,
     size: int,
     box: tuple[int, int],
-    axis: torch.Tensor,
     run: Batches,
     check: Callable[[torch.Tensor], None],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, torch.Tensor]:
     """The fine points marching cubes needs in the cells ``level`` chose, and in the cells the
     surface spills into from them (see the module docstring).
 
-    ``size`` is the padded fine grid's points per axis, ``box`` its in-box index range and
-    ``axis`` every fine index's coordinate. Returns the points' linear indices (sorted, first
-    axis slowest), values (true, or predicted where only the sign counts) and which were
-    evaluated, how many points the field was asked, and the level's cells that were opened.
+    ``size`` is the padded fine grid's points per axis and ``box`` its in-box index range;
+    ``sdf`` takes the points as indices into that grid. Returns the points' linear indices
+    (sorted, first axis slowest), values (true, or predicted where only the sign counts) and
+    which were evaluated, how many points the field was asked, and the level's cells that were
+    opened.
     """
     r, device, p = level.stride, run.device, size
     offsets, corner_slots, weights = (t.to(device) for t in _tables(r))
@@ -119,7 +119,7 @@ def fine_values(
     def evaluate(index: torch.Tensor) -> torch.Tensor:
         nonlocal asked
         ijk = _ijk(index, p)
-        got = run.evaluate(sdf, len(ijk), lambda a, b: axis[ijk[a:b]], 1, "signed distance")
+        got = run.evaluate(sdf, len(ijk), lambda a, b: ijk[a:b], 1, "signed distance")
         got = got.reshape(-1)
         check(got)
         asked += len(ijk)
@@ -200,9 +200,8 @@ def _ijk(index: torch.Tensor, p: int) -> torch.Tensor:
 
 
 def last_level(
-    sdf: Field,
+    sdf: GridField,
     parent: Level,
-    axis: torch.Tensor,
     box: tuple[int, int],
     spacing: float,
     run: Batches,
@@ -217,7 +216,7 @@ def last_level(
     lo, hi = box
     relative = Level(2, parent.values, parent.active, parent.fill)
     index, value, evaluated, asked, chosen = fine_values(
-        sdf, relative, m, (-(-lo // t), hi // t), axis[::t], run, check
+        lambda ijk: sdf(ijk * t), relative, m, (-(-lo // t), hi // t), run, check
     )
     signs = torch.full((m, m, m), math.nan, dtype=torch.float32, device=index.device)
     signs.view(-1)[index] = value

@@ -43,7 +43,7 @@ from itertools import product
 import torch
 import torch.nn.functional as F
 
-from .batches import Batches, Field
+from .batches import Batches, GridField
 
 OUTSIDE = -1.0  # the padding value, and the fill of never-evaluated outside points
 SLOPE_SAFETY = 2.0
@@ -188,9 +188,8 @@ def spill(
 
 
 def finer_level(
-    sdf: Field,
+    sdf: GridField,
     parent: Level,
-    axis: torch.Tensor,
     box: tuple[int, int],
     spacing: float,
     run: Batches,
@@ -215,9 +214,7 @@ def finer_level(
         out = ijk[~in_box]
         values[out[:, 0], out[:, 1], out[:, 2]] = OUTSIDE
         ijk, fine = ijk[in_box], fine[in_box]
-        got = run.evaluate(
-            sdf, len(ijk), lambda a, b, fine=fine: axis[fine[a:b]], 1, "signed distance"
-        )
+        got = run.evaluate(sdf, len(ijk), lambda a, b, fine=fine: fine[a:b], 1, "signed distance")
         got = got.reshape(-1)
         check(got)
         values[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = got

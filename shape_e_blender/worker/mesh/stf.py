@@ -62,7 +62,7 @@ from skimage.measure import marching_cubes
 from ...core.errors import JOB_FAILED, NO_SURFACE, ShapEError, invalid
 from ...core.mesh import MeshData
 from ...core.params import SETTINGS
-from .batches import Batches, Field
+from .batches import Batches, Field, GridField
 from .cleanup import drop_small_parts, drop_zero_area, weld
 from .fine import fine_values, last_level
 from .refine import OUTSIDE, Level, coarse_level, dilate, finer_level, halving
@@ -110,6 +110,7 @@ def extract_mesh(
     min_part_fraction: float = MIN_PART_FRACTION,
     progress: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    sdf_on_grid: Callable[[torch.Tensor], GridField] | None = None,
 ) -> MeshData:
     """Extract the zero level set of ``sdf`` as a closed, vertex-coloured triangle mesh.
 
@@ -120,6 +121,9 @@ def extract_mesh(
     with a fixed ``total`` (batches.PROGRESS_TOTAL), ``done`` never decreasing and ending equal to
     ``total``.
     ``should_cancel`` is polled between batches; when it returns True, ShapEError(CANCELLED).
+    ``sdf_on_grid(axis)``, when given, returns ``sdf`` at grid points named by their (N, 3)
+    integer indices into ``axis``, for less than ``sdf(axis[ijk])`` costs
+    (``LatentField.sdf_on_grid``); every signed distance is then asked through it.
 
     Raises ShapEError(NO_SURFACE) when the field has no zero crossing in the box or returns NaN
     or infinite values. See the module docstring for the frame, the padding and the sampling.
@@ -140,20 +144,21 @@ def extract_mesh(
 
     lattice = _Lattice(grid_size, coarse_stride(grid_size))
     run = Batches(torch.device(device), batch_size, progress, should_cancel)
+    axis = lattice.axis(run.device)
+    at: GridField = sdf_on_grid(axis) if sdf_on_grid else lambda ijk: sdf(axis[ijk])
     run.start_stage(0.8 if lattice.stride == 1 else 0.25)
-    coarse = _coarse_values(sdf, lattice, run)
+    coarse = _coarse_values(at, lattice, run)
     level = coarse_level(coarse, lattice.stride, lattice.spacing, lattice.box)
     evaluated = lattice.coarse_in_box**3
     strides = halving(lattice.stride)
-    axis = lattice.axis(run.device)
     for number, _ in enumerate(strides, 1):
         run.start_stage(0.25 + 0.2 * number / len(strides))
         # The stride-2 level has no near-zero test: it is asked as the fine grid is (fine.py).
         step = last_level if level.stride == 4 else finer_level
-        level, count = step(sdf, level, axis, lattice.box, lattice.spacing, run, _check_finite)
+        level, count = step(at, level, lattice.box, lattice.spacing, run, _check_finite)
         evaluated += count
     run.start_stage(0.8)
-    index, values, fine_count, chosen = _fine_values(sdf, lattice, level, run)
+    index, values, fine_count, chosen = _fine_values(at, lattice, level, run)
     if not (values > 0).any() and not bool((coarse > 0).any()):
         raise _no_surface("every grid point is outside the shape (the field is negative)")
     log.info(
@@ -234,11 +239,11 @@ class _Lattice:
         return torch.from_numpy(self.world(np.arange(self.size)).astype(np.float32)).to(device)
 
 
-def _coarse_values(sdf: Field, lattice: _Lattice, run: Batches) -> torch.Tensor:
+def _coarse_values(sdf: GridField, lattice: _Lattice, run: Batches) -> torch.Tensor:
     """The field at every coarse point, padding included: ((cells + 1)^3) on the device."""
     n, m = lattice.coarse_in_box, lattice.cells + 1
-    axis = lattice.axis(run.device)[lattice.stride * torch.arange(1, n + 1, device=run.device)]
-    points = torch.cartesian_prod(axis, axis, axis)  # at most 128^3: 25 MB
+    index = lattice.stride * torch.arange(1, n + 1, device=run.device)
+    points = torch.cartesian_prod(index, index, index)  # at most 128^3: 50 MB
     inner = run.evaluate(sdf, n**3, lambda a, b: points[a:b], 1, "signed distance")
     inner = inner.reshape(n, n, n)
     _check_finite(inner)
@@ -250,12 +255,12 @@ def _coarse_values(sdf: Field, lattice: _Lattice, run: Batches) -> torch.Tensor:
 
 
 def _fine_values(
-    sdf: Field, lattice: _Lattice, level: Level, run: Batches
+    sdf: GridField, lattice: _Lattice, level: Level, run: Batches
 ) -> tuple[np.ndarray, np.ndarray, int, torch.Tensor]:
     """The fine points marching cubes needs (fine.py), as sorted linear indices into the padded
     fine grid and their values, how many the field was asked, and the level's cells opened."""
     index, values, _, asked, chosen = fine_values(
-        sdf, level, lattice.size, lattice.box, lattice.axis(run.device), run, _check_finite
+        sdf, level, lattice.size, lattice.box, run, _check_finite
     )
     return index.cpu().numpy(), values.cpu().numpy(), asked, chosen
 

@@ -68,6 +68,25 @@ def test_sdf_and_color_equal_diffusers_decoding(pipe, latents) -> None:
         torch.testing.assert_close(color, srgb_to_linear(want_stf), atol=1e-5, rtol=0)
 
 
+def test_sdf_on_grid_is_diffusers_signed_distance_at_the_grid_points(pipe, latents) -> None:
+    """Asked by grid index (a per-axis first layer), chunked or under an outer autocast, the
+    signed distance is still diffusers' at those points."""
+    renderer = pipe.shap_e_renderer
+    axis = torch.linspace(-1.0, 1.0, 37)
+    ijk = torch.cartesian_prod(*[torch.arange(37)] * 3)[::5]
+    for latent in latents:
+        want, _ = _diffusers_outputs(renderer, latent, axis[ijk])
+        field = LatentField(renderer, latent, "cpu")
+        got = field.sdf_on_grid(axis)(ijk)
+        assert got.shape == (len(ijk),) and got.dtype == torch.float32
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+        torch.testing.assert_close(got, field.sdf(axis[ijk]), atol=1e-5, rtol=0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            chunked = LatentField(renderer, latent, "cpu", chunk=7).sdf_on_grid(axis)(ijk)
+        torch.testing.assert_close(chunked, got, atol=1e-6, rtol=0)
+    assert field.sdf_on_grid(axis)(ijk[:0]).shape == (0,)
+
+
 def test_sdf_is_positive_inside_with_diffusers_sign(pipe, latents) -> None:
     """Same sign as the signed_distance diffusers meshes, whose padding -1 means outside."""
     points = _points()
@@ -174,3 +193,6 @@ def test_a_field_on_the_gpu_matches_the_cpu(pipe, latents) -> None:
     gpu = LatentField(gpu_renderer, latents[0], "cuda")
     torch.testing.assert_close(gpu.sdf(points).cpu(), cpu.sdf(points), atol=1e-4, rtol=0)
     torch.testing.assert_close(gpu.color(points).cpu(), cpu.color(points), atol=1e-4, rtol=0)
+    axis, ijk = torch.linspace(-1.0, 1.0, 33), torch.randint(0, 33, (5000, 3))
+    on_gpu = gpu.sdf_on_grid(axis.cuda())(ijk.cuda()).cpu()
+    torch.testing.assert_close(on_gpu, cpu.sdf_on_grid(axis)(ijk), atol=1e-4, rtol=0)

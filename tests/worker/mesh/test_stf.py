@@ -352,6 +352,39 @@ def test_a_random_shap_e_field_gives_the_dense_surface_near_the_fewest_evaluatio
     assert counted.points < 1.25 * int(needed.sum()) + 2 * coarse
 
 
+def test_signed_distances_asked_by_grid_index_give_the_dense_surface_of_that_function():
+    """The engine asks every signed distance through LatentField.sdf_on_grid (grid indices, a
+    per-axis first layer): none goes through the point callable, and the mesh is the dense
+    surface of that same function, with the same number of parts."""
+    torch.manual_seed(0)
+    renderer = tiny_renderer(TinySizes(), 0)
+    latent = torch.randn(latent_shape(renderer), generator=torch.Generator().manual_seed(0))
+    field = LatentField(renderer, latent, "cpu")
+    by_point, by_index = Counted(field.sdf), []
+
+    def on_grid(axis):
+        at = field.sdf_on_grid(axis)
+
+        def counted(ijk):
+            assert ijk.ndim == 2 and ijk.shape[1] == 3 and not ijk.is_floating_point()
+            by_index.append(len(ijk))
+            return at(ijk)
+
+        return counted
+
+    mesh = extract_mesh(by_point, field.color, 128, min_part_fraction=0.0, sdf_on_grid=on_grid)
+    assert by_point.points == 0 and sum(by_index) > 0
+    axis = torch.from_numpy(grid_coordinates(128).astype(np.float32))
+    index = torch.arange(128)
+    values = field.sdf_on_grid(axis)(torch.cartesian_prod(index, index, index))
+    ref_vertices, ref_faces = dense_reference(lambda _: values, 128)
+    ref_faces = drop_zero_area(ref_vertices, ref_faces)
+    assert mesh_parts(mesh) == part_count(len(ref_vertices), ref_faces)
+    assert mesh.vertex_count == len(np.unique(ref_vertices[np.unique(ref_faces)], axis=0))
+    assert mesh.face_count == len(ref_faces)
+    assert largest_gap(mesh.vertices, ref_vertices) < 1e-5
+
+
 @pytest.mark.parametrize("sharpness", [50.0, 1000.0])
 def test_tanh_saturated_field_keeps_its_radius(sharpness):
     grid = 64
