@@ -18,7 +18,8 @@ from typing import Any, TextIO
 
 from ..core import protocol
 from ..core.arguments import add_arguments
-from ..core.errors import INVALID_PARAMS, JOB_FAILED, ShapEError
+from ..core.errors import INVALID_PARAMS, JOB_FAILED, ShapEError, invalid
+from ..core.files import MISSING, probe
 from ..core.mesh import SIZE_HELP, check_size
 from ..core.params import (
     DEFAULT_IMAGE_MODEL,
@@ -74,6 +75,9 @@ def _fail(err: ShapEError) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     try:
         params = GenerationParams.create(**{name: getattr(args, name) for name in SETTINGS})
+        found, why = probe(args.output)
+        if found == MISSING and why != "does not exist":  # a name too long, a link that loops
+            raise invalid("output", f"{args.output} {why}", "choose another output path")
         check_output(args.output)  # before spending minutes on sampling
         args.size = check_size(args.size)
         request = protocol.GenerateRequest(
@@ -152,13 +156,16 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
     from .tiny.pipeline import write_tiny_pipeline  # torch, diffusers, transformers
 
     sizes = TinySizes.other() if args.other_sizes else TinySizes()
-    path = write_tiny_pipeline(
-        args.folder,
-        "image" if args.image else "text",
-        seed=args.seed,
-        sizes=sizes,
-        renderer_format="bin" if args.renderer_bin else "safetensors",
-    )
+    try:
+        path = write_tiny_pipeline(
+            args.folder,
+            "image" if args.image else "text",
+            seed=args.seed,
+            sizes=sizes,
+            renderer_format="bin" if args.renderer_bin else "safetensors",
+        )
+    except OSError as exc:
+        return _fail(invalid("folder", f"cannot write {args.folder}: {exc}", "choose a folder"))
     print(path)
     return 0
 

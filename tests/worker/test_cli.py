@@ -151,6 +151,7 @@ def test_without_model_and_hub_the_error_is_about_the_download(tmp_path):
         (["--texture", "1000"], "texture_size"),
         (["--faces", "10"], "faces"),
         (["--texture", "256", "--faces", "60000"], "faces"),
+        (["-o", "y" * 300 + ".glb"], "output"),  # a name too long: a traceback from is_dir()
     ],
 )
 def test_bad_arguments_name_the_field(tmp_path, args, field):
@@ -236,3 +237,16 @@ def test_a_disk_that_fills_up_mid_job_gives_one_clear_error_and_leaves_the_folde
         assert error["code"] == JOB_FAILED and error["data"]["field"] == "jobs_dir"
         assert list(jobs.rglob(f"*{PART_SUFFIX}")) == []
         assert (folder / jobdir.REQUEST_FILE).is_file()  # the job is still there to run again
+
+
+def test_download_and_tiny_model_refuse_what_they_cannot_use_in_one_line(tmp_path):
+    """download of something that is no repo id raised HFValidationError; tiny-model into a
+    file raised FileExistsError: both as tracebacks."""
+    (tmp_path / "file").write_text("x")
+    for args, says in (
+        (["download", "--model", "../x"], "error: ../x is not a hub repo id"),
+        (["tiny-model", str(tmp_path / "file")], "error: folder: cannot write"),
+    ):
+        r = cli(*args, cwd=tmp_path)
+        assert r.returncode in (1, 2) and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.startswith(says) and "hint:" in r.stderr

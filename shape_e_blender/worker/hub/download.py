@@ -144,6 +144,14 @@ def plan_download(repo_id: str, *, kind: Kind, cache_dir: str | Path | None = No
     plan, from the cached files (everything cached, nothing to fetch).
     """
     components(kind)
+    if not _is_repo_id(repo_id):  # huggingface_hub would raise HFValidationError
+        raise ShapEError(
+            MODEL_UNAVAILABLE,
+            f"{repo_id} is not a hub repo id",
+            "give one such as openai/shap-e (owner/name); a model folder on disk needs no "
+            "download",
+            "model",
+        )
     if is_offline_mode():
         local = _complete_snapshot(repo_id, kind, cache_dir)
         if local is not None:
