@@ -15,6 +15,7 @@ from ..client.client import WorkerClient
 from ..client.process import venv_python
 from ..client.watchdog import SILENCE_TIMEOUT_S
 from ..core.errors import JOB_FAILED, ShapEError
+from ..core.files import is_file
 from ..core.params import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL
 from . import compat, paths, tasks
 from .props import prop
@@ -263,7 +264,7 @@ def _draw_managed_env(layout: bpy.types.UILayout, p: ShapEPreferences, online: b
     if st.kind == "setup" and st.state == "error":
         layout.label(text=st.error.splitlines()[0][:160], icon="ERROR")
         layout.label(text=st.hint[:160])
-    present = python.is_file()
+    present = is_file(python)
     layout.label(
         text=f"{'Ready' if present else 'Not set up'}: {python}",
         icon="CHECKMARK" if present else "INFO",

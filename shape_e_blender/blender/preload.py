@@ -13,13 +13,13 @@ A Generate pressed meanwhile queues behind the load in the worker and shows its 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import bpy
 
 from ..client.process import executable
 from ..core.errors import ShapEError
+from ..core.files import is_file
 from ..core.params import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL, SETTINGS
 from ..core.weights import on_disk
 from . import prefs, tasks
@@ -58,7 +58,7 @@ def maybe_start(context: bpy.types.Context, *, background: bool | None = None) -
             return False
         model, kind, where = want
         python = prefs.worker_python(p)
-        if not Path(executable(str(python))).is_file():
+        if not is_file(executable(str(python))):
             return False  # no worker environment yet: tried again once it is set up
         key = (model, kind, *sorted(where.items()), str(python))
         if key in _tried:

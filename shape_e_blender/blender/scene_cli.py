@@ -32,6 +32,7 @@ from typing import Any, TextIO
 
 from ..core.arguments import add_arguments
 from ..core.errors import JOB_FAILED, ShapEError, invalid
+from ..core.files import is_dir, is_file
 from ..core.mesh import SIZE_HELP, check_size
 from ..core.params import SETTINGS, GenerationParams
 from ..core.spec import load_spec
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     # Paths resolve where the command was typed: the worker runs in another folder, and a model
     # that is a local folder is told from a hub id by existing.
     output = Path(args.output).expanduser().resolve()
-    if args.model is not None and Path(args.model).expanduser().is_dir():
+    if args.model is not None and is_dir(Path(args.model).expanduser()):
         args.model = str(Path(args.model).expanduser().resolve())
     if args.jobs_dir:
         args.jobs_dir = str(Path(args.jobs_dir).expanduser().resolve())
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for kind in ("text_model", "image_model"):
         value = getattr(args, kind)
-        if value is not None and Path(value).expanduser().is_dir():
+        if value is not None and is_dir(Path(value).expanduser()):
             setattr(args, kind, str(Path(value).expanduser().resolve()))
     if args.spec is not None:
         args.spec = str(Path(args.spec).expanduser().resolve())
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     except ShapEError as err:
         fail(err)
         return 2
-    if args.image is not None and not Path(args.image).is_file():
+    if args.image is not None and not is_file(args.image):
         print(f"error: no image file at {args.image}", file=sys.stderr)
         return 2
 
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     import addon_utils
     import bpy
 
-    if args.spec is not None and output.is_file():
+    if args.spec is not None and is_file(output):
         # A spec is built into the file it made before: its objects are updated in place.
         bpy.ops.wm.open_mainfile(filepath=str(output), load_ui=False)
     else:

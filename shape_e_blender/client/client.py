@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import JOB_FAILED, PROTOCOL_MISMATCH, WORKER_EXITED, ShapEError
+from ..core.files import is_file
 from ..core.protocol import (
     PROTOCOL_VERSION,
     WORKER_LOG_FILE,
@@ -94,7 +95,7 @@ class WorkerClient:
             return w.hello
         if w is not None:
             self._retire(w)
-        if not Path(executable(self.python)).is_file():
+        if not is_file(executable(self.python)):
             raise ShapEError(
                 WORKER_EXITED,
                 f"the worker's Python interpreter does not exist: {self.python}",

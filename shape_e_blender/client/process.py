@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..core.files import is_file
+
 # The package folder (shape_e_blender/ in the source tree, the extension's folder once installed).
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -83,7 +85,7 @@ KILL_GRACE_S = 3.0
 
 def executable(python: str) -> str:
     """``python`` itself when it is a file, or a bare command name ("python3.11") found on PATH."""
-    if Path(python).is_file():
+    if is_file(python):
         return python
     return shutil.which(python) or python
 

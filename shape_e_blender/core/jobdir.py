@@ -40,7 +40,7 @@ import numpy as np
 
 from .errors import CANCELLED as CANCELLED_CODE
 from .errors import JOB_FAILED, ShapEError, invalid
-from .files import atomic_write, remove_stale_parts, write_json
+from .files import atomic_write, is_dir, remove_stale_parts, write_json
 from .results import JobResult, is_int
 
 REQUEST_FILE = "request.json"
@@ -187,7 +187,7 @@ def load_result(
             "job_dir", "no job folder given", "pass the folder of a finished job (its job_dir)"
         )
     path = Path(job_dir).expanduser()
-    if not path.is_dir():
+    if not is_dir(path):
         raise invalid(
             "job_dir",
             f"there is no folder {path}",

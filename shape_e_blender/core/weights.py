@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import MODEL_UNAVAILABLE, ShapEError
+from .files import is_dir
 
 COMPONENTS: dict[str, tuple[str, ...]] = {
     "text": ("prior", "text_encoder", "tokenizer", "scheduler", "shap_e_renderer"),
@@ -221,7 +222,7 @@ def on_disk(model: str, kind: str, env: Mapping[str, str] | None = None) -> bool
     ``kind`` needs, without the network or huggingface_hub: the main branch's cached snapshot
     (refs/main), as the worker's offline lookup takes it."""
     folder = Path(model).expanduser()
-    if not folder.is_dir():
+    if not is_dir(folder):
         if model.count("/") != 1:
             return False
         repo = hub_cache(env) / ("models--" + model.replace("/", "--"))
@@ -230,7 +231,7 @@ def on_disk(model: str, kind: str, env: Mapping[str, str] | None = None) -> bool
         except (OSError, UnicodeDecodeError):
             return False
         folder = repo / "snapshots" / revision
-    return folder.is_dir() and not folder_problems(folder, kind)
+    return is_dir(folder) and not folder_problems(folder, kind)
 
 
 def kind_hint(kind: str) -> str:

@@ -20,6 +20,7 @@ from bpy.props import BoolProperty, StringProperty
 
 from ...core import jobdir
 from ...core.errors import invalid
+from ...core.files import is_file
 from ...core.mesh import check_size
 from ...core.names import object_name_for
 from ...core.params import SEED_MAX, SETTINGS, GenerationParams
@@ -166,7 +167,7 @@ class SHAPE_E_OT_image_to_mesh(PicksFile, _Generation, bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         path = Path(bpy.path.abspath(self.filepath)) if self.filepath else None
-        if path is None or not path.is_file():
+        if path is None or not is_file(path):
             return self.fail(
                 invalid(
                     "filepath",

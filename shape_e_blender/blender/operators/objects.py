@@ -16,6 +16,7 @@ from bpy.props import IntProperty, StringProperty
 
 from ...core import jobdir
 from ...core.errors import ShapEError, invalid
+from ...core.files import is_file
 from ...core.names import object_name_for
 from ...core.params import SETTINGS, GenerationParams
 from ...core.protocol import GenerateRequest
@@ -72,7 +73,7 @@ def latent_path(name: str, settings: dict[str, Any]) -> Path:
             f"{name!r} records no job folder, so its saved latent cannot be found",
             "re-meshing decodes the saved latent: generate the object again with its seed",
         )
-    if not path.is_file():
+    if not is_file(path):
         seed = settings.get("seed")
         again = f" (seed {seed})" if seed is not None else ""
         raise invalid(

@@ -148,8 +148,7 @@ def plan_download(repo_id: str, *, kind: Kind, cache_dir: str | Path | None = No
         raise ShapEError(
             MODEL_UNAVAILABLE,
             f"{repo_id} is not a hub repo id",
-            "give one such as openai/shap-e (owner/name); a model folder on disk needs no "
-            "download",
+            "give one such as openai/shap-e (owner/name); a model folder on disk needs no download",
             "model",
         )
     if is_offline_mode():
