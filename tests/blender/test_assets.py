@@ -221,6 +221,12 @@ def test_remesh_can_make_a_kept_variant_asset_ready_and_back(scene, text_model):
     assert any(n.type == "VERTEX_COLOR" for n in material.node_tree.nodes)
     with pytest.raises(RuntimeError, match="texture_size: 100 is not a power of two"):
         bpy.ops.shape_e.remesh(object_name=obj.name, texture_size=100)
+    assert bpy.ops.shape_e.remesh(object_name=obj.name, grid_size=48, faces=10**6) == {"FINISHED"}
+    assert len(obj.data.polygons) == dense  # kept whole, and said so
+    assert tasks.status.warnings == [
+        f"{obj.name}: faces: the mesh has {dense} faces, no more than the 1000000 asked, so it "
+        "was kept whole (ask for fewer faces to decimate it)"
+    ]
 
 
 def test_mark_asset_saves_it_into_the_library_with_tags_and_catalog(scene, text_model, tmp_path):
