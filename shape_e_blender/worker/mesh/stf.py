@@ -295,7 +295,7 @@ def _march(
     for number, i0 in enumerate(starts, 1):
         ranges = (np.arange(i0, min(i0 + planes - 1, hi[0]) + 1), j_range, k_range)
         origin = np.array([r[0] for r in ranges])
-        volume = fill[np.ix_(*[np.minimum(r // s, n - 1) for r in ranges])]
+        volume = _spread(fill, [np.minimum(r // s, n - 1) for r in ranges])
         first, last = np.searchsorted(index, [origin[0] * p * p, (ranges[0][-1] + 1) * p * p])
         at = index[first:last]
         local = (at // (p * p) - origin[0], (at // p) % p - origin[1], at % p - origin[2])
@@ -306,7 +306,7 @@ def _march(
         # skimage marches the cell whose far corner the mask marks (checked with 0.26): point q
         # stands for the cell at q - 1. The ring of marched cells around the active ones keeps
         # this right even if that convention changed.
-        mask = march[np.ix_(*[np.minimum(np.maximum(r - 1, 0) // s, n - 1) for r in ranges])]
+        mask = _spread(march, [np.minimum(np.maximum(r - 1, 0) // s, n - 1) for r in ranges])
         if (volume > 0).any() and (volume <= 0).any():
             try:
                 verts, faces, _, _ = marching_cubes(
@@ -324,6 +324,16 @@ def _march(
     if not all_vertices:
         raise _no_surface("marching cubes found no faces")
     return np.concatenate(all_vertices), np.concatenate(all_faces)
+
+
+def _spread(cells: np.ndarray, index: list[np.ndarray]) -> np.ndarray:
+    """``cells[np.ix_(*index)]`` for indices that never decrease and step by at most 1, as
+    they do from a fine range to its cells: each cell repeated, axis by axis (a fifth of the
+    general gather's time on a grid-256 slab)."""
+    out = cells[tuple(slice(int(i[0]), int(i[-1]) + 1) for i in index)]
+    for axis, i in enumerate(index):
+        out = np.repeat(out, np.bincount(i - i[0]), axis=axis)
+    return out
 
 
 def _check_finite(values: torch.Tensor) -> None:
