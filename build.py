@@ -94,7 +94,13 @@ def venv_python(env: Path) -> Path:
 
 def run(cmd: list[str | os.PathLike[str]], **kwargs) -> int:
     print("+", " ".join(str(c) for c in cmd), flush=True)
-    return subprocess.call([str(c) for c in cmd], **kwargs)
+    with subprocess.Popen([str(c) for c in cmd], **kwargs) as proc:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            # A terminal's Ctrl+C reached the command too: let it end its own way (the scene
+            # build cancels its job and says "interrupted") instead of a traceback here.
+            return proc.wait()
 
 
 def check(cmd: list[str | os.PathLike[str]], **kwargs) -> None:

@@ -23,12 +23,10 @@ forbids that; a model that is not on disk then fails with the worker's model_una
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from ..core.arguments import add_arguments
 from ..core.errors import JOB_FAILED, ShapEError, invalid
@@ -36,6 +34,7 @@ from ..core.files import is_dir, is_file
 from ..core.mesh import SIZE_HELP, check_size
 from ..core.params import SETTINGS, GenerationParams
 from ..core.spec import load_spec
+from .console import ProgressLine, errors_unprinted, interrupts_cancel
 
 ROOT = __package__.split(".")[0]  # the add-on's root package when run from the source tree
 # The generation parameters this command takes: all but latent (shape_e.remesh decodes those).
@@ -98,37 +97,6 @@ def fail(err: ShapEError) -> int:
     if err.hint:
         print(f"hint: {err.hint}", file=sys.stderr)
     return 1
-
-
-class _DropErrorReports:
-    """sys.stdout, without the operator's error reports.
-
-    When an operator returns, bpy.ops writes each of its reports to sys.stdout, one write per
-    report ("Error: <message> (<hint>)", cut at 1000 characters and followed by "... truncated"),
-    and Blender offers no switch for it. This command prints the error itself, once, with the
-    hint on its own line; everything else (warnings included) passes through as it is written.
-    """
-
-    def __init__(self, real: TextIO) -> None:
-        self.real = real
-        self.dropping = False
-
-    def write(self, text: str) -> int:
-        self.dropping = text.startswith("Error: ") or (self.dropping and text == "... truncated")
-        return len(text) if self.dropping else self.real.write(text)
-
-    def flush(self) -> None:
-        self.real.flush()
-
-
-@contextlib.contextmanager
-def _errors_unprinted() -> Iterator[None]:
-    real = sys.stdout
-    sys.stdout = _DropErrorReports(real)  # write() and flush() are all that bpy.ops calls
-    try:
-        yield
-    finally:
-        sys.stdout = real
 
 
 # With a spec, the only generation options are those a spec has no key for.
@@ -236,10 +204,14 @@ def main(argv: list[str] | None = None) -> int:
     except ShapEError as err:
         return fail(err)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return _interrupted()
     finally:
         addon_utils.disable(ROOT, default_set=True)
+
+
+def _interrupted() -> int:
+    print("interrupted: nothing was saved; finished jobs are kept and reused", file=sys.stderr)
+    return 130
 
 
 def _set_up(bpy: Any, args: argparse.Namespace) -> None:
@@ -269,7 +241,7 @@ def _build(bpy: Any, args: argparse.Namespace, output: Path) -> int:
 
     started = time.perf_counter()
     try:
-        with _errors_unprinted():
+        with errors_unprinted(), interrupts_cancel(tasks) as interrupted:
             result = bpy.ops.shape_e.build_scene(
                 filepath=args.spec,
                 text_model=args.text_model or "",
@@ -279,6 +251,8 @@ def _build(bpy: Any, args: argparse.Namespace, output: Path) -> int:
     except RuntimeError:  # background mode raises the operator's error report
         result = {"CANCELLED"}
     tasks.watch = None
+    if interrupted:
+        return _interrupted()
     built = scenes.last_build
     for name, how in built.items():
         if how["error"]:
@@ -300,30 +274,6 @@ def _build(bpy: Any, args: argparse.Namespace, output: Path) -> int:
     return 0 if result == {"FINISHED"} else 1
 
 
-class ProgressLine:
-    """The running task's progress on stderr: one line redrawn in place on a terminal, else a
-    line each time the object or the stage changes (a log stays short)."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.tty = out.isatty()
-        self.last: object = None
-
-    def show(self, status: Any) -> None:
-        if status.state not in ("running", "cancelling"):
-            return
-        text = status.progress_text()
-        if self.tty:
-            filled = round(status.fraction * 24)
-            self.out.write(f"\r[{'#' * filled}{'.' * (24 - filled)}] {text[:90]:<90}")
-            self.out.flush()
-            return
-        head = (status.part, status.stage)
-        if head != self.last:
-            self.last = head
-            print(text, file=self.out, flush=True)
-
-
 def _generate(bpy: Any, args: argparse.Namespace, source: dict[str, str], output: Path) -> int:
     from . import tasks  # bpy: imported once main() has checked the arguments
 
@@ -339,12 +289,14 @@ def _generate(bpy: Any, args: argparse.Namespace, source: dict[str, str], output
         op = bpy.ops.shape_e.image_to_mesh
         kwargs["filepath"] = str(Path(source["image"]).resolve())
     try:
-        with _errors_unprinted():
+        with errors_unprinted(), interrupts_cancel(tasks) as interrupted:
             result = op(blocking=True, allow_download=args.allow_download, **kwargs)
     except RuntimeError:
         # Background mode turns the operator's error report into this exception; the message
         # and its hint are in the add-on's status.
         result = {"CANCELLED"}
+    if interrupted:
+        return _interrupted()
     if result != {"FINISHED"}:
         st = tasks.status
         message = st.error or st.message or "the generation failed"

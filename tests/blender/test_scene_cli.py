@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import bpy
+import pytest
 
-from tests.support import HAS_EGL, NO_EGL_REASON, REPO, WORKER_PYTHON, run_blender_script, run_child
+from shape_e_blender.core import jobdir
+from tests.support import (
+    HAS_EGL,
+    NO_EGL_REASON,
+    REPO,
+    WORKER_PYTHON,
+    child_env,
+    run_blender_script,
+    run_child,
+)
 
 
 def _run(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -226,7 +239,7 @@ def test_a_bad_spec_or_a_mix_of_forms_is_refused_before_blender_starts(tmp_path)
 def test_the_progress_is_one_line_redrawn_on_a_terminal_and_a_line_per_stage_elsewhere():
     import os
 
-    from shape_e_blender.blender.scene_cli import ProgressLine
+    from shape_e_blender.blender.console import ProgressLine
     from shape_e_blender.blender.status import Status
 
     st = Status(state="running", kind="scene", stage="sampling", step=5, total=10, part=1,
@@ -259,3 +272,61 @@ def test_the_progress_is_one_line_redrawn_on_a_terminal_and_a_line_per_stage_els
         st.stage, st.part = stage, part
         line.show(st)
     assert len(log.getvalue().splitlines()) == 3
+
+
+def _workers_of(jobs: Path) -> list[int]:
+    """The pids of the worker processes serving ``jobs`` (their command line names it)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # not a process, or gone meanwhile
+            continue
+        if b"shape_e_blender.worker" in command and str(jobs).encode() in command:
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIGSTOP and /proc")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_build_stopped_mid_job_cancels_it_saves_nothing_and_leaves_no_worker(
+    tmp_path, worker_text_model, signum
+):
+    """Ctrl+C raised KeyboardInterrupt inside the operator: Blender printed its traceback, the
+    job failed as "released", and the file was saved with the object failed."""
+    spec, out, jobs = tmp_path / "one.toml", tmp_path / "one.blend", tmp_path / "jobs"
+    spec.write_text(f'[[object]]\nprompt = "a cup"\nsteps = 2\ngrid_size = 256\n'
+                    f'model = "{worker_text_model}"\n')  # fmt: skip
+    command = [sys.executable, "-m", "shape_e_blender.blender.scene_cli", str(spec)]
+    command += ["--worker-python", WORKER_PYTHON, "--jobs-dir", str(jobs), "-o", str(out)]
+    blender = subprocess.Popen(
+        command, cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
+    )  # fmt: skip
+    try:
+        assert blender.stderr is not None
+        seen = []
+        for raw in blender.stderr:  # progress lines, one per stage
+            seen.append(raw.decode())
+            if "Extracting mesh" in seen[-1]:
+                break
+        workers = _workers_of(jobs)
+        assert len(workers) == 1
+        os.kill(blender.pid, signal.SIGSTOP)  # the job cannot end before the signal is there
+        os.kill(blender.pid, signum)
+        os.kill(blender.pid, signal.SIGCONT)
+        stdout, stderr = blender.communicate(timeout=300)
+    finally:
+        if blender.poll() is None:
+            blender.kill()
+            blender.wait()
+    everything = stdout.decode() + "".join(seen) + stderr.decode()
+    assert blender.returncode == 130, everything[-3000:]
+    assert "interrupted: nothing was saved" in stderr.decode()
+    assert "Traceback" not in everything and not out.exists()
+    (folder,) = jobs.glob("2*")
+    assert jobdir.read_job(folder).state == jobdir.CANCELLED
+    deadline = time.monotonic() + 60  # the worker is stopped, then reaped by whoever adopts it
+    while _workers_of(jobs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _workers_of(jobs) == []
