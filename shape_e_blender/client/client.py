@@ -248,8 +248,11 @@ class WorkerClient:
             item = self._inbox.get(timeout=timeout) if timeout > 0 else self._inbox.get_nowait()
         except queue.Empty:
             item = None
+        until = time.monotonic() + watchdog.PUMP_BUDGET_S  # a flood must not hold the watch off
         while item is not None:
             self._handle(*item)
+            if time.monotonic() > until:
+                break
             try:
                 item = self._inbox.get_nowait()
             except queue.Empty:

@@ -27,6 +27,14 @@ from .handle import JobHandle
 from .process import kill_now, process_group_kwargs
 
 STDERR_LINES = 400  # the bounded tail kept in memory; the whole stream goes to the log file
+# stdout: a line of the protocol at most this long (an inline grid-512 mesh is tens of MB), and
+# at most this many lines that are not the protocol shown; later ones are dropped.
+MAX_LINE_BYTES = 1 << 30
+NOISE_LINES = 20
+NOISE_NOTE = (
+    f"more than {NOISE_LINES} stdout lines that are not protocol messages: the rest are dropped "
+    "(does the worker command run `python -m shape_e_blender.worker`?)"
+)
 LOG_ROTATE_BYTES = 5 << 20
 
 Inbox = queue.Queue  # of (generation, kind, payload)
@@ -183,15 +191,30 @@ class WorkerProcess:
     def _read_stdout(self, stderr_thread: threading.Thread, inbox: Inbox) -> None:
         gen = self.generation
         try:
-            # Lines of any length: an inline mesh at grid 512 is tens of MB on one line.
+            # Long lines (an inline mesh at grid 512 is tens of MB on one line), but bounded: a
+            # broken worker command (a binary stream, `yes`) must not fill Blender's memory.
             assert self.popen.stdout is not None
-            for raw in self.popen.stdout:
-                self.last_heard = time.monotonic()
+            noise = 0
+            while raw := self.popen.stdout.readline(MAX_LINE_BYTES + 1):
+                if len(raw) > MAX_LINE_BYTES:
+                    inbox.put((gen, "note", f"a stdout line over {MAX_LINE_BYTES >> 20} MiB"))
+                    kill_now(self.popen)
+                    break
                 try:
                     msg = json.loads(raw)
-                except ValueError:
-                    inbox.put((gen, "noise", raw.decode("utf-8", "replace").rstrip()))
+                except (ValueError, RecursionError):
+                    msg = None
+                if not isinstance(msg, dict):
+                    # Not the protocol: it says nothing of a job's progress (the watchdog is not
+                    # reset), and past a few lines it is only counted, not queued or printed.
+                    noise += 1
+                    if noise <= NOISE_LINES:
+                        text = raw.decode("utf-8", "replace").rstrip()
+                        inbox.put((gen, "noise", text[:400]))
+                    elif noise == NOISE_LINES + 1:
+                        inbox.put((gen, "note", NOISE_NOTE))
                     continue
+                self.last_heard = time.monotonic()
                 inbox.put((gen, "message", msg))
         except Exception as exc:
             # The stream cannot be read on (out of memory for a line, a closed pipe): no job of

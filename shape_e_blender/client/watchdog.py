@@ -15,6 +15,10 @@ from .transport import WorkerProcess
 # Every stage reports progress far more often (a sampling step, a thousandth of the decoding, a
 # downloaded chunk): minutes of silence mean a stuck process, not a slow one.
 SILENCE_TIMEOUT_S = 300.0
+# The longest one poll handles messages before it looks at the clock again: a worker that floods
+# its output must not keep this watch and the caller's deadline (and Blender's UI, which polls on
+# its main thread) waiting for the queue to run dry.
+PUMP_BUDGET_S = 0.1
 
 RELEASED = ShapEError(
     WORKER_EXITED, "the worker was released while the job ran", "press Generate to start again"

@@ -6,11 +6,13 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from shape_e_blender.client import transport
 from shape_e_blender.client.client import WorkerClient
 from shape_e_blender.client.process import PACKAGE_DIR, clean_env, venv_python
 from shape_e_blender.client.remote import RemoteWorkerClient
@@ -258,6 +260,53 @@ def test_a_worker_that_never_says_hello_is_stopped_not_orphaned(tmp_path):
     assert process_gone(popen, 10)
     c.join()
     assert c.threads_alive() == []
+
+
+def _hello_within(c: RemoteWorkerClient, bound: float) -> ShapEError:
+    """hello's error, asserting that it came within ``bound`` seconds (a thread: a hang fails)."""
+    errors: list[ShapEError] = []
+
+    def hello() -> None:
+        try:
+            c.hello()
+        except ShapEError as err:
+            errors.append(err)
+
+    thread = threading.Thread(target=hello, daemon=True)
+    thread.start()
+    thread.join(bound)
+    assert not thread.is_alive(), "hello never ended"
+    assert errors
+    return errors[0]
+
+
+def test_a_worker_command_that_floods_its_output_is_stopped_at_the_hello_bound(tmp_path):
+    """`yes` as the worker command: the client drained its queue for ever, so neither the hello
+    bound nor any deadline was looked at, every line was printed on Blender's console and the
+    queue grew without end."""
+    c = RemoteWorkerClient(["yes"], tmp_path / "jobs", hello_timeout=2)
+    try:
+        err = _hello_within(c, 120)
+        assert "did not answer hello within 2 s" in err.message
+        assert "the rest are dropped" in err.message  # the log's tail says why
+        assert err.message.count("(stdout) y") <= transport.NOISE_LINES
+        assert process_gone(c._old[-1].popen, 10)
+    finally:
+        c.kill()
+    c.join()
+    assert c.threads_alive() == []
+
+
+def test_a_stdout_line_past_the_bound_stops_the_worker(tmp_path, monkeypatch):
+    """Lines of any length were read whole: a binary stream with no newline filled memory."""
+    monkeypatch.setattr(transport, "MAX_LINE_BYTES", 1 << 20)
+    c = RemoteWorkerClient(["head", "-c", "8000000", "/dev/zero"], tmp_path / "jobs")
+    try:
+        err = _hello_within(c, 120)
+        assert "a stdout line over 1 MiB" in err.message
+    finally:
+        c.kill()
+    c.join()
 
 
 def test_kill_releases_the_worker_and_fails_the_running_job(client, worker_text_model):
