@@ -92,31 +92,70 @@ def _corners_of_crossed_cells(inside: torch.Tensor, q: int) -> torch.Tensor:
 
 
 class _Points:
-    """The fine points met so far, in the order they were met: linear index into the padded fine
-    grid, value (true or predicted) and whether it was evaluated."""
+    """The fine points met so far, found without a search: a point belongs to the level cell
+    whose lower r^3 points hold it (``ijk // r``, its owner) and sits in that cell's row at slot
+    ``ijk % r``; a grid of row numbers over the owners (one layer more than the cells, for the
+    far faces) gives the row. Per slot: the value (true or predicted), whether it was evaluated
+    and whether it was met."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.index = torch.empty(0, dtype=torch.long, device=device)
+    def __init__(self, cells: int, r: int, device: torch.device) -> None:
+        self.r, self.per_row, m = r, r**3, cells + 1
+        self._row_shift = self.per_row.bit_length() - 1  # r is a power of 2
+        self.row = torch.full((m**3,), -1, dtype=torch.int32, device=device)
+        self.owner = torch.empty((0, 3), dtype=torch.long, device=device)  # each row's cell
         self.value = torch.empty(0, dtype=torch.float32, device=device)
         self.evaluated = torch.empty(0, dtype=torch.bool, device=device)
+        self.met = torch.empty(0, dtype=torch.bool, device=device)
+        self._m = torch.tensor([m * m, m, 1], device=device)
+        slots = torch.arange(r**3, device=device)
+        self._slot_offset = torch.stack([slots // r**2, slots // r % r, slots % r], dim=1)
+        # A block's (r + 1)^3 points (offset o from its cell) lie in the 8 owners cell + o // r,
+        # each at slot o % r.
+        offsets, _, _ = _tables(r)
+        offsets = offsets.to(device)
+        ahead = offsets // r
+        self._owner_step = (
+            torch.tensor(list(product((0, 1), repeat=3)), device=device) * self._m
+        ).sum(1)
+        self._slot_owner = (ahead[:, 0] * 2 + ahead[:, 1]) * 2 + ahead[:, 2]
+        within = offsets - r * ahead
+        self._slot_within = (within[:, 0] * r + within[:, 1]) * r + within[:, 2]
 
-    def place(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Positions for ``index`` (unique): where each was met, or after the points met so far
-        for those new (in their order). Returns the positions and which ones are new."""
-        if not len(self.index):
-            return torch.arange(len(index), device=index.device), torch.ones_like(index, dtype=bool)
-        order = torch.argsort(self.index)
-        at = torch.searchsorted(self.index[order], index).clamp(max=len(order) - 1)
-        met = self.index[order[at]] == index
-        where = torch.empty_like(index)
-        where[met] = order[at[met]]
-        where[~met] = len(self.index) + torch.arange(int((~met).sum()), device=index.device)
-        return where, ~met
+    def blocks(self, cells: torch.Tensor) -> torch.Tensor:
+        """(B, 3) level cells -> (B, (r + 1)^3) positions of their points, giving rows to
+        owners met for the first time."""
+        owners = (cells * self._m).sum(dim=1)[:, None] + self._owner_step
+        rows = self.row[owners]
+        missing = rows < 0
+        if bool(missing.any()):
+            mark = torch.zeros_like(self.row, dtype=torch.bool)
+            mark[owners[missing]] = True
+            fresh = mark.nonzero()[:, 0]
+            count, added = len(self.owner), len(fresh)
+            self.row[fresh] = torch.arange(
+                count, count + added, dtype=torch.int32, device=cells.device
+            )
+            m = self._m[1]
+            self.owner = torch.cat(
+                [self.owner, torch.stack([fresh // (m * m), fresh // m % m, fresh % m], 1)]
+            )
+            slots = added * self.per_row
+            self.value = torch.cat([self.value, self.value.new_full((slots,), math.nan)])
+            self.evaluated = torch.cat([self.evaluated, self.evaluated.new_zeros(slots)])
+            self.met = torch.cat([self.met, self.met.new_zeros(slots)])
+            rows = self.row[owners]
+        return rows.long()[:, self._slot_owner] * self.per_row + self._slot_within
 
-    def extend(self, index: torch.Tensor, value: torch.Tensor, evaluated: torch.Tensor) -> None:
-        self.index = torch.cat([self.index, index])
-        self.value = torch.cat([self.value, value])
-        self.evaluated = torch.cat([self.evaluated, evaluated])
+    def ijk(self, positions: torch.Tensor) -> torch.Tensor:
+        """(K,) positions -> (K, 3) fine indices."""
+        row, slot = positions >> self._row_shift, positions & (self.per_row - 1)
+        return self.owner[row] * self.r + self._slot_offset[slot]
+
+    def distinct(self, positions: torch.Tensor) -> torch.Tensor:
+        """The distinct positions among ``positions``, in increasing order (no sort: a mark)."""
+        mark = torch.zeros_like(self.met)
+        mark[positions] = True
+        return mark.nonzero()[:, 0]
 
 
 def fine_values(
@@ -138,15 +177,14 @@ def fine_values(
     """
     r, device, p = level.stride, run.device, size
     offsets, corner_slots, weights = (t.to(device) for t in _tables(r))
-    slot_offsets = (offsets[:, 0] * p + offsets[:, 1]) * p + offsets[:, 2]
     lo, hi = box
-    points = _Points(device)
+    points = _Points(level.active.shape[0], r, device)
     where = torch.empty((0, len(offsets)), dtype=torch.long, device=device)  # each block's points
     chosen, new, asked = level.active.clone(), level.active, 0
 
-    def evaluate(index: torch.Tensor) -> torch.Tensor:
+    def evaluate(positions: torch.Tensor) -> torch.Tensor:
         nonlocal asked
-        ijk = _ijk(index, p)
+        ijk = points.ijk(positions)
         got = run.evaluate(sdf, len(ijk), lambda a, b: ijk[a:b], 1, "signed distance")
         got = got.reshape(-1)
         check(got)
@@ -155,44 +193,50 @@ def fine_values(
 
     while bool(new.any()):
         cells = new.nonzero()
-        block = (r * ((cells[:, 0] * p + cells[:, 1]) * p + cells[:, 2]))[:, None] + slot_offsets
-        flat, slot_of = torch.unique(block.reshape(-1), return_inverse=True)
-        at, fresh = points.place(flat)
-        flat = flat[fresh]
-        ijk = _ijk(flat, p)
+        at = points.blocks(cells)
+        fresh = points.distinct(at[~points.met[at]])
+        ijk = points.ijk(fresh)
         in_box = ((ijk >= lo) & (ijk <= hi)).all(dim=1)
         on_level = (ijk % r == 0).all(dim=1)
-        value = torch.full((len(flat),), OUTSIDE, device=device)
+        value = torch.full((len(fresh),), OUTSIDE, device=device)
         c = ijk[on_level & in_box] // r
         value[on_level & in_box] = level.values[c[:, 0], c[:, 1], c[:, 2]]
         # A spilled-into cell's corners the level never evaluated.
         ask = value.isnan()
-        value[ask] = evaluate(flat[ask])
-        start, before = len(where), len(points.index)
-        points.extend(flat, value, on_level | ~in_box)
-        where = torch.cat([where, at[slot_of].reshape(block.shape)])
-        corner = points.value[where[start:, corner_slots]]
+        value[ask] = evaluate(fresh[ask])
+        points.value[fresh] = value
+        points.evaluated[fresh] = on_level | ~in_box
+        newly = torch.zeros_like(points.met)
+        newly[fresh] = True
+        points.met[fresh] = True
+        start = len(where)
+        where = torch.cat([where, at])
+        corner = points.value[at[:, corner_slots]]
         # A cell the level chose with corners of one sign: its field may reach zero between
         # them (refine's near-zero test), where no interpolation of the corners can: whole.
         agree = (corner > 0).all(dim=1) | (corner <= 0).all(dim=1)
-        whole = torch.unique(where[start:][agree & level.active[cells.unbind(1)]])
+        whole = points.distinct(at[agree & level.active[cells.unbind(1)]].reshape(-1))
         whole = whole[~points.evaluated[whole]]
-        points.value[whole] = evaluate(points.index[whole])
+        points.value[whole] = evaluate(whole)
         points.evaluated[whole] = True
         # Predict the rest from the cells' corners. A point met before keeps its prediction:
         # the same interpolation of the same face, but a different rounding could flip the sign
         # of one near zero in a cell resolved already.
-        guess = ~points.evaluated[where[start:]] & (where[start:] >= before)
-        points.value[where[start:][guess]] = (corner @ weights.T)[guess]
+        guess = ~points.evaluated[at] & newly[at]
+        points.value[at[guess]] = (corner @ weights.T)[guess]
         done = _resolve(points, where, start, evaluate)
         # Only evaluated points can disagree with a left-out cell: a predicted one on its face
         # interpolates its corners, which all have its sign.
-        done = torch.cat([done, whole, before + ask.nonzero()[:, 0]])
+        done = torch.cat([done, whole, fresh[ask]])
         inside = points.value[done] > 0
-        new = spill(_ijk(points.index[done], p), inside, chosen, level.fill, r)
+        new = spill(points.ijk(done), inside, chosen, level.fill, r)
         chosen |= new
-    order = torch.argsort(points.index)
-    return points.index[order], points.value[order], points.evaluated[order], asked, chosen
+    met = points.met.nonzero()[:, 0]
+    ijk = points.ijk(met)
+    index = (ijk[:, 0] * p + ijk[:, 1]) * p + ijk[:, 2]
+    order = torch.argsort(index)
+    met = met[order]
+    return index[order], points.value[met], points.evaluated[met], asked, chosen
 
 
 def _resolve(
@@ -212,18 +256,14 @@ def _resolve(
         todo = at[_corners_of_crossed_cells(points.value[at] > 0, q) & ~points.evaluated[at]]
         if not len(todo):
             break
-        todo = torch.unique(todo)
-        points.value[todo] = evaluate(points.index[todo])
+        todo = points.distinct(todo)
+        points.value[todo] = evaluate(todo)
         points.evaluated[todo] = True
         done.append(todo)
         changed = torch.zeros_like(points.evaluated)
         changed[todo] = True
         dirty = changed[where].any(dim=1)
     return torch.cat(done)
-
-
-def _ijk(index: torch.Tensor, p: int) -> torch.Tensor:
-    return torch.stack([index // (p * p), (index // p) % p, index % p], dim=1)
 
 
 def last_level(

@@ -175,17 +175,20 @@ def spill(
     n = cells.shape[0]
     base = torch.div(ijk, ratio, rounding_mode="floor")
     on_edge = ijk % ratio == 0  # on a cell boundary along that axis: two cells share the point
-    # All 8 cells a point may touch at once (offsets 0 or 1 back along each axis), as linear
-    # indices: one gather per grid instead of eight passes over the points.
-    steps = torch.tensor(list(product((0, 1), repeat=3)), device=ijk.device)
-    cell = base[:, None, :] - steps
-    ok = (on_edge[:, None, :] | (steps == 0)).all(dim=2) & ((cell >= 0) & (cell < n)).all(dim=2)
-    linear = ((cell[..., 0] * n + cell[..., 1]) * n + cell[..., 2])[ok]
-    sign = inside[:, None].expand(ok.shape)[ok]
-    out = ~cells.view(-1)[linear] & (sign != (fill.view(-1)[linear] > 0))
-    add = torch.zeros_like(cells)
-    add.view(-1)[linear[out]] = True
-    return add
+    # A point touches its own cell and, along each axis it lies on a boundary of, the cell
+    # before: per axis, which of the two exist; per cell, one byte: 1 evaluated, 2 inside.
+    ahead = [base[:, d] < n for d in range(3)]
+    behind = [on_edge[:, d] & (base[:, d] >= 1) & (base[:, d] <= n) for d in range(3)]
+    state = (cells.to(torch.uint8) | (fill > 0).to(torch.uint8) << 1).view(-1)
+    other_sign = torch.where(inside, 0, 2).to(torch.uint8)
+    linear = (base[:, 0] * n + base[:, 1]) * n + base[:, 2]
+    add = torch.zeros(n**3, dtype=torch.bool, device=ijk.device)
+    for offset in product((0, 1), repeat=3):
+        ok = reduce(torch.logical_and, [(behind if o else ahead)[d] for d, o in enumerate(offset)])
+        cell = linear[ok] - (offset[0] * n + offset[1]) * n - offset[2]
+        found = state[cell]
+        add[cell[(found & 1 == 0) & (found & 2 == other_sign[ok])]] = True
+    return add.view(cells.shape)
 
 
 def finer_level(

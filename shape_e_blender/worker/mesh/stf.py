@@ -63,7 +63,7 @@ from ...core.errors import JOB_FAILED, NO_SURFACE, ShapEError, invalid
 from ...core.mesh import MeshData
 from ...core.params import SETTINGS
 from .batches import Batches, Field, GridField
-from .cleanup import drop_small_parts, drop_zero_area, weld
+from .cleanup import drop_small_parts, weld, zero_area
 from .fine import fine_values, last_level
 from .refine import OUTSIDE, Level, coarse_level, dilate, finer_level, halving
 
@@ -172,9 +172,17 @@ def extract_mesh(
     )
 
     run.start_stage(0.9)
-    vertices, faces = _march(lattice, level, chosen, index, values, run)
-    vertices, faces = weld(vertices, faces)
-    faces = drop_zero_area(vertices, faces)
+    vertices, faces, seams = _march(lattice, level, chosen, index, values, run)
+    # Copies of a vertex come only from two slabs' shared plane, or from a grid point where the
+    # field is exactly zero (the vertex then lies on it).
+    on_point = (vertices == np.floor(vertices)).all(axis=1)
+    vertices, faces = weld(vertices, faces, np.isin(vertices[:, 0], seams) | on_point)
+    # A triangle of marching cubes is flat only with a corner on a grid point: three points
+    # inside distinct edges of a cube are never on one line (a line meets a cube's surface twice
+    # unless it lies in a face, and in a face it meets the edges twice unless it runs along one).
+    on_point = (vertices == np.floor(vertices)).all(axis=1)
+    suspect = np.flatnonzero(on_point[faces].any(axis=1))
+    faces = np.delete(faces, suspect[zero_area(vertices, faces[suspect])], axis=0)
     faces, kept = drop_small_parts(len(vertices), faces, min_part_fraction)
     if not len(faces):
         raise _no_surface("marching cubes found no faces")
@@ -272,8 +280,9 @@ def _march(
     index: np.ndarray,
     values: np.ndarray,
     run: Batches,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Marching cubes over the fine grid, slab by slab. Vertices in fine index space (float64).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Marching cubes over the fine grid, slab by slab. Vertices in fine index space (float64),
+    faces, and the first-axis planes two slabs share (float64).
 
     ``chosen`` are the last level's cells whose fine points are in ``values`` (evaluated, or
     predicted where only the sign counts); any other fine point takes the sign of its cell at
@@ -323,7 +332,7 @@ def _march(
         run.advance(number / len(starts))
     if not all_vertices:
         raise _no_surface("marching cubes found no faces")
-    return np.concatenate(all_vertices), np.concatenate(all_faces)
+    return np.concatenate(all_vertices), np.concatenate(all_faces), np.array(starts[1:], float)
 
 
 def _spread(cells: np.ndarray, index: list[np.ndarray]) -> np.ndarray:
