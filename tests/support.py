@@ -180,3 +180,24 @@ def remote_command(machine: Path, model: Path) -> tuple[list[str], Path]:
         f"--jobs-root {shlex.quote(str(jobs))}"
     )
     return ["sh", "-c", script], machine / "models" / "tiny"
+
+
+def workers_serving(jobs: Path) -> list[int]:
+    """The pids of the worker processes whose command line names ``jobs`` (Linux's /proc)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # not a process, or gone meanwhile
+            continue
+        if b"shape_e_blender.worker" in command and str(jobs).encode() in command:
+            pids.append(int(proc.name))
+    return pids
+
+
+def until_no_worker_serves(jobs: Path, timeout: float = 60.0) -> list[int]:
+    """Wait (bounded) for the workers of ``jobs`` to be gone and reaped; those still there."""
+    deadline = time.monotonic() + timeout
+    while workers_serving(jobs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return workers_serving(jobs)

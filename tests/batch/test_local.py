@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from shape_e_blender.batch.jobs import plan
 from shape_e_blender.batch.local import devices_for, run_local
 from shape_e_blender.client.client import WorkerClient
 from shape_e_blender.core import jobdir, jobkey
 from shape_e_blender.core.spec import load_spec
+from tests.support import until_no_worker_serves
 from tests.worker.workerproc import child_env, run_python
 
 
@@ -123,3 +126,32 @@ def test_a_job_whose_worker_is_killed_is_retried_on_another(tmp_path, tiny_text_
     assert all(j.ok for j in jobs)
     assert jobdir.read_job(victim.folder).state == jobdir.DONE
     assert all(c.pid is None for c in clients)  # shut down at the end
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIGSTOP and /proc")
+def test_a_scene_run_sent_sigterm_cancels_its_jobs_and_stops_its_workers(tmp_path, tiny_text_model):
+    """SIGTERM ended the command at once: its workers finished their jobs unseen."""
+    spec, jobs = _spec(tmp_path, tiny_text_model), tmp_path / "jobs"
+    spec.write_text(spec.read_text().replace("grid_size = 32", "grid_size = 256"))
+    scene = subprocess.Popen(
+        [sys.executable, "-m", "shape_e_blender", "scene", str(spec), "--jobs-dir", str(jobs),
+         "--no-download", "--device", "cpu"],
+        env=child_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert scene.stderr is not None
+        for raw in scene.stderr:
+            if b": decoding on" in raw:
+                break
+        os.kill(scene.pid, signal.SIGSTOP)  # the job cannot end before the signal is there
+        os.kill(scene.pid, signal.SIGTERM)
+        os.kill(scene.pid, signal.SIGCONT)
+        _, stderr = scene.communicate(timeout=300)
+    finally:
+        if scene.poll() is None:
+            scene.kill()
+            scene.wait()
+    assert scene.returncode == 130 and b"interrupted" in stderr and b"Traceback" not in stderr
+    (folder,) = jobs.glob("2*")  # the first object's; the others never started
+    assert jobdir.read_job(folder).state == jobdir.CANCELLED
+    assert until_no_worker_serves(jobs) == []

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import bpy
@@ -21,6 +20,8 @@ from tests.support import (
     child_env,
     run_blender_script,
     run_child,
+    until_no_worker_serves,
+    workers_serving,
 )
 
 
@@ -274,19 +275,6 @@ def test_the_progress_is_one_line_redrawn_on_a_terminal_and_a_line_per_stage_els
     assert len(log.getvalue().splitlines()) == 3
 
 
-def _workers_of(jobs: Path) -> list[int]:
-    """The pids of the worker processes serving ``jobs`` (their command line names it)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            command = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:  # not a process, or gone meanwhile
-            continue
-        if b"shape_e_blender.worker" in command and str(jobs).encode() in command:
-            pids.append(int(proc.name))
-    return pids
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIGSTOP and /proc")
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_build_stopped_mid_job_cancels_it_saves_nothing_and_leaves_no_worker(
@@ -310,8 +298,7 @@ def test_a_build_stopped_mid_job_cancels_it_saves_nothing_and_leaves_no_worker(
             seen.append(raw.decode())
             if "Extracting mesh" in seen[-1]:
                 break
-        workers = _workers_of(jobs)
-        assert len(workers) == 1
+        assert len(workers_serving(jobs)) == 1
         os.kill(blender.pid, signal.SIGSTOP)  # the job cannot end before the signal is there
         os.kill(blender.pid, signum)
         os.kill(blender.pid, signal.SIGCONT)
@@ -326,7 +313,4 @@ def test_a_build_stopped_mid_job_cancels_it_saves_nothing_and_leaves_no_worker(
     assert "Traceback" not in everything and not out.exists()
     (folder,) = jobs.glob("2*")
     assert jobdir.read_job(folder).state == jobdir.CANCELLED
-    deadline = time.monotonic() + 60  # the worker is stopped, then reaped by whoever adopts it
-    while _workers_of(jobs) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _workers_of(jobs) == []
+    assert until_no_worker_serves(jobs) == []  # stopped, then reaped by whoever adopts it
