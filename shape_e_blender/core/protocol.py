@@ -29,6 +29,13 @@ MODEL_PARAMS = {
     "download": ("model", "kind", "cache_dir"),
     "load": ("model", "kind", "cache_dir", "device", "precision"),
 }
+# The params of the methods the reader thread answers itself.
+CONTROL_PARAMS: dict[str, tuple[str, ...]] = {
+    "hello": (),
+    "status": (),
+    "cancel": ("id",),
+    "shutdown": ("detach",),
+}
 
 Id = int | str | None
 
@@ -151,6 +158,18 @@ def is_path(value: Any) -> bool:
     return True
 
 
+def refuse_unknown(method: str, params: dict[str, Any], known: tuple[str, ...]) -> None:
+    """An unknown parameter (a misspelt ``sead``) is refused, never ignored; the hint lists
+    the known ones."""
+    unknown = sorted(k for k in params if k not in known)
+    if unknown:
+        raise invalid(
+            unknown[0],
+            f"is not a parameter of {method}",
+            f"the parameters are {', '.join(known)}" if known else f"{method} takes none",
+        )
+
+
 # Beside the generation parameters. ``image_data``: the image file's bytes, base64, for a worker
 # that cannot read the client's files (``image`` then only names it).
 GENERATE_OPTIONS = ("job_dir", "inline", "allow_download", "image_data")
@@ -168,14 +187,7 @@ class GenerateRequest:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> GenerateRequest:
-        known = (*SETTINGS, *GENERATE_OPTIONS)
-        unknown = sorted(k for k in obj if k not in known)
-        if unknown:
-            raise invalid(
-                unknown[0],
-                "is not a parameter of generate",
-                f"the parameters are {', '.join(known)}",
-            )
+        refuse_unknown("generate", obj, (*SETTINGS, *GENERATE_OPTIONS))
         params = GenerationParams.from_json(obj)
         job_dir = obj.get("job_dir")
         if job_dir is not None and not is_path(job_dir):
@@ -221,14 +233,7 @@ class ModelRequest:
 
     @classmethod
     def from_json(cls, method: str, obj: dict[str, Any]) -> ModelRequest:
-        known = MODEL_PARAMS[method]
-        unknown = sorted(k for k in obj if k not in known)
-        if unknown:
-            raise invalid(
-                unknown[0],
-                f"is not a parameter of {method}",
-                f"the parameters are {', '.join(known)}",
-            )
+        refuse_unknown(method, obj, MODEL_PARAMS[method])
         model = obj.get("model")
         if not isinstance(model, str) or not model:
             raise invalid("model", "must be a hub repo id or a folder", "e.g. openai/shap-e")

@@ -158,6 +158,8 @@ class Server:
 
     def dispatch(self, req: protocol.Request) -> None:
         method = req.method
+        if method in protocol.CONTROL_PARAMS:
+            protocol.refuse_unknown(method, req.params, protocol.CONTROL_PARAMS[method])
         if method == "hello":
             self._answer(req, self.hello())
         elif method == "status":

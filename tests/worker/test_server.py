@@ -296,3 +296,22 @@ def test_a_line_far_over_the_limit_is_answered_without_being_held_whole(worker):
     assert _peak_memory(worker.proc.pid) - before < 3 * MAX_REQUEST_BYTES < size
     msg, _ = worker.call("status")  # the next line is read as a line of its own
     assert "result" in msg
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "hint"),
+    [
+        ("hello", {"client": "x"}, "hello takes none"),
+        ("status", {"verbose": True}, "status takes none"),
+        ("cancel", {"id": 1, "force": True}, "the parameters are id"),
+        ("shutdown", {"detach": True, "now": 1}, "the parameters are detach"),
+    ],
+)
+def test_every_method_refuses_a_parameter_it_does_not_know(worker, method, params, hint):
+    """They were ignored: a misspelt ``detach`` shut the worker down without detaching."""
+    msg, _ = worker.call(method, params)
+    err = msg["error"]
+    assert err["code"] == INVALID_PARAMS and err["data"]["hint"] == hint
+    assert err["data"]["field"] == next(k for k in params if k not in ("id", "detach"))
+    msg, _ = worker.call("status")  # still there: a refused shutdown did not happen
+    assert "result" in msg
