@@ -8,7 +8,10 @@ missing weights on first use (with a progress bar) unless ``--no-download`` is g
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -284,7 +287,16 @@ def main(argv: list[str] | None = None) -> int:
     interrupt_on_sigterm()
     try:
         result: Any = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a failure to write is told below
     except KeyboardInterrupt:  # Ctrl+C or SIGTERM anywhere: one line, no traceback
         sys.stderr.write("interrupted\n")
         return 130
+    except OSError as exc:
+        # What the commands do not catch themselves: the report's own lines, on a stdout whose
+        # reader went away (`| head`: EPIPE, nothing more to say) or on a full disk.
+        with contextlib.suppress(OSError, ValueError):  # no second error at exit's flush
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if exc.errno != errno.EPIPE:
+            sys.stderr.write(f"error: cannot write the report: {exc.strerror or exc}\n")
+        return 1
     return int(result)

@@ -250,3 +250,23 @@ def test_download_and_tiny_model_refuse_what_they_cannot_use_in_one_line(tmp_pat
         r = cli(*args, cwd=tmp_path)
         assert r.returncode in (1, 2) and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.startswith(says) and "hint:" in r.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_report_that_cannot_be_written_is_one_line_not_a_traceback(tiny_text_model, tmp_path):
+    """stdout read by a command that went away (`| head`) or on a full disk: print() raised
+    BrokenPipeError or OSError out of the CLI, after the mesh file was written."""
+    command = [sys.executable, "-m", "shape_e_blender", "generate", "--prompt", "a cup"]
+    command += ["--model", str(tiny_text_model), *FAST, "-o", str(tmp_path / "cup.glb")]
+    with Path("/dev/full").open("w") as full:
+        r = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True,
+                           env=child_env(), cwd=tmp_path, timeout=600, check=False)  # fmt: skip
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.rstrip().endswith("error: cannot write the report: No space left on device")
+    gone = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=child_env(), cwd=tmp_path)  # fmt: skip
+    assert gone.stdout is not None
+    gone.stdout.close()  # the reader is gone before anything is printed
+    _, stderr = gone.communicate(timeout=600)
+    assert gone.returncode == 1 and b"Traceback" not in stderr and b"Error" not in stderr
+    assert (tmp_path / "cup.glb").is_file()
