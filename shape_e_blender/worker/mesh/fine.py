@@ -144,12 +144,20 @@ class _Points:
             self.evaluated = torch.cat([self.evaluated, self.evaluated.new_zeros(slots)])
             self.met = torch.cat([self.met, self.met.new_zeros(slots)])
             rows = self.row[owners]
-        return rows.long()[:, self._slot_owner] * self.per_row + self._slot_within
+        # index_select: half the time of advanced indexing for these gathers (torch 2.13, CPU)
+        return rows.long().index_select(1, self._slot_owner) * self.per_row + self._slot_within
 
     def ijk(self, positions: torch.Tensor) -> torch.Tensor:
         """(K,) positions -> (K, 3) fine indices."""
         row, slot = positions >> self._row_shift, positions & (self.per_row - 1)
-        return self.owner[row] * self.r + self._slot_offset[slot]
+        return self.owner.index_select(0, row) * self.r + self._slot_offset.index_select(0, slot)
+
+    def linear(self, positions: torch.Tensor, size: int) -> torch.Tensor:
+        """(K,) positions -> (K,) linear indices into a grid of ``size`` points per axis."""
+        steps = torch.tensor([size * size, size, 1], device=positions.device)
+        row, slot = positions >> self._row_shift, positions & (self.per_row - 1)
+        owner = (self.owner * (self.r * steps)).sum(dim=1)
+        return owner.index_select(0, row) + (self._slot_offset * steps).sum(dim=1)[slot]
 
     def distinct(self, positions: torch.Tensor) -> torch.Tensor:
         """The distinct positions among ``positions``, in increasing order (no sort: a mark)."""
@@ -171,7 +179,8 @@ def fine_values(
 
     ``size`` is the padded fine grid's points per axis and ``box`` its in-box index range;
     ``sdf`` takes the points as indices into that grid. Returns the points' linear indices
-    (sorted, first axis slowest), values (true, or predicted where only the sign counts) and
+    (first axis slowest; in no particular order), values (true, or predicted where only the
+    sign counts) and
     which were evaluated, how many points the field was asked, and the level's cells that were
     opened.
     """
@@ -197,7 +206,7 @@ def fine_values(
         fresh = points.distinct(at[~points.met[at]])
         ijk = points.ijk(fresh)
         in_box = ((ijk >= lo) & (ijk <= hi)).all(dim=1)
-        on_level = (ijk % r == 0).all(dim=1)
+        on_level = fresh & (points.per_row - 1) == 0  # slot 0: the owner cell's corner
         value = torch.full((len(fresh),), OUTSIDE, device=device)
         c = ijk[on_level & in_box] // r
         value[on_level & in_box] = level.values[c[:, 0], c[:, 1], c[:, 2]]
@@ -232,11 +241,7 @@ def fine_values(
         new = spill(points.ijk(done), inside, chosen, level.fill, r)
         chosen |= new
     met = points.met.nonzero()[:, 0]
-    ijk = points.ijk(met)
-    index = (ijk[:, 0] * p + ijk[:, 1]) * p + ijk[:, 2]
-    order = torch.argsort(index)
-    met = met[order]
-    return index[order], points.value[met], points.evaluated[met], asked, chosen
+    return points.linear(met, p), points.value[met], points.evaluated[met], asked, chosen
 
 
 def _resolve(

@@ -265,8 +265,8 @@ def _coarse_values(sdf: GridField, lattice: _Lattice, run: Batches) -> torch.Ten
 def _fine_values(
     sdf: GridField, lattice: _Lattice, level: Level, run: Batches
 ) -> tuple[np.ndarray, np.ndarray, int, torch.Tensor]:
-    """The fine points marching cubes needs (fine.py), as sorted linear indices into the padded
-    fine grid and their values, how many the field was asked, and the level's cells opened."""
+    """The fine points marching cubes needs (fine.py), as linear indices into the padded fine
+    grid and their values, how many the field was asked, and the level's cells opened."""
     index, values, _, asked, chosen = fine_values(
         sdf, level, lattice.size, lattice.box, run, _check_finite
     )
@@ -300,15 +300,16 @@ def _march(
     box_lo, box_hi = lattice.box
     planes = max(2, _SLAB_BYTES // (4 * len(j_range) * len(k_range)))
     starts = list(range(lo[0], hi[0], planes - 1))
+    plane = index // (p * p)
     all_vertices, all_faces, count = [], [], 0
     for number, i0 in enumerate(starts, 1):
         ranges = (np.arange(i0, min(i0 + planes - 1, hi[0]) + 1), j_range, k_range)
         origin = np.array([r[0] for r in ranges])
         volume = _spread(fill, [np.minimum(r // s, n - 1) for r in ranges])
-        first, last = np.searchsorted(index, [origin[0] * p * p, (ranges[0][-1] + 1) * p * p])
-        at = index[first:last]
-        local = (at // (p * p) - origin[0], (at // p) % p - origin[1], at % p - origin[2])
-        volume[local] = values[first:last]
+        inside = (plane >= ranges[0][0]) & (plane <= ranges[0][-1])
+        at = index[inside]
+        local = (plane[inside] - origin[0], (at // p) % p - origin[1], at % p - origin[2])
+        volume[local] = values[inside]
         for dim, r in enumerate(ranges):
             outside = (r < box_lo) | (r > box_hi)
             volume[(slice(None),) * dim + (outside,)] = OUTSIDE
@@ -336,12 +337,11 @@ def _march(
 
 
 def _spread(cells: np.ndarray, index: list[np.ndarray]) -> np.ndarray:
-    """``cells[np.ix_(*index)]`` for indices that never decrease and step by at most 1, as
-    they do from a fine range to its cells: each cell repeated, axis by axis (a fifth of the
-    general gather's time on a grid-256 slab)."""
-    out = cells[tuple(slice(int(i[0]), int(i[-1]) + 1) for i in index)]
-    for axis, i in enumerate(index):
-        out = np.repeat(out, np.bincount(i - i[0]), axis=axis)
+    """``cells[np.ix_(*index)]``, one axis at a time from the last (a tenth to a twentieth of
+    the time of the 3-D fancy index on a grid-256 slab: each take copies whole rows)."""
+    out = cells
+    for axis in (2, 1, 0):
+        out = np.take(out, index[axis], axis=axis)
     return out
 
 
