@@ -64,6 +64,14 @@ def _tables(r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 @functools.cache
+def _cell_offsets(r: int) -> torch.Tensor:
+    """The slots of a block's points at the lower corners of its r^3 cells, in the order of
+    _cell_bits (product(range(r), repeat=3))."""
+    q = r + 1
+    return torch.tensor([(i * q + j) * q + k for i, j, k in product(range(r), repeat=3)])
+
+
+@functools.cache
 def _cell_bits(q: int) -> tuple[int, ...]:
     """For a block of q^3 points (slot (a q + b) q + c), each of its (q - 1)^3 cells' corners as
     a bit mask over the slots."""
@@ -75,19 +83,29 @@ def _cell_bits(q: int) -> tuple[int, ...]:
     )
 
 
-def _corners_of_crossed_cells(inside: torch.Tensor, q: int) -> torch.Tensor:
-    """(B, q^3) bool, the signs of a batch of blocks -> (B, q^3): the points that are a corner
-    of a cell of their block whose corners' signs disagree.
+def _crossed_cells(inside: torch.Tensor, q: int) -> torch.Tensor:
+    """(B, q^3) bool, the signs of a batch of blocks -> (B, (q - 1)^3): which cells of each
+    block have corners whose signs disagree (cells in the order of product(range(q - 1), ...)).
 
     Each block's signs packed into one int32, each cell tested with its corner mask: the same
-    answer as refine.crossed and refine.corner_points on (B, q, q, q), a tenth of their time
-    (eight strided views a reduction) on the 10^5 blocks of a grid-256 fine stage."""
+    answer as refine.crossed on (B, q, q, q), a tenth of its time (eight strided views a
+    reduction) on the 10^5 blocks of a grid-256 fine stage."""
     shifts = torch.arange(q**3, dtype=torch.int32, device=inside.device)
     code = (inside.int() << shifts).sum(dim=1, dtype=torch.int32)
-    needed = torch.zeros_like(code)
-    for mask in _cell_bits(q):
-        signs = code & mask
-        needed |= torch.where((signs != 0) & (signs != mask), mask, 0)
+    signs = [code & mask for mask in _cell_bits(q)]
+    return torch.stack(
+        [(s != 0) & (s != mask) for s, mask in zip(signs, _cell_bits(q), strict=True)], dim=1
+    )
+
+
+def _corners_of_crossed_cells(inside: torch.Tensor, q: int) -> torch.Tensor:
+    """(B, q^3) bool, the signs of a batch of blocks -> (B, q^3): the points that are a corner
+    of a cell of their block whose corners' signs disagree (as refine.corner_points would)."""
+    shifts = torch.arange(q**3, dtype=torch.int32, device=inside.device)
+    crossed = _crossed_cells(inside, q)
+    needed = torch.zeros(len(inside), dtype=torch.int32, device=inside.device)
+    for cell, mask in enumerate(_cell_bits(q)):
+        needed |= torch.where(crossed[:, cell], mask, 0)
     return (needed[:, None] >> shifts) & 1 == 1
 
 
@@ -173,7 +191,7 @@ def fine_values(
     box: tuple[int, int],
     run: Batches,
     check: Callable[[torch.Tensor], None],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, torch.Tensor, torch.Tensor]:
     """The fine points marching cubes needs in the cells ``level`` chose, and in the cells the
     surface spills into from them (see the module docstring).
 
@@ -181,14 +199,16 @@ def fine_values(
     ``sdf`` takes the points as indices into that grid. Returns the points' linear indices
     (first axis slowest; in no particular order), values (true, or predicted where only the
     sign counts) and
-    which were evaluated, how many points the field was asked, and the level's cells that were
-    opened.
+    which were evaluated, how many points the field was asked, the level's cells that were
+    opened, and the fine cells the surface crosses ((C, 3) lower corners; every corner of
+    them evaluated).
     """
     r, device, p = level.stride, run.device, size
     offsets, corner_slots, weights = (t.to(device) for t in _tables(r))
     lo, hi = box
     points = _Points(level.active.shape[0], r, device)
     where = torch.empty((0, len(offsets)), dtype=torch.long, device=device)  # each block's points
+    blocks = torch.empty((0, 3), dtype=torch.long, device=device)  # each block's level cell
     chosen, new, asked = level.active.clone(), level.active, 0
 
     def evaluate(positions: torch.Tensor) -> torch.Tensor:
@@ -220,6 +240,7 @@ def fine_values(
         points.met[fresh] = True
         start = len(where)
         where = torch.cat([where, at])
+        blocks = torch.cat([blocks, cells])
         corner = points.value[at[:, corner_slots]]
         # A cell the level chose with corners of one sign: its field may reach zero between
         # them (refine's near-zero test), where no interpolation of the corners can: whole.
@@ -241,7 +262,17 @@ def fine_values(
         new = spill(points.ijk(done), inside, chosen, level.fill, r)
         chosen |= new
     met = points.met.nonzero()[:, 0]
-    return points.linear(met, p), points.value[met], points.evaluated[met], asked, chosen
+    # The fine cells whose signs disagree, each in one block: all their corners are evaluated.
+    crossed = _crossed_cells(points.value[where] > 0, r + 1)
+    cells = (r * blocks[:, None, :] + offsets[_cell_offsets(r).to(device)])[crossed]
+    return (
+        points.linear(met, p),
+        points.value[met],
+        points.evaluated[met],
+        asked,
+        chosen,
+        cells,
+    )
 
 
 def _resolve(
@@ -287,7 +318,7 @@ def last_level(
     t, m = 2, 2 * parent.active.shape[0] + 1
     lo, hi = box
     relative = Level(2, parent.values, parent.active, parent.fill)
-    index, value, evaluated, asked, chosen = fine_values(
+    index, value, evaluated, asked, chosen, _ = fine_values(
         lambda ijk: sdf(ijk * t), relative, m, (-(-lo // t), hi // t), run, check
     )
     signs = torch.full((m, m, m), math.nan, dtype=torch.float32, device=index.device)

@@ -65,7 +65,7 @@ from ...core.params import SETTINGS
 from .batches import Batches, Field, GridField
 from .cleanup import drop_small_parts, weld, zero_area
 from .fine import fine_values, last_level
-from .refine import OUTSIDE, Level, coarse_level, dilate, finer_level, halving
+from .refine import OUTSIDE, Level, coarse_level, finer_level, halving
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def extract_mesh(
         level, count = step(at, level, lattice.box, lattice.spacing, run, _check_finite)
         evaluated += count
     run.start_stage(0.8)
-    index, values, fine_count, chosen = _fine_values(at, lattice, level, run)
+    index, values, fine_count, crossed = _fine_values(at, lattice, level, run)
     if not (values > 0).any() and not bool((coarse > 0).any()):
         raise _no_surface("every grid point is outside the shape (the field is negative)")
     log.info(
@@ -172,7 +172,9 @@ def extract_mesh(
     )
 
     run.start_stage(0.9)
-    vertices, faces, seams = _march(lattice, level, chosen, index, values, run)
+    if not len(crossed):
+        raise _no_surface("marching cubes found no faces")
+    vertices, faces, seams = _march(lattice, crossed, index, values, run)
     # Copies of a vertex come only from two slabs' shared plane, or from a grid point where the
     # field is exactly zero (the vertex then lies on it).
     on_point = (vertices == np.floor(vertices)).all(axis=1)
@@ -264,85 +266,62 @@ def _coarse_values(sdf: GridField, lattice: _Lattice, run: Batches) -> torch.Ten
 
 def _fine_values(
     sdf: GridField, lattice: _Lattice, level: Level, run: Batches
-) -> tuple[np.ndarray, np.ndarray, int, torch.Tensor]:
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
     """The fine points marching cubes needs (fine.py), as linear indices into the padded fine
-    grid and their values, how many the field was asked, and the level's cells opened."""
-    index, values, _, asked, chosen = fine_values(
+    grid and their values, how many the field was asked, and the fine cells the surface
+    crosses (lower corners)."""
+    index, values, _, asked, _, crossed = fine_values(
         sdf, level, lattice.size, lattice.box, run, _check_finite
     )
-    return index.cpu().numpy(), values.cpu().numpy(), asked, chosen
+    return index.cpu().numpy(), values.cpu().numpy(), asked, crossed.cpu().numpy()
 
 
 def _march(
-    lattice: _Lattice,
-    level: Level,
-    chosen: torch.Tensor,
-    index: np.ndarray,
-    values: np.ndarray,
-    run: Batches,
+    lattice: _Lattice, crossed: np.ndarray, index: np.ndarray, values: np.ndarray, run: Batches
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Marching cubes over the fine grid, slab by slab. Vertices in fine index space (float64),
-    faces, and the first-axis planes two slabs share (float64).
+    """Marching cubes over the fine cells the surface crosses, slab by slab. Vertices in fine
+    index space (float64), faces, and the first-axis planes two slabs share (float64).
 
-    ``chosen`` are the last level's cells whose fine points are in ``values`` (evaluated, or
-    predicted where only the sign counts); any other fine point takes the sign of its cell at
-    the last level (``level.fill``).
+    Every corner of a crossed cell was evaluated (fine.py), and no other cell holds a triangle
+    (a cell whose signs all agree has none), so the mask names exactly those cells and the
+    volume holds only the points found: the rest of it is never read.
     """
-    s, p, n = level.stride, lattice.size, level.active.shape[0]
-    # Cells next to evaluated ones are marched too: a value on an evaluated cell's face that
-    # disagrees with the neighbour's sign still gets a closed surface.
-    march = dilate(chosen).cpu().numpy()
-    fill = level.fill.cpu().numpy()
-    where = np.nonzero(march)
-    lo = [int(w.min()) * s for w in where]
-    hi = [min((int(w.max()) + 1) * s, p - 1) for w in where]
-    j_range, k_range = np.arange(lo[1], hi[1] + 1), np.arange(lo[2], hi[2] + 1)
-    box_lo, box_hi = lattice.box
-    planes = max(2, _SLAB_BYTES // (4 * len(j_range) * len(k_range)))
-    starts = list(range(lo[0], hi[0], planes - 1))
-    plane = index // (p * p)
+    p = lattice.size
+    lo = crossed.min(axis=0)
+    hi = crossed.max(axis=0) + 1  # the far corners
+    shape = hi - lo + 1
+    planes = max(2, _SLAB_BYTES // (4 * int(shape[1]) * int(shape[2])))
+    starts = list(range(int(lo[0]), int(hi[0]), planes - 1))
+    # The points inside the crossed cells' box, each axis relative to its corner.
+    point = [index // (p * p) - lo[0], index // p % p - lo[1], index % p - lo[2]]
+    keep = np.ones(len(index), dtype=bool)
+    for axis, size in enumerate(shape):
+        keep &= (point[axis] >= 0) & (point[axis] < size)
+    point, values = [a[keep] for a in point], values[keep]
+    cell = crossed - lo
     all_vertices, all_faces, count = [], [], 0
     for number, i0 in enumerate(starts, 1):
-        ranges = (np.arange(i0, min(i0 + planes - 1, hi[0]) + 1), j_range, k_range)
-        origin = np.array([r[0] for r in ranges])
-        volume = _spread(fill, [np.minimum(r // s, n - 1) for r in ranges])
-        inside = (plane >= ranges[0][0]) & (plane <= ranges[0][-1])
-        at = index[inside]
-        local = (plane[inside] - origin[0], (at // p) % p - origin[1], at % p - origin[2])
-        volume[local] = values[inside]
-        for dim, r in enumerate(ranges):
-            outside = (r < box_lo) | (r > box_hi)
-            volume[(slice(None),) * dim + (outside,)] = OUTSIDE
+        i1 = min(i0 + planes - 1, int(hi[0]))
+        first = i0 - int(lo[0])
+        origin = np.array([i0, lo[1], lo[2]])
+        # Zeros are not written to memory until touched (calloc): the unread rest costs nothing.
+        volume = np.zeros((i1 - i0 + 1, *shape[1:]), dtype=np.float32)
+        mine = (point[0] >= first) & (point[0] <= first + i1 - i0)
+        volume[point[0][mine] - first, point[1][mine], point[2][mine]] = values[mine]
         # skimage marches the cell whose far corner the mask marks (checked with 0.26): point q
-        # stands for the cell at q - 1. The ring of marched cells around the active ones keeps
-        # this right even if that convention changed.
-        mask = _spread(march, [np.minimum(np.maximum(r - 1, 0) // s, n - 1) for r in ranges])
-        if (volume > 0).any() and (volume <= 0).any():
-            try:
-                verts, faces, _, _ = marching_cubes(
-                    volume, 0.0, gradient_direction="ascent", mask=mask
-                )
-            except RuntimeError as exc:
-                # Both signs in the slab, but every crossing lies outside the mask: nothing here.
-                if "No surface found" not in str(exc):
-                    raise
-            else:
-                all_vertices.append(verts.astype(np.float64) + origin)
-                all_faces.append(faces.astype(np.int64) + count)
-                count += len(verts)
+        # stands for the cell at q - 1.
+        mask = np.zeros(volume.shape, dtype=bool)
+        here = cell[(cell[:, 0] >= first) & (cell[:, 0] < first + i1 - i0)]
+        if len(here):
+            mask[here[:, 0] - first + 1, here[:, 1] + 1, here[:, 2] + 1] = True
+            verts, faces, _, _ = marching_cubes(volume, 0.0, gradient_direction="ascent", mask=mask)
+            all_vertices.append(verts.astype(np.float64) + origin)
+            all_faces.append(faces.astype(np.int64) + count)
+            count += len(verts)
         run.advance(number / len(starts))
     if not all_vertices:
         raise _no_surface("marching cubes found no faces")
     return np.concatenate(all_vertices), np.concatenate(all_faces), np.array(starts[1:], float)
-
-
-def _spread(cells: np.ndarray, index: list[np.ndarray]) -> np.ndarray:
-    """``cells[np.ix_(*index)]``, one axis at a time from the last (a tenth to a twentieth of
-    the time of the 3-D fancy index on a grid-256 slab: each take copies whole rows)."""
-    out = cells
-    for axis in (2, 1, 0):
-        out = np.take(out, index[axis], axis=axis)
-    return out
 
 
 def _check_finite(values: torch.Tensor) -> None:
