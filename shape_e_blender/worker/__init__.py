@@ -9,6 +9,15 @@
 """
 
 import logging as _logging
+import os as _os
+
+# torch's CPU kernels run on an OpenMP team of one thread per core, whose idle threads spin. Beside
+# a busy Blender or another worker one of them is often descheduled while the others spin
+# waiting for it: the renderer's MLP ran 2.9x slower beside one busy process and 5.7x beside
+# three; with OMP_WAIT_POLICY=PASSIVE (waiting threads sleep) 1.7x and 2.8x, for 6 % more on an
+# idle machine (benchmarks/bench_threads.py, docs/performance.md). It must be set before torch
+# loads OpenMP, which no worker process has done yet here; a value the user set is kept.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 class _NotWrong(_logging.Filter):
