@@ -239,6 +239,13 @@ class Engine:
             except ShapEError as err:
                 if err.code != NO_SURFACE:
                     raise
+                if params.mode == "latent":  # no seed or prompt to change: the grid or a new job
+                    err = replace(
+                        err,
+                        hint=f"decode it at another grid_size than {params.grid_size}, or "
+                        "generate again with another seed",
+                        field="latent",
+                    )
                 log.warning("variant %d: %s", i, err)
                 meshes.append(MeshEntry(variant=i, seed=seeds[i], error=err))
                 continue

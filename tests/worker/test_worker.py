@@ -20,13 +20,6 @@ from .workerproc import WorkerProcess
 FAST = {"steps": 3, "grid_size": 32}
 
 
-@pytest.fixture(scope="module")
-def worker(tmp_path_factory):
-    w = WorkerProcess(tmp_path_factory.mktemp("jobs"))
-    yield w
-    w.kill()
-
-
 def _mesh(result: dict, variant: int = 0) -> MeshData:
     return MeshData.load(result["meshes"][variant]["path"])
 
@@ -261,7 +254,12 @@ def test_errors_inside_a_job_leave_the_worker_alive(worker, tiny_text_model, tmp
     )
     assert msg["error"]["code"] == NO_SURFACE
     assert json.loads((flat_job / "error.json").read_text()) == {"error": msg["error"]}
-    assert "no surface" in msg["error"]["message"] and "seed" in msg["error"]["data"]["hint"]
+    assert "no surface" in msg["error"]["message"]
+    # A latent has no prompt or seed to change: its hint is another grid, or a new job.
+    assert (
+        "grid_size" in msg["error"]["data"]["hint"] and "prompt" not in msg["error"]["data"]["hint"]
+    )
+    assert msg["error"]["data"]["field"] == "latent"
     hello, _ = worker.call("hello")
     assert hello["result"]["protocol"] == PROTOCOL_VERSION
 
