@@ -90,7 +90,7 @@ class Asset:
     @property
     def folder(self) -> Path | None:
         """The library folder, absolute (a "//" path is relative to the saved .blend)."""
-        return Path(bpy.path.abspath(self.library)) if self.library else None
+        return Path(bpy.path.abspath(self.library)).expanduser() if self.library else None
 
     def checked(self) -> Asset:
         """This asset place, once saving into it is known to work: raises naming
@@ -100,6 +100,13 @@ class Asset:
         if folder is None:
             return self
         fix = "choose a writable asset library folder in the add-on's preferences (or none)"
+        if not self.library.startswith("//") and not Path(self.library).expanduser().is_absolute():
+            # Relative to nothing an artist chose: Blender's working folder, wherever it started.
+            raise invalid(
+                "asset_library",
+                f"{self.library!r} is a relative path",
+                "choose an absolute folder, or one starting with // for beside the .blend file",
+            )
         if self.library.startswith("//") and not bpy.data.filepath:
             raise invalid(
                 "asset_library",

@@ -314,6 +314,7 @@ def test_mark_asset_at_generation_and_errors(scene, text_model, tmp_path):
     [
         ("{file}/library", "Shap-E", "asset_library: cannot save assets into"),
         ("//library", "Shap-E", "asset_library: '//library' is relative to the .blend file"),
+        ("relative/library", "Shap-E", "asset_library: 'relative/library' is a relative path"),
         ("{tmp}/library", "Shap-E:Props", "asset_catalog: 'Shap-E:Props' holds a ':'"),
     ],
 )
