@@ -119,6 +119,15 @@ def frozen(popen: subprocess.Popen):
             os.kill(popen.pid, signal.SIGCONT)
 
 
+def interrupt(popen: subprocess.Popen, signum: int, timeout: float = 300.0) -> tuple[Any, Any]:
+    """Send ``signum`` to a running child while it is frozen (its job cannot end before the
+    signal is there), let it go on and wait for its end: its (stdout, stderr)."""
+    os.kill(popen.pid, signal.SIGSTOP)
+    os.kill(popen.pid, signum)
+    os.kill(popen.pid, signal.SIGCONT)
+    return popen.communicate(timeout=timeout)
+
+
 @contextlib.contextmanager
 def small_disk(folder: Path, size: str = "300k"):
     """``folder`` on a file system of ``size`` bytes (a tmpfs) inside the block: a disk that

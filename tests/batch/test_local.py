@@ -17,7 +17,7 @@ from shape_e_blender.batch.local import devices_for, run_local
 from shape_e_blender.client.client import WorkerClient
 from shape_e_blender.core import jobdir, jobkey
 from shape_e_blender.core.spec import load_spec
-from tests.support import until_no_worker_serves
+from tests.support import interrupt, until_no_worker_serves
 from tests.worker.workerproc import child_env, run_python
 
 
@@ -143,10 +143,7 @@ def test_a_scene_run_sent_sigterm_cancels_its_jobs_and_stops_its_workers(tmp_pat
         for raw in scene.stderr:
             if b": decoding on" in raw:
                 break
-        os.kill(scene.pid, signal.SIGSTOP)  # the job cannot end before the signal is there
-        os.kill(scene.pid, signal.SIGTERM)
-        os.kill(scene.pid, signal.SIGCONT)
-        _, stderr = scene.communicate(timeout=300)
+        _, stderr = interrupt(scene, signal.SIGTERM)
     finally:
         if scene.poll() is None:
             scene.kill()

@@ -18,6 +18,7 @@ from tests.support import (
     REPO,
     WORKER_PYTHON,
     child_env,
+    interrupt,
     run_blender_script,
     run_child,
     until_no_worker_serves,
@@ -238,8 +239,6 @@ def test_a_bad_spec_or_a_mix_of_forms_is_refused_before_blender_starts(tmp_path)
 
 
 def test_the_progress_is_one_line_redrawn_on_a_terminal_and_a_line_per_stage_elsewhere():
-    import os
-
     from shape_e_blender.blender.console import ProgressLine
     from shape_e_blender.blender.status import Status
 
@@ -299,10 +298,7 @@ def test_a_build_stopped_mid_job_cancels_it_saves_nothing_and_leaves_no_worker(
             if "Extracting mesh" in seen[-1]:
                 break
         assert len(workers_serving(jobs)) == 1
-        os.kill(blender.pid, signal.SIGSTOP)  # the job cannot end before the signal is there
-        os.kill(blender.pid, signum)
-        os.kill(blender.pid, signal.SIGCONT)
-        stdout, stderr = blender.communicate(timeout=300)
+        stdout, stderr = interrupt(blender, signum)
     finally:
         if blender.poll() is None:
             blender.kill()

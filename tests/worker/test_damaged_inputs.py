@@ -14,16 +14,7 @@ import pytest
 
 from shape_e_blender.core.errors import INVALID_PARAMS, MODEL_UNAVAILABLE
 
-from .workerproc import WorkerProcess
-
 FAST = {"steps": 2, "grid_size": 32}
-
-
-@pytest.fixture(scope="module")
-def worker(tmp_path_factory):
-    w = WorkerProcess(tmp_path_factory.mktemp("jobs"))
-    yield w
-    w.kill()
 
 
 def _json(text: str) -> Callable[[Path], None]:
