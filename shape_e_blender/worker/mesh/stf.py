@@ -38,9 +38,15 @@ Coarse to fine
 
 Marching cubes
     scikit-image's Lewiner marching cubes at level 0, on slabs of at most 32 MiB along the first
-    axis, masked to the cells near active ones. Seam vertices come out bit-identical from both
-    slabs (same two values, same arithmetic) and are welded; faces are wound counter-clockwise
-    seen from outside.
+    axis, masked to exactly the fine cells the surface crosses (fine.py hands them over, every
+    corner of them evaluated), so the rest of each slab's volume is never read. Seam vertices
+    come out bit-identical from both slabs (same two values, same arithmetic) and are welded;
+    faces are wound counter-clockwise seen from outside.
+
+Asking by grid index
+    Every signed distance is asked at a grid point: given ``sdf_on_grid`` (LatentField's), it is
+    asked by the point's indices, and the MLP's first layer is then the sum of three per-axis
+    tables instead of 93 sines and a 93-wide layer per point (field.py).
 
 Why not diffusers' ``decode_to_mesh``
     Its marching-cubes table ships only inside the real renderer weights (a renderer built from
