@@ -22,8 +22,11 @@ specks (stf.MIN_PART_FRACTION).
 
 The stride-2 level has no near-zero test either (refine.py), so it is asked the same way, one
 level up: ``last_level`` predicts its points from the stride-4 level's cells. A stride-4 cell
-chosen by the near-zero test alone (its corners agree) is asked whole, at both stages: there
-the field may reach zero where no interpolation of the corners does.
+chosen by the near-zero test alone (its corners agree) is not predicted: there the field may
+reach zero where no interpolation of the corners does. Its centre is asked first, and then the
+corners of those of its 8 stride-2 cells that the centre's and the corners' values, with the
+level's slope bound, do not prove free of zero (``_near_zero``): 4 to 7 % fewer signed
+distances at grid 256 on latents sampled by the prior, 11 % on the tiny models' fields.
 
 Trilinear interpolation agrees along a face shared by two cells (both reduce to the face's
 bilinear), so a point has one prediction whichever cell it is seen from; a point on the face of
@@ -243,12 +246,11 @@ def fine_values(
         blocks = torch.cat([blocks, cells])
         corner = points.value[at[:, corner_slots]]
         # A cell the level chose with corners of one sign: its field may reach zero between
-        # them (refine's near-zero test), where no interpolation of the corners can: whole.
+        # them (refine's near-zero test), where no interpolation of the corners can.
         agree = (corner > 0).all(dim=1) | (corner <= 0).all(dim=1)
-        whole = points.distinct(at[agree & level.active[cells.unbind(1)]].reshape(-1))
-        whole = whole[~points.evaluated[whole]]
-        points.value[whole] = evaluate(whole)
-        points.evaluated[whole] = True
+        near = agree & level.active[cells.unbind(1)]
+        reach = None if level.reach is None else level.reach[cells[near].unbind(1)]
+        whole = _near_zero(points, at[near], corner[near], reach, evaluate)
         # Predict the rest from the cells' corners. A point met before keeps its prediction:
         # the same interpolation of the same face, but a different rounding could flip the sign
         # of one near zero in a cell resolved already.
@@ -273,6 +275,59 @@ def fine_values(
         chosen,
         cells,
     )
+
+
+@functools.cache
+def _octant_slots() -> torch.Tensor:
+    """(8, 8): for a block of 3^3 points (r = 2), the slots of the corners of each of its 8
+    cells, the cell at offset (a, b, c) in the order of product((0, 1), repeat=3)."""
+    return torch.tensor(
+        [
+            [((a + i) * 3 + b + j) * 3 + c + k for i, j, k in product((0, 1), repeat=3)]
+            for a, b, c in product((0, 1), repeat=3)
+        ]
+    )
+
+
+def _near_zero(
+    points: _Points,
+    at: torch.Tensor,
+    corner: torch.Tensor,
+    reach: torch.Tensor | None,
+    evaluate: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Evaluate the points of the blocks of cells chosen by the near-zero test alone (``at``,
+    their positions; ``corner``, their corners' values) where the field may reach zero; returns
+    the positions evaluated.
+
+    With ``reach`` (the level's slope bound L times the cell's edge e) and r = 2, the cell's
+    centre is asked first. The field is within L |x - p| of its value at any point p, so zero
+    is out of reach at x when |x - p| < |v(p)| / L for some evaluated p. Each of the cell's 8
+    fine cells (edge e / 2) has one of its corners c and the centre m at opposite corners, and
+    every x in it has |x - c|^2 + |x - m|^2 <= 3 (e / 2)^2 (the sum peaks at the fine cell's
+    corners): when v(c)^2 + v(m)^2 > 3 (L e / 2)^2 the two balls cover it, and it is left to
+    its corners' sign. Only the corners of the other fine cells are asked: on latents sampled
+    by the prior, 60 % of these fine cells are covered. A centre of the other sign, or a cell
+    the box's face cuts (NaN reach), is asked whole."""
+    done = [at[:0, 0]]
+
+    def ask(positions: torch.Tensor) -> None:
+        todo = points.distinct(positions.reshape(-1))
+        todo = todo[~points.evaluated[todo]]  # the level's corners; points beyond the box
+        points.value[todo] = evaluate(todo)
+        points.evaluated[todo] = True
+        done.append(todo)
+
+    if len(at) and reach is not None and points.r == 2:
+        centre = at[:, 13]  # offset (1, 1, 1)
+        ask(centre)
+        m = points.value[centre]
+        same = (m > 0) == (corner[:, 0] > 0)
+        covered = same[:, None] & (corner**2 + (m**2)[:, None] > 0.75 * (reach**2)[:, None])
+        at = at[:, _octant_slots().to(at.device)][~covered]  # the open fine cells' corners
+    if len(at):
+        ask(at)
+    return torch.cat(done)
 
 
 def _resolve(
@@ -317,7 +372,7 @@ def last_level(
         raise ValueError(f"the stride-2 level follows a stride-4 one, not {parent.stride}")
     t, m = 2, 2 * parent.active.shape[0] + 1
     lo, hi = box
-    relative = Level(2, parent.values, parent.active, parent.fill)
+    relative = Level(2, parent.values, parent.active, parent.fill, parent.reach)
     index, value, evaluated, asked, chosen, _ = fine_values(
         lambda ijk: sdf(ijk * t), relative, m, (-(-lo // t), hi // t), run, check
     )

@@ -63,6 +63,10 @@ class Level:
     values: torch.Tensor  # (m, m, m) float32
     active: torch.Tensor  # (m - 1,)^3 bool
     fill: torch.Tensor  # (m - 1,)^3 float32, +1 or -1
+    # (m - 1,)^3 float32 where the near-zero test ran: per cell, the slope bound L times the
+    # cell's edge, the most the field can change over one edge (NaN for a cell the box's face
+    # cuts, whose far corners are padding); None where it did not run.
+    reach: torch.Tensor | None = None
 
 
 def corners(grid: torch.Tensor, op: Callable[..., torch.Tensor]) -> torch.Tensor:
@@ -120,10 +124,12 @@ def select(
     spacing: float,
     box: tuple[int, int],
     near: bool,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Active cells among ``candidates``: sign changes, and with ``near`` the cells where the
-    field may reach zero between its corners (see the module docstring)."""
+    field may reach zero between its corners (see the module docstring). Also, with ``near``,
+    each cell's slope bound times its edge (Level.reach)."""
     active = crossed(values > 0)
+    reach = None
     if near:
         step = stride * spacing
         # The padding's step to OUTSIDE is not the field's slope: left out of it.
@@ -138,17 +144,18 @@ def select(
         known = ~boxed.isnan()
         count = corners(known.float(), torch.add)
         mean = corners(boxed.abs().nan_to_num(0.0), torch.add) / count.clamp(min=1)
-        reach = torch.where(count == 8, MEAN_REACH, math.sqrt(3.0))
-        active |= (count > 0) & (mean <= slope * reach * step)
-    return active & candidates
+        whole = count == 8
+        active |= (count > 0) & (mean <= slope * torch.where(whole, MEAN_REACH, 3**0.5) * step)
+        reach = torch.where(whole, slope * step, math.nan)
+    return active & candidates, reach
 
 
 def coarse_level(coarse: torch.Tensor, stride: int, spacing: float, box: tuple[int, int]) -> Level:
     """The first level: the coarse values (padding included), every cell a candidate."""
     candidates = torch.ones([coarse.shape[0] - 1] * 3, dtype=torch.bool, device=coarse.device)
-    active = select(coarse, candidates, stride, spacing, box, near=True)
+    active, reach = select(coarse, candidates, stride, spacing, box, near=True)
     fill = torch.where(coarse[:-1, :-1, :-1] > 0, 1.0, OUTSIDE).to(torch.float32)
-    return Level(stride, coarse, active, fill)
+    return Level(stride, coarse, active, fill, reach)
 
 
 def halving(stride: int) -> list[int]:
@@ -243,10 +250,10 @@ def settled(
     cell keeps the parent's sign."""
     t = parent.stride // 2
     candidates = children(chosen)
-    active = select(signs, candidates, t, spacing, box, near=near)
+    active, reach = select(signs, candidates, t, spacing, box, near=near)
     own = torch.where(signs[:-1, :-1, :-1] > 0, 1.0, OUTSIDE).to(torch.float32)
     fill = torch.where(candidates, own, children(parent.fill))
-    return Level(t, values, active, fill)
+    return Level(t, values, active, fill, reach)
 
 
 def children(cells: torch.Tensor) -> torch.Tensor:
