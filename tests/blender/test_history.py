@@ -202,6 +202,7 @@ def test_a_mesh_file_cut_short_is_refused_naming_it_and_nothing_is_imported(
 NEEDS_SIGSTOP = pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="freezes the worker")
 
 
+@pytest.mark.main_blender
 @pytest.mark.parametrize("how", [pytest.param("crash", marks=NEEDS_SIGSTOP), "quit"])
 def test_a_job_that_finished_after_blender_ended_is_listed_done_and_imports(
     scene, worker_text_model, tmp_path, how

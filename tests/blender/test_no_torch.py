@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support import REPO, WORKER_PYTHON, run_child
 
 HEAVY = ("torch", "diffusers", "transformers", "accelerate", "skimage", "trimesh", "safetensors")
@@ -28,6 +30,7 @@ addon_utils.disable("shape_e_blender", default_set=True)
 """
 
 
+@pytest.mark.main_blender
 def test_a_generation_imports_no_torch_diffusers_or_transformers_into_blender(
     tmp_path, worker_text_model
 ):

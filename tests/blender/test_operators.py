@@ -138,6 +138,7 @@ def test_cancel_mid_job_from_the_ui_path_then_the_next_job_runs(scene, text_mode
     assert "Tall lamp" in bpy.data.objects and _pid() == pid  # the same warm worker
 
 
+@pytest.mark.main_blender
 def test_killed_worker_mid_job_reports_with_a_hint_and_the_next_call_restarts(
     scene,
     text_model,
@@ -180,6 +181,7 @@ def test_a_worker_that_never_answers_ends_a_blocking_operator_and_is_stopped(sce
         tasks.tick()
 
 
+@pytest.mark.main_blender
 def test_a_worker_silent_mid_job_is_stopped_and_the_job_fails_with_its_log(
     scene, text_model, silence
 ):

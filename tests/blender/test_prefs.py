@@ -123,6 +123,7 @@ def test_download_models_needs_online_access(online, tmp_path):
         disable_addon()
 
 
+@pytest.mark.main_blender
 def test_download_models_asks_the_worker_for_both_kinds(
     tmp_path, worker_text_model, worker_image_model
 ):

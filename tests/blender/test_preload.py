@@ -54,6 +54,7 @@ def test_the_panels_first_draw_loads_the_model_and_generate_then_pays_no_start_a
     assert {"sample", "decode"} <= set(tasks.status.timings)  # test_panel checks their text
 
 
+@pytest.mark.main_blender
 def test_generate_pressed_during_the_load_waits_behind_it_and_shows_it(cold, text_model):
     assert preload.maybe_start(bpy.context, background=False)
     assert bpy.ops.shape_e.text_to_mesh(prompt="a jug", blocking=False, **FAST) == {"FINISHED"}

@@ -15,6 +15,9 @@ from shape_e_blender.core import jobdir
 from tests.blender.images import disc_png
 from tests.support import FAST, remote_command
 
+# The remote transport is the client's: no Blender version changes it.
+pytestmark = pytest.mark.main_blender
+
 
 @pytest.fixture
 def remote(addon, tmp_path, worker_text_model):

@@ -56,6 +56,7 @@ def test_scene_command_saves_a_blend_with_the_generated_object(tmp_path, worker_
     assert "Red chair" in names and "Camera" in names and "Cube" not in names
 
 
+@pytest.mark.main_blender
 def test_scene_command_without_a_model_and_no_hub_says_how_to_get_one(tmp_path):
     # No local weights (an empty cache) and no hub: the worker's model_unavailable error.
     proc = _run(
@@ -113,6 +114,7 @@ def test_a_generated_object_renders_to_a_picture(tmp_path, worker_text_model):
     assert len(colours) > 100
 
 
+@pytest.mark.main_blender
 def test_an_asset_ready_object_from_the_command_renders_to_a_picture(tmp_path, worker_text_model):
     """The dense vertex-coloured mesh beside the same shape decimated to 3,000 faces with a
     baked 512 texture, rendered with Cycles: out/asset-texture.png (the README's picture). The
@@ -186,6 +188,7 @@ size = 0.4
     return str(path)
 
 
+@pytest.mark.main_blender
 def test_a_spec_builds_a_scene_and_a_second_run_generates_nothing(tmp_path, worker_text_model):
     spec, out, jobs = _spec(tmp_path, worker_text_model), tmp_path / "props.blend", tmp_path / "j"
     args = (spec, "-o", str(out), "--jobs-dir", str(jobs), "--no-download")
@@ -208,6 +211,7 @@ def test_a_spec_builds_a_scene_and_a_second_run_generates_nothing(tmp_path, work
     assert sorted(p.name for p in jobs.iterdir() if p.is_dir()) == folders
 
 
+@pytest.mark.main_blender
 def test_a_spec_with_a_failing_object_saves_the_others_and_exits_1(tmp_path, worker_text_model):
     spec = _spec(tmp_path, worker_text_model)
     (tmp_path / "broken").mkdir()  # a model folder with nothing in it
@@ -274,6 +278,7 @@ def test_the_progress_is_one_line_redrawn_on_a_terminal_and_a_line_per_stage_els
     assert len(log.getvalue().splitlines()) == 3
 
 
+@pytest.mark.main_blender
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIGSTOP and /proc")
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_build_stopped_mid_job_cancels_it_saves_nothing_and_leaves_no_worker(

@@ -231,6 +231,7 @@ def test_the_ui_build_shows_object_i_of_n_and_cancels(scene, spec, addon):
     assert "building the spec again" in done.error.hint
 
 
+@pytest.mark.main_blender
 def test_a_spec_generated_by_two_workers_outside_blender_builds_without_generating(
     scene, spec, addon, tmp_path, worker_text_model
 ):
