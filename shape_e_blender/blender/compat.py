@@ -18,6 +18,9 @@ VERSION = (_MAJOR, _MINOR, _PATCH)
 EEVEE = "BLENDER_EEVEE_NEXT" if VERSION < (5, 0, 0) else "BLENDER_EEVEE"
 # 5.0 split the output format into a media type (image, multilayer, video) and a file format.
 HAS_MEDIA_TYPE = VERSION >= (5, 0, 0)
+# A path property that may hold "//" (relative to the .blend) says so from 4.5 on, which warns
+# when one is set without it; 4.2 does not know the option.
+BLEND_RELATIVE_PATH: set[str] = {"PATH_SUPPORTS_BLEND_RELATIVE"} if VERSION >= (4, 5, 0) else set()
 
 
 def draw_too_old(layout: Any) -> bool:

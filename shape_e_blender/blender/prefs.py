@@ -188,6 +188,7 @@ class ShapEPreferences(bpy.types.AddonPreferences):
             "assets stay in the current file"
         ),
         subtype="DIR_PATH",
+        options=compat.BLEND_RELATIVE_PATH,
         default="",
     )
     asset_catalog: StringProperty(
