@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import struct
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -95,13 +95,19 @@ def check_output(path: str | Path) -> str:
             "choose an output in a folder",
             "output",
         )
-    if not os.access(parent, os.W_OK):
+    # A file made and dropped there, rather than os.access: that says yes to root everywhere,
+    # including /proc and /sys, where the job then ran to its end and failed on writing.
+    # TemporaryFile leaves nothing behind (on Linux it has no name at all).
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as err:
         raise ShapEError(
             INVALID_PARAMS,
-            f"output: {parent} cannot be written to (no permission, or a read-only file system)",
+            f"output: {parent} cannot be written to ({err.strerror or err})",
             "choose an output in a writable folder",
             "output",
-        )
+        ) from None
     return suffix
 
 

@@ -270,3 +270,16 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_job(tmp_path):
         assert info.value.field == "output" and says in info.value.message, output
     assert check_output(tmp_path / "new" / "folder" / "chair.glb") == ".glb"  # made when written
     assert list(tmp_path.rglob("*.part")) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_output_in_a_folder_that_takes_no_files_is_refused_even_for_root(tmp_path):
+    """/proc lets root pass os.access(W_OK) yet takes no new file: tried, not asked."""
+    from shape_e_blender.core.errors import ShapEError
+    from shape_e_blender.worker.mesh.export import check_output
+
+    with pytest.raises(ShapEError) as info:
+        check_output("/proc/chair.glb")
+    assert info.value.field == "output" and "/proc cannot be written to" in info.value.message
+    assert check_output(tmp_path / "chair.glb") == ".glb"
+    assert list(tmp_path.iterdir()) == []  # the trial file is gone
