@@ -309,7 +309,7 @@ class Engine:
         try:  # loading, or moving to the device, can run out of memory like any stage
             return self.models.get(kind, folder, choice)
         except (RuntimeError, MemoryError) as exc:
-            mapped = map_runtime_error(exc, "loading")
+            mapped = map_runtime_error(exc, "loading", choice.device_type)
             if mapped is None:
                 raise
             raise mapped from exc

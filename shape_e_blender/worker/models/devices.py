@@ -21,6 +21,9 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 _OOM_HINTS = {
     "loading": "close other programs that use the GPU's memory, or choose device cpu",
+    # In the machine's memory: "choose device cpu" would change nothing. fp32 weights of the
+    # released models: 316 M + 124 M + 226 M parameters, 2.7 GB.
+    "loading in memory": "close other programs to free memory: the released models take about 3 GB",
     "sampling": "choose precision fp16 or fewer variants",
     "decoding": "choose a smaller grid_size (128 is the usual) or fewer variants",
 }
@@ -199,10 +202,13 @@ def versions() -> dict[str, str]:
     return out
 
 
-def map_runtime_error(exc: BaseException, stage: str) -> ShapEError | None:
+def map_runtime_error(
+    exc: BaseException, stage: str, device_type: str | None = None
+) -> ShapEError | None:
     """A ShapEError for errors with a known remedy (running out of memory), else None.
 
-    ``stage`` is "loading", "sampling" or "decoding"; it picks the hint. Shared by sampling and
+    ``stage`` is "loading", "sampling" or "decoding"; it picks the hint, and for loading so does
+    ``device_type`` ("cuda": a GPU's memory; any other: the machine's). Shared by sampling and
     the engine's loading and decoding so all say the same thing.
     """
     if isinstance(exc, ShapEError):
@@ -220,5 +226,8 @@ def map_runtime_error(exc: BaseException, stage: str) -> ShapEError | None:
     return ShapEError(
         OUT_OF_MEMORY,
         f"out of memory while {stage}: {first_line}",
-        _OOM_HINTS.get(stage, "choose smaller settings or fewer variants"),
+        _OOM_HINTS.get(
+            f"{stage} in memory" if device_type not in (None, "cuda") else stage,
+            _OOM_HINTS.get(stage, "choose smaller settings or fewer variants"),
+        ),
     )
