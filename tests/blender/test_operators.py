@@ -317,6 +317,11 @@ def test_camera_to_mesh_renders_the_camera_and_imports(tmp_path, worker_image_mo
     assert (image.parent / "0" / "mesh.npz").is_file()
     assert result["settings"]["guidance_scale"] == 3.0
     assert result["render_restored"], "the scene's render settings must come back"
+    # The asset options: decimated, a 64-pixel base-colour texture, 0.5 m at its largest.
+    assert result["settings"]["faces"] == 500 and result["settings"]["texture_size"] == 64
+    assert 500 * 0.95 <= result["polygons"] <= 500 * 1.05
+    assert result["texture_images"] == [[64, 64]]
+    assert abs(result["largest_dimension"] - 0.5) < 1e-4
 
 
 # A UI call that kills a worker sends a signal and returns; the reader threads reap it. This

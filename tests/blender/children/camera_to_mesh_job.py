@@ -3,8 +3,9 @@
     python -m tests.blender.children.camera_to_mesh_job JOBS_DIR TINY_IMAGE_MODEL WORKER_PYTHON
 
 Builds a small scene (a floor, a cube, a light, a camera looking at the cube), runs
-``bpy.ops.shape_e.camera_to_mesh(selected_only=True)`` in background (blocking) mode and prints
-``RESULT {json}``: the created objects, their settings and whether the render settings came back.
+``bpy.ops.shape_e.camera_to_mesh(selected_only=True)`` with the asset options (faces, texture,
+size) in background (blocking) mode and prints ``RESULT {json}``: the created objects, their
+settings, size and textures, and whether the render settings came back.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ def main() -> int:
     p.worker_python, p.jobs_dir, p.image_model = worker_python, jobs_dir, model
     render = bpy.context.scene.render
     before = (render.resolution_x, render.engine, render.film_transparent)
-    result = bpy.ops.shape_e.camera_to_mesh(selected_only=True, steps=2, grid_size=32)
+    # With the asset options: the camera's render goes down the image path's whole way.
+    result = bpy.ops.shape_e.camera_to_mesh(
+        selected_only=True, steps=2, grid_size=32, faces=500, texture_size=64, size=0.5
+    )
     after = (render.resolution_x, render.engine, render.film_transparent)
     objects = [bpy.data.objects[n] for n in tasks.status.objects]
     settings = objects[0]["shape_e"].to_dict() if objects else {}
@@ -55,6 +59,14 @@ def main() -> int:
         "settings": settings,
         "job_dir": settings.get("job_dir"),
         "render_restored": before == after,
+        "largest_dimension": max(objects[0].dimensions) if objects else None,
+        "texture_images": sorted(
+            tuple(n.image.size)
+            for o in objects
+            for m in o.data.materials
+            for n in m.node_tree.nodes
+            if n.type == "TEX_IMAGE" and n.image
+        ),
         # What Recent Jobs would name the objects when importing this job from its folder.
         "from_folder": object_name_for(jobdir.read_job(Path(settings["job_dir"])).name_source)
         if objects
