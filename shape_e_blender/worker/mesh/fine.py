@@ -278,15 +278,12 @@ def fine_values(
 
 
 @functools.cache
-def _octant_slots() -> torch.Tensor:
-    """(8, 8): for a block of 3^3 points (r = 2), the slots of the corners of each of its 8
-    cells, the cell at offset (a, b, c) in the order of product((0, 1), repeat=3)."""
-    return torch.tensor(
-        [
-            [((a + i) * 3 + b + j) * 3 + c + k for i, j, k in product((0, 1), repeat=3)]
-            for a, b, c in product((0, 1), repeat=3)
-        ]
-    )
+def _cell_corner_slots(r: int) -> torch.Tensor:
+    """(r^3, 8): the slots of the corners of each of a block's r^3 cells (cells in the order of
+    _cell_offsets, corners in the order of product((0, 1), repeat=3))."""
+    q = r + 1
+    step = torch.tensor([(i * q + j) * q + k for i, j, k in product((0, 1), repeat=3)])
+    return _cell_offsets(r)[:, None] + step
 
 
 def _near_zero(
@@ -318,13 +315,15 @@ def _near_zero(
         points.evaluated[todo] = True
         done.append(todo)
 
-    if len(at) and reach is not None and points.r == 2:
-        centre = at[:, 13]  # offset (1, 1, 1)
+    r = points.r
+    if len(at) and reach is not None and r == 2:
+        centre = at[:, (r + 1) ** 2 + r + 2]  # offset (1, 1, 1)
         ask(centre)
         m = points.value[centre]
         same = (m > 0) == (corner[:, 0] > 0)
         covered = same[:, None] & (corner**2 + (m**2)[:, None] > 0.75 * (reach**2)[:, None])
-        at = at[:, _octant_slots().to(at.device)][~covered]  # the open fine cells' corners
+        # Cell i of the block is the one with corner i: the open cells' corners.
+        at = at[:, _cell_corner_slots(r).to(at.device)][~covered]
     if len(at):
         ask(at)
     return torch.cat(done)

@@ -144,9 +144,10 @@ def select(
         known = ~boxed.isnan()
         count = corners(known.float(), torch.add)
         mean = corners(boxed.abs().nan_to_num(0.0), torch.add) / count.clamp(min=1)
-        whole = count == 8
-        active |= (count > 0) & (mean <= slope * torch.where(whole, MEAN_REACH, 3**0.5) * step)
-        reach = torch.where(whole, slope * step, math.nan)
+        all_known = count == 8
+        bound = torch.where(all_known, MEAN_REACH, math.sqrt(3.0))
+        active |= (count > 0) & (mean <= slope * bound * step)
+        reach = torch.where(all_known, slope * step, math.nan)
     return active & candidates, reach
 
 
